@@ -1,0 +1,45 @@
+"""Img2Img Studio entrypoint: first-run setup, the login gate, and navigation by role."""
+
+import streamlit as st
+
+from studio import ui
+from studio.models import Role
+
+st.set_page_config(page_title="Img2Img Studio", page_icon="🎨", layout="wide")
+
+report = ui.bootstrap_studio()
+config = ui.settings()
+if config.warmup:
+    ui.start_model_warmup(config)
+
+authenticator = ui.authenticator(report)
+user = ui.current_user()
+if user is None:
+    if st.session_state.get("authentication_status"):
+        # Logged in by cookie or session, but the account is gone or deactivated.
+        authenticator.logout(location="unrendered")
+    st.title("🎨 Img2Img Studio")
+    authenticator.login(location="main", key="studio_login")
+    if st.session_state.get("authentication_status") is False:
+        st.error("Username or password is incorrect.")
+    if ui.current_user() is not None:
+        st.rerun()  # logged in just now: start over without the login form on screen
+
+if user is None:
+    st.navigation([st.Page(lambda: None, title="Log in", icon="🔑")], position="hidden").run()
+    st.stop()
+
+studio_pages = [
+    st.Page("pages/transform.py", title="Transform", icon="🪄", default=True),
+    st.Page("pages/history.py", title="History", icon="🗂️"),
+]
+admin_pages = [st.Page("pages/admin_users.py", title="Users", icon="👥")]
+navigation = {"Studio": studio_pages}
+if user.role is Role.admin:
+    navigation["Admin"] = admin_pages
+
+with st.sidebar:
+    st.caption(f"Signed in as **{user.display_name}** ({user.username}, {user.role.value})")
+    authenticator.logout("Log out", location="sidebar", key="studio_logout")
+
+st.navigation(navigation).run()

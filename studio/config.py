@@ -1,0 +1,86 @@
+"""Settings, read once from the environment and `.streamlit/secrets.toml`.
+
+Precedence: environment variable > `[studio]` table in secrets.toml > default.
+Every setting has an environment name (`STUDIO_*`) so workers and tests can be configured
+without touching files; secrets.toml keys are the same names in lower case without the prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SECRETS_PATH = PROJECT_ROOT / ".streamlit" / "secrets.toml"
+
+# The configured model name that means "the tiny offline preview model" (pipelines.registry.PREVIEW_MODEL).
+PREVIEW_MODEL = "preview"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    models_dir: Path
+    database_url: str
+    model: str
+    max_output_side: int
+    warmup: bool
+    cookie_key: str | None
+    cookie_name: str
+    admin_username: str
+    admin_password: str | None
+    admin_email: str
+
+    @property
+    def assets_dir(self) -> Path:
+        return self.data_dir / "assets"
+
+    @property
+    def uses_preview_model(self) -> bool:
+        return self.model == PREVIEW_MODEL
+
+
+def _read_secrets(path: Path) -> dict[str, object]:
+    if not path.is_file():
+        return {}
+    with path.open("rb") as fh:
+        table = tomllib.load(fh).get("studio", {})
+    return table if isinstance(table, dict) else {}
+
+
+def load_settings(environ: dict[str, str] | None = None, secrets_path: Path | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    secrets = _read_secrets(SECRETS_PATH if secrets_path is None else secrets_path)
+
+    def get(name: str, default: str | None = None) -> str | None:
+        value = env.get(f"STUDIO_{name.upper()}")
+        if value is None:
+            value = secrets.get(name)
+        return default if value is None or value == "" else str(value)
+
+    data_dir = Path(get("data_dir", str(PROJECT_ROOT / "data"))).expanduser().resolve()
+    max_side = get("max_output_side", "1024")
+    if not max_side.isdigit() or not 256 <= int(max_side) <= 4096:
+        raise ValueError(f"STUDIO_MAX_OUTPUT_SIDE must be a whole number 256–4096, got {max_side!r}")
+    return Settings(
+        data_dir=data_dir,
+        models_dir=Path(get("models_dir", str(data_dir / "models"))).expanduser().resolve(),
+        database_url=get("database_url", f"sqlite:///{data_dir / 'studio.db'}"),
+        model=get("model", PREVIEW_MODEL),
+        max_output_side=int(max_side),
+        warmup=get("warmup", "1").lower() not in ("0", "false", "no"),
+        cookie_key=get("cookie_key"),
+        cookie_name=get("cookie_name", "img2img_studio_auth"),
+        admin_username=get("admin_username", "admin").strip().lower(),
+        admin_password=get("admin_password"),
+        admin_email=get("admin_email", "admin@example.com"),
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (tests call `get_settings.cache_clear()` after changing env)."""
+    return load_settings()

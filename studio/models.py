@@ -1,0 +1,118 @@
+"""Database tables (SQLModel). `XBase` holds the fields a caller may set; `X(table=True)` adds the rest.
+
+Times are timezone-aware UTC (`utcnow()`); SQLModel stores them as UTC and returns them aware,
+also on SQLite, which has no time zones of its own.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy import JSON, Column, Index
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Role(StrEnum):
+    admin = "admin"
+    member = "member"
+
+
+class TeamBase(SQLModel):
+    name: str = Field(index=True, unique=True, min_length=1, max_length=80)
+
+
+class Team(TeamBase, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class UserBase(SQLModel):
+    username: str = Field(index=True, unique=True, min_length=3, max_length=32)
+    email: str = Field(max_length=254)
+    display_name: str = Field(max_length=80)
+    role: Role = Field(default=Role.member)
+    plan: str = Field(default="free", max_length=32)
+    is_active: bool = Field(default=True)
+    team_id: int | None = Field(default=None, foreign_key="team.id", index=True)
+
+
+class User(UserBase, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    password_hash: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class AssetKind(StrEnum):
+    source = "source"
+    result = "result"
+    mask = "mask"
+
+
+class Asset(SQLModel, table=True):
+    """One stored image. The bytes live in the content-addressed store under `sha256`;
+    `original_name` is for display only and never touches the file system."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="user.id", index=True)
+    kind: AssetKind
+    sha256: str = Field(index=True, min_length=64, max_length=64)
+    mime: str = Field(default="image/png", max_length=32)
+    width: int
+    height: int
+    size_bytes: int
+    original_name: str | None = Field(default=None, max_length=255)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class JobStatus(StrEnum):
+    """queued → processing → complete | failed | cancelled; never backwards."""
+
+    queued = "queued"
+    processing = "processing"
+    complete = "complete"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (JobStatus.complete, JobStatus.failed, JobStatus.cancelled)
+
+
+class JobBase(SQLModel):
+    task: str = Field(default="img2img", max_length=32)
+    model: str = Field(max_length=300)
+    # What the user asked for (prompt, strength, steps, …): enough to run the job again.
+    params: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class Job(JobBase, table=True):
+    """A transformation request. The table is also the queue: workers claim the oldest
+    `queued` job of the highest priority, holding a lease (`worker`, `attempt`, `lease_until`)."""
+
+    __table_args__ = (Index("ix_job_queue", "status", "priority", "created_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="user.id", index=True)
+    team_id: int | None = Field(default=None, foreign_key="team.id", index=True)
+    status: JobStatus = Field(default=JobStatus.queued)
+    priority: int = Field(default=0)
+    source_asset_id: int = Field(foreign_key="asset.id")
+    result_asset_id: int | None = Field(default=None, foreign_key="asset.id")
+    # What actually ran (resolved sizes, scheduler, library versions); also embedded in the result PNG.
+    recipe: dict | None = Field(default=None, sa_column=Column(JSON))
+    error: str | None = Field(default=None, max_length=2000)
+    progress_step: int = Field(default=0)
+    progress_total: int = Field(default=0)
+    cost: int = Field(default=0)
+    idempotency_key: str | None = Field(default=None, unique=True, max_length=64)
+    worker: str | None = Field(default=None, max_length=120)
+    attempt: int = Field(default=0)
+    lease_until: datetime | None = Field(default=None)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    started_at: datetime | None = Field(default=None)
+    finished_at: datetime | None = Field(default=None)

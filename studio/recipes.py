@@ -1,0 +1,36 @@
+"""Recipes: everything needed to reproduce a result, stored on the job and inside the result PNG."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from PIL import Image, PngImagePlugin
+
+RECIPE_CHUNK = "img2img-studio:recipe"
+RECIPE_VERSION = 1
+
+
+def png_with_recipe(image: Image.Image, recipe: dict) -> bytes:
+    """Encode `image` as PNG with `recipe` as JSON in an iTXt chunk (nothing else in the metadata)."""
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt(RECIPE_CHUNK, json.dumps(recipe, sort_keys=True, ensure_ascii=False))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def read_recipe(png_bytes: bytes) -> dict | None:
+    """The recipe embedded by `png_with_recipe`, or None for any other file."""
+    try:
+        with Image.open(io.BytesIO(png_bytes)) as image:
+            raw = image.info.get(RECIPE_CHUNK) if image.format == "PNG" else None
+    except (OSError, ValueError):
+        return None
+    if raw is None:
+        return None
+    try:
+        recipe = json.loads(raw)
+    except json.JSONDecodeError:
+        return None
+    return recipe if isinstance(recipe, dict) else None

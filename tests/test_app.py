@@ -1,0 +1,129 @@
+"""The studio as a user drives it, through Streamlit's AppTest: login → transform → history.
+
+Nothing on the diffusers path is patched: the Transform page runs the tiny preview model.
+"""
+
+from pathlib import Path
+
+import pytest
+from sqlmodel import select
+from streamlit.testing.v1 import AppTest
+
+from studio.db import session_for
+from studio.models import Asset, Job, JobStatus
+from studio.users import create_user
+from tests.conftest import ADMIN_PASSWORD, png_bytes
+
+APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
+MEMBER_PASSWORD = "member-password"
+# The first transform imports diffusers (~10 s on 2 cores) and loads the model.
+TIMEOUT = 180
+
+
+def texts(elements) -> list[str]:
+    return [element.value for element in elements]
+
+
+def log_in(username: str, password: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.text_input[0].input(username)
+    at.text_input[1].input(password)
+    at.button[0].click().run()
+    return at
+
+
+@pytest.fixture
+def member(studio, studio_settings):
+    with session_for(studio_settings.database_url) as session:
+        create_user(session=session, username="mia", password=MEMBER_PASSWORD, email="mia@example.com")
+
+
+def test_wrong_password_is_refused_with_a_message(studio):
+    at = log_in("admin", "not-the-password")
+    assert "Username or password is incorrect." in texts(at.error)
+    assert not at.title or at.title[0].value == "🎨 Img2Img Studio"
+
+
+def test_a_bad_cookie_key_stops_the_app_with_how_to_fix_it(studio_settings, monkeypatch):
+    from studio.config import get_settings
+
+    monkeypatch.setenv("STUDIO_COOKIE_KEY", "too-short")
+    get_settings.cache_clear()
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert any("cannot start" in e and "32" in e for e in texts(at.error))
+
+
+def test_login_transform_and_history(studio, studio_settings):
+    at = log_in("admin", ADMIN_PASSWORD)
+    assert not at.exception
+    assert at.title[0].value == "🪄 Transform"
+    assert any("Preview model" in info for info in texts(at.info))
+
+    at.file_uploader(key="source_upload").set_value(("shoe.png", png_bytes(256, 320), "image/png"))
+    at.run()
+    assert not at.error
+    at.text_area[0].input("a watercolor sneaker")
+    at.slider[0].set_value(0.5)  # strength
+    at.slider[1].set_value(4)  # steps
+    at.number_input[0].set_value(1234)  # seed
+    [transform_button] = [b for b in at.button if b.label == "Transform"]
+    transform_button.click().run()
+    assert not at.exception, at.exception
+    assert not at.error, texts(at.error)
+
+    with session_for(studio_settings.database_url) as session:
+        [job] = session.exec(select(Job)).all()
+        assert job.status is JobStatus.complete
+        assert job.params["seed"] == 1234 and job.params["strength"] == 0.5
+        result = session.get(Asset, job.result_asset_id)
+    assert (result.width, result.height) == (256, 320)
+    assert len(at.image) >= 2  # the source and the result side by side
+    assert [b.label for b in at.get("download_button")] == ["Download PNG"]
+
+    at.switch_page("pages/history.py").run()
+    assert at.title[0].value == "🗂️ History"
+    assert any(f"**#{job.id}** · complete" in md for md in texts(at.markdown))
+
+
+def test_an_invalid_upload_shows_why_and_stores_nothing(studio, studio_settings):
+    at = log_in("admin", ADMIN_PASSWORD)
+    at.file_uploader(key="source_upload").set_value(("photo.png", b"<svg xmlns='x'></svg>", "image/png"))
+    at.run()
+    assert any("SVG" in e for e in texts(at.error))
+    assert [b for b in at.button if b.label == "Transform"][0].disabled
+    with session_for(studio_settings.database_url) as session:
+        assert session.exec(select(Asset)).all() == []
+    assert not studio_settings.assets_dir.exists() or not any(studio_settings.assets_dir.rglob("*"))
+
+
+def test_admins_see_admin_pages_and_members_do_not(studio, member):
+    admin = log_in("admin", ADMIN_PASSWORD)
+    admin.switch_page("pages/admin_users.py").run()
+    assert admin.title[0].value == "👥 Users"
+
+    at = log_in("mia", MEMBER_PASSWORD)
+    assert at.title[0].value == "🪄 Transform"
+    at.switch_page("pages/admin_users.py").run()
+    assert "👥 Users" not in texts(at.title)
+
+
+def test_the_admin_page_checks_the_role_itself(studio, member):
+    at = AppTest.from_file(str(Path(APP).parent / "pages" / "admin_users.py"), default_timeout=TIMEOUT)
+    at.session_state["authentication_status"] = True
+    at.session_state["username"] = "mia"
+    at.run()
+    assert "This page is for administrators only." in texts(at.error)
+    assert not at.dataframe
+
+
+def test_an_admin_creates_a_member_who_can_log_in(studio):
+    at = log_in("admin", ADMIN_PASSWORD)
+    at.switch_page("pages/admin_users.py").run()
+    at.text_input[0].input("noah")
+    at.text_input[1].input("Noah")
+    at.text_input[2].input("noah@example.com")
+    at.text_input[3].input("noah-password")
+    [create] = [b for b in at.button if b.label == "Create user"]
+    create.click().run()
+    assert "Created noah (member)." in texts(at.success)
+    assert log_in("noah", "noah-password").title[0].value == "🪄 Transform"

@@ -1,0 +1,44 @@
+import pytest
+from sqlmodel import select
+
+from studio.db import session_for
+from studio.models import Role, User
+from studio.users import UserError, authenticator_credentials, create_user, get_active_user
+
+
+@pytest.fixture
+def session(studio, studio_settings):
+    with session_for(studio_settings.database_url) as session:
+        yield session
+
+
+@pytest.mark.parametrize(
+    ("username", "password", "email", "message"),
+    [
+        ("ab", "long-enough", "a@b.c", "3–32 characters"),
+        ("has space", "long-enough", "a@b.c", "3–32 characters"),
+        ("../etc", "long-enough", "a@b.c", "3–32 characters"),
+        ("newuser", "short", "a@b.c", "at least 8"),
+        ("newuser", "long-enough", "not-an-email", "e-mail"),
+        ("ADMIN", "long-enough", "a@b.c", "taken"),
+    ],
+)
+def test_invalid_users_are_refused_and_nothing_is_stored(session, username, password, email, message):
+    before = len(session.exec(select(User)).all())
+    with pytest.raises(UserError, match=message):
+        create_user(session=session, username=username, password=password, email=email)
+    assert len(session.exec(select(User)).all()) == before
+
+
+def test_credentials_for_the_authenticator_come_from_active_users_only(session):
+    create_user(session=session, username="Dana", password="dana-password", email="dana@example.com")
+    gone = create_user(session=session, username="gone", password="gone-password", email="g@example.com")
+    gone.is_active = False
+    session.commit()
+
+    users = authenticator_credentials(session=session)["usernames"]
+    assert set(users) == {"admin", "dana"}
+    assert users["dana"]["roles"] == [Role.member.value]
+    assert users["dana"]["password"].startswith("$2")  # a bcrypt hash, never the password
+    assert get_active_user(session=session, username="gone") is None
+    assert get_active_user(session=session, username="DANA").username == "dana"

@@ -5,7 +5,7 @@ import streamlit as st
 from studio import ui
 from studio.models import Role
 
-st.set_page_config(page_title="Img2Img Studio", page_icon="🎨", layout="wide")
+st.set_page_config(page_title="Img2Img Studio", page_icon=":material/palette:", layout="wide")
 
 report = ui.bootstrap_studio()
 config = ui.settings()
@@ -18,22 +18,26 @@ if user is None:
     if st.session_state.get("authentication_status"):
         # Logged in by cookie or session, but the account is gone or deactivated.
         authenticator.logout(location="unrendered")
-    st.title("🎨 Img2Img Studio")
+    st.title("Img2Img Studio")
     authenticator.login(location="main", key="studio_login")
+    st.caption(
+        "First run? The admin password was printed once in the console that started the studio "
+        "(or set it beforehand with STUDIO_ADMIN_PASSWORD)."
+    )
     if st.session_state.get("authentication_status") is False:
         st.error("Username or password is incorrect.")
     if ui.current_user() is not None:
         st.rerun()  # logged in just now: start over without the login form on screen
 
 if user is None:
-    st.navigation([st.Page(lambda: None, title="Log in", icon="🔑")], position="hidden").run()
+    st.navigation([st.Page(lambda: None, title="Log in", icon=":material/login:")], position="hidden").run()
     st.stop()
 
 studio_pages = [
-    st.Page("pages/transform.py", title="Transform", icon="🪄", default=True),
-    st.Page("pages/history.py", title="History", icon="🗂️"),
+    st.Page("pages/transform.py", title="Transform", icon=":material/auto_fix_high:", default=True),
+    st.Page("pages/history.py", title="History", icon=":material/history:"),
 ]
-admin_pages = [st.Page("pages/admin_users.py", title="Users", icon="👥")]
+admin_pages = [st.Page("pages/admin_users.py", title="Users", icon=":material/group:")]
 navigation = {"Studio": studio_pages}
 if user.role is Role.admin:
     navigation["Admin"] = admin_pages

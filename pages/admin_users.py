@@ -8,7 +8,7 @@ from studio.users import UserError, create_user, list_users
 
 ui.require_user(Role.admin)
 
-st.title("👥 Users")
+st.title("Users")
 
 st.subheader("Add a user")
 with st.form("create_user", clear_on_submit=True):

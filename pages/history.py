@@ -13,13 +13,13 @@ COLUMNS = 4
 user = ui.require_user()
 store = ui.asset_store()
 
-st.title("🗂️ History")
+st.title("History")
 
 with ui.db_session() as session:
     total = count_user_jobs(session=session, user_id=user.id)
     if total == 0:
         st.info("No jobs yet. Transform an image and it will appear here.")
-        st.page_link("pages/transform.py", label="Go to Transform", icon="🪄")
+        st.page_link("pages/transform.py", label="Go to Transform", icon=":material/auto_fix_high:")
         st.stop()
     pages = math.ceil(total / PAGE_SIZE)
     page = st.number_input(f"Page (of {pages})", 1, pages, 1) if pages > 1 else 1
@@ -30,14 +30,14 @@ columns = st.columns(COLUMNS)
 for index, (job, source, result) in enumerate(rows):
     with columns[index % COLUMNS].container(border=True):
         shown = result or source
-        st.image(ui.thumbnail(shown.sha256, str(store.root)), use_container_width=True)
+        st.image(ui.thumbnail(shown.sha256, str(store.root)), width="stretch")
         st.markdown(f"**#{job.id}** · {job.status.value} · {job.created_at:%Y-%m-%d %H:%M}")
         st.caption(
             f"“{job.params['prompt'][:80]}” · strength {job.params['strength']:.2f} · "
             f"{job.params['steps']} steps · seed {job.params['seed']}"
         )
         if job.error:
-            st.caption(f"⚠️ {job.error}")
+            st.caption(f":material/error: {job.error}")
         if result is not None:
             st.download_button(
                 "Download",

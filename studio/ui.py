@@ -117,7 +117,7 @@ def model_notice(config: Settings) -> None:
             "`STUDIO_MODEL` (or `model` under `[studio]` in `.streamlit/secrets.toml`) to a Hugging Face "
             "id such as `stable-diffusion-v1-5/stable-diffusion-v1-5` or to a local diffusers folder, "
             "then restart. See README → Real models.",
-            icon="🧪",
+            icon=":material/science:",
         )
 
 

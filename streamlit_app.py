@@ -11,6 +11,8 @@ report = ui.bootstrap_studio()
 config = ui.settings()
 if config.warmup:
     ui.start_model_warmup(config)
+if config.in_process_worker:
+    ui.start_background_worker(config)
 
 authenticator = ui.authenticator(report)
 user = ui.current_user()
@@ -36,6 +38,7 @@ if user is None:
 studio_pages = [
     st.Page("pages/transform.py", title="Transform", icon=":material/auto_fix_high:", default=True),
     st.Page("pages/history.py", title="History", icon=":material/history:"),
+    st.Page("pages/account.py", title="Account", icon=":material/account_balance_wallet:"),
 ]
 admin_pages = [st.Page("pages/admin_users.py", title="Users", icon=":material/group:")]
 navigation = {"Studio": studio_pages}

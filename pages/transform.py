@@ -1,12 +1,16 @@
-"""Transform: a source image, a prompt and settings on the left; the result on the right."""
+"""Transform: a source image, a prompt and settings on the left; the queued job and its result on the right."""
 
 import random
+from dataclasses import asdict
 
 import streamlit as st
 
 from pipelines.params import MAX_SEED, Img2ImgParams
 from studio import ui
-from studio.jobs import JobInputError, get_user_job, transform_now
+from studio.credits import spendable
+from studio.models import utcnow
+from studio.pricing import QUALITY_TIERS, Quality
+from studio.queue import SubmitRefused, quote, submit_job
 from studio.validation import UploadRejected
 
 user = ui.require_user()
@@ -38,18 +42,31 @@ with source_col:
     negative_prompt = st.text_input("Negative prompt", placeholder="blurry, low quality, watermark")
     strength = st.slider("Strength", 0.0, 1.0, 0.6, 0.05, help=ui.STRENGTH_HELP)
     st.caption(ui.strength_hint(strength))
-    steps_col, guidance_col, seed_col = st.columns(3)
-    steps = steps_col.slider("Steps", 1, 100, 20, help="Schedule length; the run uses int(steps × strength).")
-    guidance = guidance_col.slider(
-        "Guidance", 0.0, 20.0, 7.5, 0.5, help="How strictly to follow the prompt (≤ 1 turns it off)."
+    quality = Quality(
+        st.segmented_control(
+            "Quality",
+            [q.value for q in Quality],
+            default=Quality.standard.value,
+            format_func=lambda q: f"{QUALITY_TIERS[Quality(q)].label} · {QUALITY_TIERS[Quality(q)].steps} steps",
+            key="quality",
+        )
+        or Quality.standard.value
     )
-    seed = seed_col.number_input(
-        "Seed",
-        min_value=0,
-        max_value=MAX_SEED,
-        value=st.session_state.setdefault("default_seed", random.randint(0, MAX_SEED)),
-        help="Same source, settings and seed give the same pixels.",
-    )
+    tier = QUALITY_TIERS[quality]
+    with st.expander("Advanced"):
+        steps = st.slider(
+            "Steps", 1, tier.max_steps, tier.steps, help="Schedule length; the run uses int(steps × strength)."
+        )
+        guidance = st.slider(
+            "Guidance", 0.0, 20.0, 7.5, 0.5, help="How strictly to follow the prompt (≤ 1 turns it off)."
+        )
+        seed = st.number_input(
+            "Seed",
+            min_value=0,
+            max_value=MAX_SEED,
+            value=st.session_state.setdefault("default_seed", random.randint(0, MAX_SEED)),
+            help="Same source, settings and seed give the same pixels.",
+        )
     params = Img2ImgParams(
         prompt=prompt,
         negative_prompt=negative_prompt,
@@ -58,6 +75,15 @@ with source_col:
         guidance=guidance,
         seed=int(seed),
     )
+
+    with ui.db_session() as session:
+        credits = spendable(session=session, user=user, now=utcnow())
+    if upload is not None:
+        cost = quote(settings=config, quality=quality, width=upload.width, height=upload.height)
+        st.caption(
+            f"Costs **{cost.credits}** credit{'s' if cost.credits != 1 else ''} ({cost.explain()}) · "
+            f"you have {credits.personal}" + (f" + {credits.team} in the team pool" if credits.team is not None else "")
+        )
     transform_clicked = st.button(
         f"Transform · {params.denoising_steps} denoising steps",
         type="primary",
@@ -67,10 +93,9 @@ with source_col:
 
 with result_col:
     if transform_clicked:
-        progress = st.progress(0.0, text="Loading the model…")
         try:
-            with ui.db_session() as session:
-                job = transform_now(
+            with ui.db_write_session() as session:
+                job = submit_job(
                     session=session,
                     store=ui.asset_store(),
                     settings=config,
@@ -78,19 +103,18 @@ with result_col:
                     upload=upload,
                     original_name=uploaded.name,
                     params=params,
-                    on_progress=lambda step, total: progress.progress(
-                        step / total, text=f"Step {step}/{total}"
+                    quality=quality,
+                    idempotency_key=ui.submit_key(
+                        user_id=user.id,
+                        source_png=upload.png_bytes,
+                        recipe={**asdict(params), "quality": quality.value, "model": config.model},
                     ),
                 )
             st.session_state["last_job_id"] = job.id
-        except JobInputError as exc:
+        except SubmitRefused as exc:
             st.error(str(exc))
-        progress.empty()
 
-    job_id = st.session_state.get("last_job_id")
-    with ui.db_session() as session:
-        job = get_user_job(session=session, user_id=user.id, job_id=job_id) if job_id else None
-        if job is None:
-            st.caption("Your result appears here, beside the source.")
-        else:
-            ui.show_job_result(session=session, job=job)
+    if job_id := st.session_state.get("last_job_id"):
+        ui.job_panel(job_id=job_id, user_id=user.id)
+    else:
+        st.caption("Your result appears here, beside the source.")

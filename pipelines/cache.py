@@ -96,9 +96,7 @@ def request_pipeline(base: StableDiffusionImg2ImgPipeline) -> StableDiffusionImg
     # Built with the constructor rather than `from_pipe`: in diffusers 0.42, from_pipe ends with
     # `.to(dtype=...)` (float32 unless told otherwise), which casts the *shared* fp16 models of the
     # cached base in place, and it logs a warning on every call even when the dtype matches.
-    pipe = StableDiffusionImg2ImgPipeline(
-        **{**base.components, "scheduler": scheduler}, requires_safety_checker=False
-    )
+    pipe = StableDiffusionImg2ImgPipeline(**{**base.components, "scheduler": scheduler}, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -106,10 +104,7 @@ def request_pipeline(base: StableDiffusionImg2ImgPipeline) -> StableDiffusionImg
 def loaded_models() -> list[str]:
     """The loaded pipelines, as "location (device, dtype)"."""
     with _LOAD_LOCK:
-        return [
-            f"{location} ({device}, {str(dtype).removeprefix('torch.')})"
-            for location, device, dtype in _pipelines
-        ]
+        return [f"{location} ({device}, {str(dtype).removeprefix('torch.')})" for location, device, dtype in _pipelines]
 
 
 def clear_cache() -> None:

@@ -15,11 +15,8 @@ from PIL import Image
 
 from pipelines.cache import RUN_LOCK, get_base_pipeline, request_pipeline
 from pipelines.errors import PipelineInputError, RunCancelled
-from pipelines.params import Img2ImgParams
+from pipelines.params import SIZE_MULTIPLE, Img2ImgParams, output_size
 from pipelines.registry import ModelRef
-
-# The VAE maps 8×8 pixels to one latent, so both sides must be multiples of 8.
-SIZE_MULTIPLE = 8
 
 
 @dataclass(frozen=True)
@@ -41,22 +38,6 @@ class Img2ImgResult:
     seconds: float  # time of the diffusion call itself (not model loading or waiting for the lock)
 
 
-def output_size(width: int, height: int, max_side: int) -> tuple[int, int]:
-    """Result size: the source's aspect, scaled down (never up) to fit max_side, sides rounded down to ×8."""
-    if width < 1 or height < 1:
-        raise PipelineInputError(f"The source image is empty ({width}×{height} px).")
-    if max_side < SIZE_MULTIPLE:
-        raise PipelineInputError(f"The output size cap must be at least {SIZE_MULTIPLE} px, got {max_side}.")
-    long_side = max(width, height)
-    if long_side > max_side:
-        # Integer arithmetic, so the long side lands exactly on max_side.
-        width, height = width * max_side // long_side, height * max_side // long_side
-    return (
-        max(SIZE_MULTIPLE, width // SIZE_MULTIPLE * SIZE_MULTIPLE),
-        max(SIZE_MULTIPLE, height // SIZE_MULTIPLE * SIZE_MULTIPLE),
-    )
-
-
 def run_img2img(
     ref: ModelRef,
     request: Img2ImgRequest,
@@ -76,8 +57,7 @@ def run_img2img(
     source = request.image
     if source.width < SIZE_MULTIPLE or source.height < SIZE_MULTIPLE:
         raise PipelineInputError(
-            f"The source image is {source.width}×{source.height} px; it needs at least "
-            f"{SIZE_MULTIPLE} px per side."
+            f"The source image is {source.width}×{source.height} px; it needs at least {SIZE_MULTIPLE} px per side."
         )
     width, height = output_size(source.width, source.height, request.max_side)
     denoising_steps = params.denoising_steps

@@ -10,6 +10,8 @@ MAX_PROMPT_CHARS = 2000
 MAX_STEPS = 150
 MAX_GUIDANCE = 30.0
 MAX_SEED = 2**32 - 1
+# The VAE maps 8×8 pixels to one latent, so both sides must be multiples of 8.
+SIZE_MULTIPLE = 8
 
 
 @dataclass(frozen=True)
@@ -46,3 +48,19 @@ class Img2ImgParams:
             raise PipelineInputError(f"Guidance must be between 0 and {MAX_GUIDANCE:g}, got {self.guidance}.")
         if not 0 <= self.seed <= MAX_SEED:
             raise PipelineInputError(f"Seed must be between 0 and {MAX_SEED}, got {self.seed}.")
+
+
+def output_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """Result size: the source's aspect, scaled down (never up) to fit max_side, sides rounded down to ×8."""
+    if width < 1 or height < 1:
+        raise PipelineInputError(f"The source image is empty ({width}×{height} px).")
+    if max_side < SIZE_MULTIPLE:
+        raise PipelineInputError(f"The output size cap must be at least {SIZE_MULTIPLE} px, got {max_side}.")
+    long_side = max(width, height)
+    if long_side > max_side:
+        # Integer arithmetic, so the long side lands exactly on max_side.
+        width, height = width * max_side // long_side, height * max_side // long_side
+    return (
+        max(SIZE_MULTIPLE, width // SIZE_MULTIPLE * SIZE_MULTIPLE),
+        max(SIZE_MULTIPLE, height // SIZE_MULTIPLE * SIZE_MULTIPLE),
+    )

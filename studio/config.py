@@ -26,8 +26,10 @@ class Settings:
     models_dir: Path
     database_url: str
     model: str
+    model_cost: int | None
     max_output_side: int
     warmup: bool
+    in_process_worker: bool
     cookie_key: str | None
     cookie_name: str
     admin_username: str
@@ -51,6 +53,10 @@ def _read_secrets(path: Path) -> dict[str, object]:
     return table if isinstance(table, dict) else {}
 
 
+def _flag(value: str) -> bool:
+    return value.strip().lower() not in ("0", "false", "no", "off")
+
+
 def load_settings(environ: dict[str, str] | None = None, secrets_path: Path | None = None) -> Settings:
     env = os.environ if environ is None else environ
     secrets = _read_secrets(SECRETS_PATH if secrets_path is None else secrets_path)
@@ -61,6 +67,9 @@ def load_settings(environ: dict[str, str] | None = None, secrets_path: Path | No
             value = secrets.get(name)
         return default if value is None or value == "" else str(value)
 
+    model_cost = get("model_cost")
+    if model_cost is not None and (not model_cost.isdigit() or not 1 <= int(model_cost) <= 5):
+        raise ValueError(f"STUDIO_MODEL_COST must be a whole number 1–5 (credits per run), got {model_cost!r}")
     data_dir = Path(get("data_dir", str(PROJECT_ROOT / "data"))).expanduser().resolve()
     max_side = get("max_output_side", "1024")
     if not max_side.isdigit() or not 256 <= int(max_side) <= 4096:
@@ -70,8 +79,10 @@ def load_settings(environ: dict[str, str] | None = None, secrets_path: Path | No
         models_dir=Path(get("models_dir", str(data_dir / "models"))).expanduser().resolve(),
         database_url=get("database_url", f"sqlite:///{data_dir / 'studio.db'}"),
         model=get("model", PREVIEW_MODEL),
+        model_cost=None if model_cost is None else int(model_cost),
         max_output_side=int(max_side),
-        warmup=get("warmup", "1").lower() not in ("0", "false", "no"),
+        warmup=_flag(get("warmup", "1")),
+        in_process_worker=_flag(get("in_process_worker", "1")),
         cookie_key=get("cookie_key"),
         cookie_name=get("cookie_name", "img2img_studio_auth"),
         admin_username=get("admin_username", "admin").strip().lower(),

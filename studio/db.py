@@ -48,7 +48,9 @@ def get_engine(url: str) -> Engine:
     @event.listens_for(engine, "begin")
     def _begin(conn) -> None:
         # The documented pysqlite recipe: emit BEGIN ourselves so transactions are real.
-        conn.exec_driver_sql("BEGIN")
+        # Writers ask for IMMEDIATE (write_session): they take the write lock up front, so two
+        # writers never both read a balance and then both spend it.
+        conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('sqlite_begin', 'DEFERRED')}")
 
     return engine
 
@@ -62,4 +64,16 @@ def init_db(url: str) -> Engine:
 @contextmanager
 def session_for(url: str) -> Iterator[Session]:
     with Session(get_engine(url), expire_on_commit=False) as session:
+        yield session
+
+
+@contextmanager
+def write_session(url: str) -> Iterator[Session]:
+    """A session whose transactions hold the write lock from their first statement.
+
+    On SQLite that is `BEGIN IMMEDIATE`; on PostgreSQL the option is ignored and the queries
+    themselves lock rows (`FOR UPDATE SKIP LOCKED`), so callers use the same code on both.
+    """
+    engine = get_engine(url).execution_options(sqlite_begin="IMMEDIATE")
+    with Session(engine, expire_on_commit=False) as session:
         yield session

@@ -1,179 +1,84 @@
-"""Jobs: submit a transformation (validated, recorded, source stored) and run it.
+"""Jobs: what running one means (`render_job`), and reading them back for the pages.
 
-`submit_img2img` only writes rows and the source image; `run_job` executes a recorded job and is
-what a worker calls, so moving execution from the page to a queue worker changes no code here.
-Torch is imported only inside `run_job`, through `pipelines`.
+Queueing, leases and credits live in `studio.queue`; the worker (`studio.worker`) glues the two.
+Torch is imported only inside `render_job`, through `pipelines`.
 """
 
 from __future__ import annotations
 
 import io
-import logging
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from datetime import datetime
 
 from PIL import Image
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from pipelines.errors import ModelUnavailableError, PipelineInputError
 from pipelines.params import Img2ImgParams
 from studio.config import Settings
-from studio.models import Asset, AssetKind, Job, JobStatus, User, utcnow
+from studio.models import Asset, AssetKind, Job, JobStatus
 from studio.recipes import RECIPE_VERSION, png_with_recipe
-from studio.storage import AssetStore
-from studio.validation import ValidatedImage
-
-log = logging.getLogger(__name__)
+from studio.storage import sha256_hex
 
 ProgressCallback = Callable[[int, int], None]
 
 
-class JobInputError(ValueError):
-    """A request was refused before anything was stored; the message says why."""
+@dataclass(frozen=True)
+class Rendered:
+    """A finished run: the result PNG (recipe inside) and the asset row to record for it."""
+
+    png: bytes
+    asset: Asset
+    recipe: dict
 
 
-def submit_img2img(
+def render_job(
+    job: Job,
     *,
-    session: Session,
-    store: AssetStore,
-    user: User,
-    upload: ValidatedImage,
-    original_name: str | None,
-    params: Img2ImgParams,
-    model: str,
-) -> Job:
-    """Record a queued img2img job and its source image. Bad parameters store nothing."""
-    try:
-        params.check()
-    except PipelineInputError as exc:
-        raise JobInputError(str(exc)) from exc
-
-    sha = store.put(upload.png_bytes)
-    source = Asset(
-        user_id=user.id,
-        kind=AssetKind.source,
-        sha256=sha,
-        width=upload.width,
-        height=upload.height,
-        size_bytes=len(upload.png_bytes),
-        original_name=original_name,
-    )
-    session.add(source)
-    session.flush()
-    job = Job(
-        task="img2img",
-        model=model,
-        params=asdict(params),
-        user_id=user.id,
-        team_id=user.team_id,
-        source_asset_id=source.id,
-    )
-    session.add(job)
-    session.commit()
-    session.refresh(job)
-    return job
-
-
-def run_job(
-    job_id: int,
-    *,
-    session: Session,
-    store: AssetStore,
+    source_png: bytes,
+    source_sha256: str,
     settings: Settings,
-    on_progress: ProgressCallback | None = None,
-) -> Job:
-    """Run a queued job to completion or failure; returns the job in its final state."""
+    on_step: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Rendered:
+    """Run a job's recipe on its source image. Raises what the pipeline raises (the worker decides)."""
     from pipelines.img2img import Img2ImgRequest, library_versions, run_img2img
     from pipelines.registry import resolve_model
 
-    job = session.get(Job, job_id)
-    if job is None:
-        raise LookupError(f"No job {job_id}")
-    if job.status is not JobStatus.queued:
-        raise ValueError(f"Job {job_id} is {job.status.value}, not queued")
-    job.status = JobStatus.processing
-    job.started_at = utcnow()
-    job.attempt += 1
-    session.commit()
-
-    def report_progress(step: int, total: int) -> None:
-        job.progress_step, job.progress_total = step, total
-        session.commit()
-        if on_progress is not None:
-            on_progress(step, total)
-
-    try:
-        source_asset = session.get(Asset, job.source_asset_id)
-        source = Image.open(io.BytesIO(store.read(source_asset.sha256))).convert("RGB")
-        params = Img2ImgParams(**job.params)
-        ref = resolve_model(job.model, models_dir=settings.models_dir)
-        result = run_img2img(
-            ref,
-            Img2ImgRequest(image=source, params=params, max_side=settings.max_output_side),
-            on_step=report_progress,
-        )
-        recipe = {
-            "recipe_version": RECIPE_VERSION,
-            "task": job.task,
-            "model": job.model,
-            **asdict(params),
-            "scheduler": result.scheduler,
-            "width": result.width,
-            "height": result.height,
-            "denoising_steps": result.denoising_steps,
-            "source_sha256": source_asset.sha256,
-            "device": result.device,
-            "dtype": result.dtype,
-            "versions": library_versions(),
-        }
-        png = png_with_recipe(result.image, recipe)
-        result_asset = Asset(
-            user_id=job.user_id,
-            kind=AssetKind.result,
-            sha256=store.put(png),
-            width=result.width,
-            height=result.height,
-            size_bytes=len(png),
-        )
-        session.add(result_asset)
-        session.flush()
-        job.result_asset_id = result_asset.id
-        job.recipe = recipe
-        job.status = JobStatus.complete
-    except (ModelUnavailableError, PipelineInputError) as exc:
-        job.status, job.error = JobStatus.failed, str(exc)
-    except Exception as exc:  # any other failure must still end the job, never leave it processing
-        log.exception("Job %s failed", job_id)
-        job.status, job.error = JobStatus.failed, f"Internal error ({type(exc).__name__}): {exc}"[:2000]
-    job.finished_at = utcnow()
-    session.commit()
-    session.refresh(job)
-    return job
-
-
-def transform_now(
-    *,
-    session: Session,
-    store: AssetStore,
-    settings: Settings,
-    user: User,
-    upload: ValidatedImage,
-    original_name: str | None,
-    params: Img2ImgParams,
-    on_progress: ProgressCallback | None = None,
-) -> Job:
-    """Submit an img2img job with the configured model and run it in this thread."""
-    job = submit_img2img(
-        session=session,
-        store=store,
-        user=user,
-        upload=upload,
-        original_name=original_name,
-        params=params,
-        model=settings.model,
+    params = Img2ImgParams(**job.params)
+    source = Image.open(io.BytesIO(source_png)).convert("RGB")
+    result = run_img2img(
+        resolve_model(job.model, models_dir=settings.models_dir),
+        Img2ImgRequest(image=source, params=params, max_side=settings.max_output_side),
+        on_step=on_step,
+        should_stop=should_stop,
     )
-    return run_job(job.id, session=session, store=store, settings=settings, on_progress=on_progress)
+    recipe = {
+        "recipe_version": RECIPE_VERSION,
+        "task": job.task,
+        "model": job.model,
+        "quality": job.quality,
+        **asdict(params),
+        "scheduler": result.scheduler,
+        "width": result.width,
+        "height": result.height,
+        "denoising_steps": result.denoising_steps,
+        "source_sha256": source_sha256,
+        "device": result.device,
+        "dtype": result.dtype,
+        "versions": library_versions(),
+    }
+    png = png_with_recipe(result.image, recipe)
+    asset = Asset(
+        user_id=job.user_id,
+        kind=AssetKind.result,
+        sha256=sha256_hex(png),
+        width=result.width,
+        height=result.height,
+        size_bytes=len(png),
+    )
+    return Rendered(png=png, asset=asset, recipe=recipe)
 
 
 def get_user_job(*, session: Session, user_id: int, job_id: int) -> Job | None:
@@ -202,3 +107,31 @@ def list_user_jobs(
 
 def count_user_jobs(*, session: Session, user_id: int) -> int:
     return session.exec(select(func.count()).select_from(Job).where(Job.user_id == user_id)).one()
+
+
+@dataclass(frozen=True)
+class Usage:
+    jobs: int
+    complete: int
+    failed: int
+    cancelled: int
+    credits_spent: int  # charged for completed jobs
+    credits_refunded: int  # reserved for failed or cancelled jobs, then returned
+
+
+def usage_summary(*, session: Session, user_id: int, since: datetime) -> Usage:
+    rows = session.exec(
+        select(Job.status, func.count(), func.coalesce(func.sum(Job.cost), 0))
+        .where(Job.user_id == user_id, Job.created_at >= since)
+        .group_by(Job.status)
+    ).all()
+    count = {status: n for status, n, _ in rows}
+    cost = {status: int(total) for status, _, total in rows}
+    return Usage(
+        jobs=sum(count.values()),
+        complete=count.get(JobStatus.complete, 0),
+        failed=count.get(JobStatus.failed, 0),
+        cancelled=count.get(JobStatus.cancelled, 0),
+        credits_spent=cost.get(JobStatus.complete, 0),
+        credits_refunded=cost.get(JobStatus.failed, 0) + cost.get(JobStatus.cancelled, 0),
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import JSON, Column, Index
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -20,6 +20,12 @@ def utcnow() -> datetime:
 class Role(StrEnum):
     admin = "admin"
     member = "member"
+
+
+class Plan(StrEnum):
+    free = "free"
+    pro_monthly = "pro_monthly"
+    pro_annual = "pro_annual"
 
 
 class TeamBase(SQLModel):
@@ -36,9 +42,11 @@ class UserBase(SQLModel):
     email: str = Field(max_length=254)
     display_name: str = Field(max_length=80)
     role: Role = Field(default=Role.member)
-    plan: str = Field(default="free", max_length=32)
+    plan: Plan = Field(default=Plan.free)
     is_active: bool = Field(default=True)
     team_id: int | None = Field(default=None, foreign_key="team.id", index=True)
+    # An admin decides whether the team's pool pays once this user's own credits run out.
+    can_use_team_pool: bool = Field(default=False)
 
 
 class User(UserBase, table=True):
@@ -94,7 +102,7 @@ class Job(JobBase, table=True):
     """A transformation request. The table is also the queue: workers claim the oldest
     `queued` job of the highest priority, holding a lease (`worker`, `attempt`, `lease_until`)."""
 
-    __table_args__ = (Index("ix_job_queue", "status", "priority", "created_at"),)
+    __table_args__ = (Index("ix_job_queue", "status", "priority", "id"),)
 
     id: int | None = Field(default=None, primary_key=True)
     user_id: int = Field(foreign_key="user.id", index=True)
@@ -108,7 +116,9 @@ class Job(JobBase, table=True):
     error: str | None = Field(default=None, max_length=2000)
     progress_step: int = Field(default=0)
     progress_total: int = Field(default=0)
+    quality: str = Field(default="standard", max_length=16)
     cost: int = Field(default=0)
+    cancel_requested: bool = Field(default=False)
     idempotency_key: str | None = Field(default=None, unique=True, max_length=64)
     worker: str | None = Field(default=None, max_length=120)
     attempt: int = Field(default=0)
@@ -116,3 +126,39 @@ class Job(JobBase, table=True):
     created_at: datetime = Field(default_factory=utcnow, index=True)
     started_at: datetime | None = Field(default=None)
     finished_at: datetime | None = Field(default=None)
+
+
+class CreditKind(StrEnum):
+    grant = "grant"  # free credits: the trial, goodwill
+    allocation = "allocation"  # bought or included in a plan (starter pack, monthly Pro credits)
+    reserve = "reserve"  # taken when a job is submitted
+    commit = "commit"  # the job succeeded: the reserve stands (amount 0, a record of the outcome)
+    refund = "refund"  # the job failed or was cancelled: the reserve comes back
+    adjustment = "adjustment"  # an admin's correction, always with a reason
+    expiry = "expiry"  # what was left of an expiring allocation when it expired
+
+
+class CreditEntry(SQLModel, table=True):
+    """One row of the append-only credits ledger; rows are only ever inserted.
+
+    Credits live in lots: a row that adds credits (grant, allocation, positive adjustment) opens
+    a lot (`lot_id` is None, `expires_at` optional); every later movement names the lot it draws
+    from or returns to. An account's balance is the sum of its rows' `amount`. A reserve that
+    draws on several lots writes one row per lot, and its commit or refund mirrors them, so the
+    unique (job, kind, lot) constraint makes a second refund of the same job impossible.
+    """
+
+    __table_args__ = (UniqueConstraint("job_id", "kind", "lot_id", name="uq_credit_job_kind_lot"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int | None = Field(default=None, foreign_key="user.id", index=True)
+    team_id: int | None = Field(default=None, foreign_key="team.id", index=True)
+    kind: CreditKind
+    amount: int
+    lot_id: int | None = Field(default=None, foreign_key="creditentry.id", index=True)
+    expires_at: datetime | None = Field(default=None)
+    job_id: int | None = Field(default=None, foreign_key="job.id", index=True)
+    idempotency_key: str | None = Field(default=None, unique=True, max_length=120)
+    reason: str | None = Field(default=None, max_length=500)
+    actor_id: int | None = Field(default=None, foreign_key="user.id")
+    created_at: datetime = Field(default_factory=utcnow, index=True)

@@ -3,9 +3,13 @@ role checks and small widgets that several pages share. Pages stay descriptions 
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
+import os
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -16,8 +20,10 @@ from sqlmodel import Session
 
 from studio.bootstrap import BootstrapReport, ConfigError, bootstrap
 from studio.config import Settings, get_settings
-from studio.db import session_for
+from studio.db import session_for, write_session
+from studio.jobs import get_user_job
 from studio.models import Asset, Job, JobStatus, Role, User
+from studio.queue import cancel_job, queue_position
 from studio.storage import AssetStore
 from studio.users import authenticator_credentials, get_active_user
 from studio.validation import ValidatedImage, validate_image_bytes
@@ -64,9 +70,26 @@ def start_model_warmup(config: Settings) -> threading.Thread:
     return thread
 
 
+@st.cache_resource(show_spinner=False)
+def start_background_worker(config: Settings) -> threading.Thread:
+    """One queue worker inside the Streamlit server process (more can run as separate processes)."""
+    from studio.worker import Worker
+
+    worker = Worker(config, name=f"streamlit:{os.getpid()}")
+    thread = threading.Thread(target=worker.run_forever, args=(threading.Event(),), name="queue-worker", daemon=True)
+    thread.start()
+    return thread
+
+
 @contextmanager
 def db_session() -> Iterator[Session]:
     with session_for(settings().database_url) as session:
+        yield session
+
+
+@contextmanager
+def db_write_session() -> Iterator[Session]:
+    with write_session(settings().database_url) as session:
         yield session
 
 
@@ -155,6 +178,64 @@ def validated_upload(data: bytes) -> ValidatedImage:
     return validate_image_bytes(data)
 
 
+def submit_key(*, user_id: int, source_png: bytes, recipe: dict) -> str:
+    """An idempotency key for a Transform click: the same inputs in this browser session give the
+    same key, so a double click (or a rerun) cannot queue and charge a job twice."""
+    nonce = st.session_state.setdefault("submit_nonce", uuid.uuid4().hex)
+    material = json.dumps({"user": user_id, "recipe": recipe, "nonce": nonce}, sort_keys=True).encode()
+    return hashlib.sha256(hashlib.sha256(source_png).digest() + material).hexdigest()
+
+
+def allow_resubmit() -> None:
+    """After a failed or cancelled job, the same inputs may be submitted again as a new job."""
+    st.session_state["submit_nonce"] = uuid.uuid4().hex
+
+
+def job_panel(*, job_id: int, user_id: int) -> None:
+    """A job's live status: queue position, progress and cancel while it runs; then the outcome.
+
+    While the job is not final the panel is a fragment that reruns itself every second; when
+    the job ends, it reruns the page once so the fragment stops polling.
+    """
+    with db_session() as session:
+        job = get_user_job(session=session, user_id=user_id, job_id=job_id)
+    if job is None:
+        return
+    live = not job.status.is_final
+    st.fragment(_job_panel_body, run_every=JOB_POLL_SECONDS if live else None)(job_id, user_id, live)
+
+
+JOB_POLL_SECONDS = 1.0
+
+
+def _job_panel_body(job_id: int, user_id: int, was_live: bool) -> None:
+    with db_session() as session:
+        job = get_user_job(session=session, user_id=user_id, job_id=job_id)
+        if job.status.is_final:
+            if was_live:
+                if job.status is not JobStatus.complete:
+                    allow_resubmit()
+                st.rerun()
+            show_job_result(session=session, job=job)
+            return
+        position = queue_position(session=session, job=job)
+    if job.status is JobStatus.queued:
+        st.info(f"Job #{job.id} is queued · position {position} · {job.cost} credits reserved.")
+        st.progress(0.0, text="Waiting for a worker…")
+    elif job.cancel_requested:
+        st.progress(_fraction(job), text="Cancelling at the next step…")
+    else:
+        st.progress(_fraction(job), text=f"Job #{job.id} · step {job.progress_step}/{job.progress_total or '…'}")
+    if not job.cancel_requested and st.button("Cancel", key=f"cancel-{job.id}"):
+        with db_write_session() as session:
+            cancel_job(session=session, job_id=job.id, user_id=user_id)
+        st.rerun(scope="fragment")
+
+
+def _fraction(job: Job) -> float:
+    return job.progress_step / job.progress_total if job.progress_total else 0.0
+
+
 def show_job_result(*, session: Session, job: Job) -> None:
     """A job's outcome: the image with its download and recipe, or why it failed."""
     if job.status is JobStatus.complete:
@@ -173,5 +254,8 @@ def show_job_result(*, session: Session, job: Job) -> None:
             st.json(job.recipe)
     elif job.status is JobStatus.failed:
         st.error(f"Job #{job.id} failed: {job.error}")
+        st.caption(f"{job.cost} credits refunded.")
+    elif job.status is JobStatus.cancelled:
+        st.warning(f"Job #{job.id} was cancelled; {job.cost} credits refunded.")
     else:
         st.info(f"Job #{job.id} is {job.status.value}.")

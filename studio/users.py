@@ -12,7 +12,8 @@ import re
 import bcrypt
 from sqlmodel import Session, select
 
-from studio.models import Role, User
+from studio.models import Role, User, utcnow
+from studio.plans import grant_trial
 
 USERNAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{2,31}")
 MIN_PASSWORD_LENGTH = 8
@@ -65,6 +66,8 @@ def create_user(
         password_hash=hash_password(password),
     )
     session.add(user)
+    session.flush()
+    grant_trial(session=session, user=user, now=utcnow())
     session.commit()
     session.refresh(user)
     return user

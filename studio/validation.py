@@ -86,9 +86,7 @@ def _to_rgb(image: Image.Image, notes: list[str]) -> Image.Image:
     elif image.mode not in ("RGB", "RGBA", "L", "LA", "P", "PA", "1", "La", "RGBa"):
         notes.append(f"Converted {image.mode} to RGB.")
 
-    has_alpha = image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
-        image.mode == "P" and "transparency" in image.info
-    )
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (image.mode == "P" and "transparency" in image.info)
     if not has_alpha:
         return image.convert("RGB")
     rgba = image.convert("RGBA")

@@ -35,6 +35,8 @@ def studio_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_mode
     monkeypatch.setenv("STUDIO_COOKIE_KEY", secrets.token_urlsafe(48))
     monkeypatch.setenv("STUDIO_ADMIN_PASSWORD", ADMIN_PASSWORD)
     monkeypatch.setenv("STUDIO_WARMUP", "0")
+    # Tests run the queue worker themselves (Worker.run_once), so results are deterministic.
+    monkeypatch.setenv("STUDIO_IN_PROCESS_WORKER", "0")
     get_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()

@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 from studio.db import session_for
 from studio.models import Asset, Job, JobStatus
 from studio.users import create_user
+from studio.worker import Worker
 from tests.conftest import ADMIN_PASSWORD, png_bytes
 
 APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
@@ -66,14 +67,24 @@ def test_login_transform_and_history(studio, studio_settings):
     at.slider[0].set_value(0.5)  # strength
     at.slider[1].set_value(4)  # steps
     at.number_input[0].set_value(1234)  # seed
+    at.run()
+    assert any("Costs **1** credit" in c and "you have 10" in c for c in texts(at.caption))
     at.button(key="transform_button").click().run()
     assert not at.exception, at.exception
     assert not at.error, texts(at.error)
+    assert any("queued · position 1 · 1 credits reserved" in i for i in texts(at.info))
 
+    # A second click on the same inputs is the same job: no second charge.
+    at.button(key="transform_button").click().run()
+    with session_for(studio_settings.database_url) as session:
+        assert len(session.exec(select(Job)).all()) == 1
+
+    Worker(studio_settings, name="test-worker").run_once()
+    at.run()
     with session_for(studio_settings.database_url) as session:
         [job] = session.exec(select(Job)).all()
         assert job.status is JobStatus.complete
-        assert job.params["seed"] == 1234 and job.params["strength"] == 0.5
+        assert job.params["seed"] == 1234 and job.params["strength"] == 0.5 and job.params["steps"] == 4
         result = session.get(Asset, job.result_asset_id)
     assert (result.width, result.height) == (256, 320)
     assert len(at.image) >= 2  # the source and the result side by side
@@ -82,6 +93,40 @@ def test_login_transform_and_history(studio, studio_settings):
     at.switch_page("pages/history.py").run()
     assert at.title[0].value == "History"
     assert any(f"**#{job.id}** · complete" in md for md in texts(at.markdown))
+
+    at.switch_page("pages/account.py").run()
+    assert not at.exception, at.exception
+    assert [m.value for m in at.metric][:1] == ["9"]
+    ledger = at.dataframe[1].value
+    assert ledger["What"].tolist()[:2] == ["commit", "reserve"]
+    assert ledger["Credits"].tolist()[:3] == [0, -1, 10]
+
+
+def test_not_enough_credits_is_a_clear_message_and_queues_nothing(studio, studio_settings):
+    from studio.credits import Account, adjust
+    from studio.db import write_session
+    from studio.models import utcnow
+    from studio.users import get_user
+
+    with write_session(studio_settings.database_url) as session:
+        admin = get_user(session=session, username="admin")
+        adjust(
+            session=session,
+            account=Account(user_id=admin.id),
+            amount=-10,
+            reason="test",
+            actor_id=admin.id,
+            now=utcnow(),
+        )
+        session.commit()
+    at = log_in("admin", ADMIN_PASSWORD)
+    at.file_uploader(key="source_upload").set_value(("shoe.png", png_bytes(256, 320), "image/png"))
+    at.run()
+    at.text_area[0].input("a watercolor sneaker")
+    at.button(key="transform_button").click().run()
+    assert any("this job costs 1, your balance is 0" in e for e in texts(at.error))
+    with session_for(studio_settings.database_url) as session:
+        assert session.exec(select(Job)).all() == []
 
 
 def test_an_invalid_upload_shows_why_and_stores_nothing(studio, studio_settings):

@@ -28,9 +28,7 @@ def test_first_run_creates_schema_and_the_configured_admin_once(studio_settings)
     assert ADMIN_PASSWORD not in admin.password_hash
 
 
-def test_without_a_configured_password_one_is_generated_and_printed_once(
-    studio_settings, monkeypatch, capsys
-):
+def test_without_a_configured_password_one_is_generated_and_printed_once(studio_settings, monkeypatch, capsys):
     monkeypatch.delenv("STUDIO_ADMIN_PASSWORD")
     get_settings.cache_clear()
     settings = get_settings()

@@ -152,9 +152,7 @@ def test_base_pipeline_is_loaded_once(preview: ModelRef, monkeypatch: pytest.Mon
     cache.clear_cache()
     # Two threads asking at once, then a third call: one load.
     results: list[object] = []
-    threads = [
-        threading.Thread(target=lambda: results.append(cache.get_base_pipeline(preview))) for _ in range(2)
-    ]
+    threads = [threading.Thread(target=lambda: results.append(cache.get_base_pipeline(preview))) for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -314,9 +312,7 @@ def test_requests_in_parallel_threads_match_serial_runs(preview: ModelRef) -> No
 def test_bad_params_are_refused_before_loading(
     changes: dict[str, object], message: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(
-        img2img, "get_base_pipeline", lambda _ref: pytest.fail("loaded a model for a bad request")
-    )
+    monkeypatch.setattr(img2img, "get_base_pipeline", lambda _ref: pytest.fail("loaded a model for a bad request"))
     unused = ModelRef("nobody/model", "nobody/model", is_preview=False, is_local=False)
     with pytest.raises(PipelineInputError, match=re.escape(message)):
         run(unused, replace(PARAMS, **changes))

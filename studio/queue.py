@@ -1,0 +1,331 @@
+"""The job queue: the Job table, worked by any number of workers in any number of processes.
+
+Life of a job: queued → processing → complete | failed | cancelled. The one step back is the
+reaper's: a processing job whose lease ran out (its worker died or hung) returns to queued for
+another attempt, or fails after MAX_ATTEMPTS. Every transition that ends a job settles its
+credits in the same transaction: commit on success, refund on failure or cancel.
+
+Workers hold a lease (worker, attempt, lease_until) and renew it with each progress report.
+Every write a worker makes is fenced by (job, worker, attempt, status=processing): a worker that
+lost its lease — it was presumed dead and the job went to someone else — changes nothing.
+
+Call these with a session from `studio.db.write_session`: on SQLite each call is then one
+`BEGIN IMMEDIATE` transaction; on PostgreSQL the row locks (`FOR UPDATE SKIP LOCKED`) do the work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, or_
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from pipelines.errors import PipelineInputError
+from pipelines.params import Img2ImgParams
+from studio.config import Settings
+from studio.credits import InsufficientCredits, reserve, settle
+from studio.models import Asset, AssetKind, CreditKind, Job, JobStatus, User, utcnow
+from studio.plans import allocate_monthly, queue_priority
+from studio.pricing import QUALITY_TIERS, Price, Quality, base_cost, price
+from studio.storage import AssetStore, sha256_hex
+from studio.validation import ValidatedImage
+
+LEASE_SECONDS = 30.0
+MAX_ATTEMPTS = 3
+
+
+class SubmitRefused(ValueError):
+    """The job was not queued and nothing was charged or stored; the message says why."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    held: bool  # False: the job is no longer this worker's (stop, and report nothing)
+    cancel_requested: bool
+
+
+def quote(*, settings: Settings, quality: Quality, width: int, height: int) -> Price:
+    """The price of a run of the configured model on a width×height source."""
+    return price(
+        base=base_cost(settings.model, settings.model_cost),
+        quality=quality,
+        width=width,
+        height=height,
+        max_side=settings.max_output_side,
+    )
+
+
+def check_request(params: Img2ImgParams, quality: Quality) -> None:
+    try:
+        params.check()
+    except PipelineInputError as exc:
+        raise SubmitRefused(str(exc)) from exc
+    tier = QUALITY_TIERS[quality]
+    if params.steps > tier.max_steps:
+        raise SubmitRefused(
+            f"{tier.label} quality covers up to {tier.max_steps} steps; {params.steps} steps need a higher tier."
+        )
+
+
+def submit_job(
+    *,
+    session: Session,
+    store: AssetStore,
+    settings: Settings,
+    user: User,
+    upload: ValidatedImage,
+    original_name: str | None,
+    params: Img2ImgParams,
+    quality: Quality = Quality.standard,
+    idempotency_key: str | None = None,
+    now: datetime | None = None,
+) -> Job:
+    """Price, charge and queue an img2img job in one transaction.
+
+    The same idempotency key returns the job it created the first time, charging nothing again.
+    A refused submit (bad parameters, not enough credits) leaves no row, no file and no charge.
+    """
+    now = now or utcnow()
+    if idempotency_key is not None and (existing := _job_for_key(session, idempotency_key, user)):
+        return existing
+    check_request(params, quality)
+    cost = quote(settings=settings, quality=quality, width=upload.width, height=upload.height).credits
+
+    allocate_monthly(session=session, user=user, now=now)
+    source = Asset(
+        user_id=user.id,
+        kind=AssetKind.source,
+        sha256=sha256_hex(upload.png_bytes),
+        width=upload.width,
+        height=upload.height,
+        size_bytes=len(upload.png_bytes),
+        original_name=original_name,
+        created_at=now,
+    )
+    session.add(source)
+    session.flush()
+    job = Job(
+        task="img2img",
+        model=settings.model,
+        params=asdict(params),
+        quality=quality.value,
+        cost=cost,
+        user_id=user.id,
+        team_id=user.team_id,
+        priority=queue_priority(user),
+        source_asset_id=source.id,
+        idempotency_key=idempotency_key,
+        created_at=now,
+    )
+    session.add(job)
+    try:
+        session.flush()
+        reserve(session=session, user=user, job_id=job.id, cost=cost, now=now)
+        store.put(upload.png_bytes)  # last, so a refused submit never stores the file
+        session.commit()
+    except InsufficientCredits as exc:
+        session.rollback()
+        raise SubmitRefused(str(exc)) from exc
+    except IntegrityError:
+        # Another submit with the same key won the race (PostgreSQL; SQLite serialises them).
+        session.rollback()
+        if idempotency_key is not None and (existing := _job_for_key(session, idempotency_key, user)):
+            return existing
+        raise
+    return job
+
+
+def _job_for_key(session: Session, key: str, user: User) -> Job | None:
+    job = session.exec(select(Job).where(Job.idempotency_key == key)).first()
+    if job is not None and job.user_id != user.id:
+        raise SubmitRefused("That idempotency key belongs to another user's job.")
+    return job
+
+
+def _queue_order():
+    return (col(Job.priority).desc(), col(Job.id).asc())
+
+
+def queue_position(*, session: Session, job: Job) -> int | None:
+    """1 for the next job a worker will claim; None unless the job is queued."""
+    if job.status is not JobStatus.queued:
+        return None
+    ahead = session.exec(
+        select(func.count())
+        .select_from(Job)
+        .where(
+            Job.status == JobStatus.queued,
+            or_(Job.priority > job.priority, (Job.priority == job.priority) & (col(Job.id) < job.id)),
+        )
+    ).one()
+    return int(ahead) + 1
+
+
+def claim_next(
+    *, session: Session, worker: str, lease_seconds: float = LEASE_SECONDS, now: datetime | None = None
+) -> Job | None:
+    """Take the next job (highest priority, then oldest) and lease it to `worker`."""
+    now = now or utcnow()
+    job = session.exec(
+        select(Job)
+        .where(Job.status == JobStatus.queued)
+        .order_by(*_queue_order())
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    ).first()
+    if job is None:
+        session.commit()
+        return None
+    job.status = JobStatus.processing
+    job.worker = worker
+    job.attempt += 1
+    job.lease_until = now + timedelta(seconds=lease_seconds)
+    job.started_at = now
+    job.progress_step = job.progress_total = 0
+    session.commit()
+    return job
+
+
+def _leased(session: Session, job_id: int, worker: str, attempt: int) -> Job | None:
+    """The job if `worker`'s attempt still holds it, locked for this transaction."""
+    return session.exec(
+        select(Job)
+        .where(
+            Job.id == job_id,
+            Job.status == JobStatus.processing,
+            Job.worker == worker,
+            Job.attempt == attempt,
+        )
+        .with_for_update()
+    ).first()
+
+
+def heartbeat(
+    *,
+    session: Session,
+    job_id: int,
+    worker: str,
+    attempt: int,
+    step: int,
+    total: int,
+    lease_seconds: float = LEASE_SECONDS,
+    now: datetime | None = None,
+) -> Lease:
+    """Record progress and renew the lease; tells the worker whether to go on."""
+    now = now or utcnow()
+    job = _leased(session, job_id, worker, attempt)
+    if job is None:
+        session.rollback()
+        return Lease(held=False, cancel_requested=False)
+    job.progress_step, job.progress_total = step, total
+    job.lease_until = now + timedelta(seconds=lease_seconds)
+    cancel = job.cancel_requested
+    session.commit()
+    return Lease(held=True, cancel_requested=cancel)
+
+
+def _finish(job: Job, status: JobStatus, now: datetime, error: str | None = None) -> None:
+    job.status = status
+    job.error = error[:2000] if error else None
+    job.finished_at = now
+    job.lease_until = None
+
+
+def complete_job(
+    *,
+    session: Session,
+    job_id: int,
+    worker: str,
+    attempt: int,
+    result: Asset,
+    recipe: dict,
+    now: datetime | None = None,
+) -> bool:
+    """Record the result and commit the charge; False (and no change) if the lease was lost."""
+    now = now or utcnow()
+    job = _leased(session, job_id, worker, attempt)
+    if job is None:
+        session.rollback()
+        return False
+    session.add(result)
+    session.flush()
+    job.result_asset_id = result.id
+    job.recipe = recipe
+    job.progress_step = job.progress_total
+    _finish(job, JobStatus.complete, now)
+    settle(session=session, job_id=job.id, outcome=CreditKind.commit, now=now)
+    session.commit()
+    return True
+
+
+def fail_job(
+    *, session: Session, job_id: int, worker: str, attempt: int, error: str, now: datetime | None = None
+) -> bool:
+    """Fail the job and refund it; False (and no change) if the lease was lost."""
+    return _end_leased(session, job_id, worker, attempt, JobStatus.failed, error, now)
+
+
+def finish_cancelled(*, session: Session, job_id: int, worker: str, attempt: int, now: datetime | None = None) -> bool:
+    """The worker stopped a job whose cancel was requested: cancel and refund it."""
+    return _end_leased(session, job_id, worker, attempt, JobStatus.cancelled, "Cancelled by its owner.", now)
+
+
+def _end_leased(
+    session: Session,
+    job_id: int,
+    worker: str,
+    attempt: int,
+    status: JobStatus,
+    error: str,
+    now: datetime | None,
+) -> bool:
+    now = now or utcnow()
+    job = _leased(session, job_id, worker, attempt)
+    if job is None:
+        session.rollback()
+        return False
+    _finish(job, status, now, error)
+    settle(session=session, job_id=job.id, outcome=CreditKind.refund, now=now)
+    session.commit()
+    return True
+
+
+def cancel_job(*, session: Session, job_id: int, user_id: int, now: datetime | None = None) -> Job:
+    """Cancel one of the user's jobs: a queued job at once (refunded), a running one at its next step."""
+    now = now or utcnow()
+    job = session.exec(select(Job).where(Job.id == job_id).with_for_update()).first()
+    if job is None or job.user_id != user_id:
+        session.rollback()
+        raise LookupError(f"You have no job #{job_id}.")
+    if job.status is JobStatus.queued:
+        _finish(job, JobStatus.cancelled, now, "Cancelled by its owner.")
+        settle(session=session, job_id=job.id, outcome=CreditKind.refund, now=now)
+    elif job.status is JobStatus.processing:
+        job.cancel_requested = True
+    session.commit()
+    return job
+
+
+def reap_expired(*, session: Session, now: datetime | None = None, max_attempts: int = MAX_ATTEMPTS) -> list[Job]:
+    """Deal with processing jobs whose lease ran out: requeue, or fail/cancel and refund."""
+    now = now or utcnow()
+    expired = session.exec(
+        select(Job)
+        .where(Job.status == JobStatus.processing, col(Job.lease_until) < now)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for job in expired:
+        if job.cancel_requested:
+            _finish(job, JobStatus.cancelled, now, "Cancelled by its owner.")
+            settle(session=session, job_id=job.id, outcome=CreditKind.refund, now=now)
+        elif job.attempt >= max_attempts:
+            _finish(job, JobStatus.failed, now, f"The worker stopped responding {job.attempt} times; giving up.")
+            settle(session=session, job_id=job.id, outcome=CreditKind.refund, now=now)
+        else:
+            job.status = JobStatus.queued
+            job.worker = job.lease_until = None
+            job.progress_step = job.progress_total = 0
+    session.commit()
+    return list(expired)

@@ -1,0 +1,204 @@
+"""Queue workers: claim a job, run it, record the outcome. Run any number, in any process.
+
+The Streamlit server starts one in a background thread (unless STUDIO_IN_PROCESS_WORKER=0);
+`python -m studio.worker` runs one as its own process (one per GPU), against the same database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import threading
+import uuid
+
+from pipelines.errors import ModelUnavailableError, PipelineInputError, RunCancelled
+from studio.config import Settings, get_settings
+from studio.db import init_db, session_for, write_session
+from studio.jobs import render_job
+from studio.models import Asset, Job
+from studio.queue import (
+    LEASE_SECONDS,
+    claim_next,
+    complete_job,
+    fail_job,
+    finish_cancelled,
+    heartbeat,
+    reap_expired,
+)
+from studio.storage import AssetStore
+
+log = logging.getLogger(__name__)
+
+
+def failure_message(exc: BaseException) -> str:
+    """What the job's owner reads; a traceback goes to the worker's log instead."""
+    if isinstance(exc, ModelUnavailableError | PipelineInputError):
+        return str(exc)
+    if "out of memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError":
+        return "Ran out of memory on the worker. Try a smaller image or a lower quality tier. Credits refunded."
+    return f"Internal error ({type(exc).__name__}): {exc}"
+
+
+class _LeaseKeeper(threading.Thread):
+    """Renews a running job's lease and writes its progress, until told to stop.
+
+    A separate thread, because a job may spend longer than a lease before its first step
+    (loading a real model, waiting for the GPU); the step callback only records progress here.
+    """
+
+    def __init__(self, settings: Settings, job: Job, worker: str, lease_seconds: float, interval: float) -> None:
+        super().__init__(name=f"lease-{job.id}", daemon=True)
+        self.settings, self.job, self.worker = settings, job, worker
+        self.lease_seconds, self.interval = lease_seconds, interval
+        self.step = self.total = 0
+        self.held = True
+        self.cancel_requested = False
+        self.done = threading.Event()
+        self.progressed = threading.Event()
+
+    def record(self, step: int, total: int) -> None:
+        self.step, self.total = step, total
+        self.progressed.set()
+
+    def should_stop(self) -> bool:
+        return not self.held or self.cancel_requested
+
+    def beat(self) -> None:
+        with write_session(self.settings.database_url) as session:
+            lease = heartbeat(
+                session=session,
+                job_id=self.job.id,
+                worker=self.worker,
+                attempt=self.job.attempt,
+                step=self.step,
+                total=self.total,
+                lease_seconds=self.lease_seconds,
+            )
+        self.held, self.cancel_requested = lease.held, lease.cancel_requested
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            # Wake on the interval, or sooner when a step finished, so the UI sees each step.
+            self.progressed.wait(self.interval)
+            self.progressed.clear()
+            if self.done.is_set():
+                break
+            try:
+                self.beat()
+            except Exception:  # a busy database must not kill the job; the next beat retries
+                log.exception("Heartbeat for job %s failed", self.job.id)
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        name: str | None = None,
+        lease_seconds: float = LEASE_SECONDS,
+        heartbeat_seconds: float | None = None,
+    ) -> None:
+        self.settings = settings
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.lease_seconds = lease_seconds
+        self.heartbeat_seconds = heartbeat_seconds or min(1.0, lease_seconds / 3)
+        self.store = AssetStore(settings.assets_dir)
+
+    def run_once(self) -> Job | None:
+        """Reap expired leases, then claim and run one job; None when the queue is empty."""
+        url = self.settings.database_url
+        with write_session(url) as session:
+            reap_expired(session=session)
+        with write_session(url) as session:
+            job = claim_next(session=session, worker=self.name, lease_seconds=self.lease_seconds)
+        if job is None:
+            return None
+        self.process(job)
+        return job
+
+    def process(self, job: Job) -> None:
+        url = self.settings.database_url
+        keeper = _LeaseKeeper(self.settings, job, self.name, self.lease_seconds, self.heartbeat_seconds)
+        keeper.start()
+        try:
+            with session_for(url) as session:
+                source = session.get(Asset, job.source_asset_id)
+            rendered = render_job(
+                job,
+                source_png=self.store.read(source.sha256),
+                source_sha256=source.sha256,
+                settings=self.settings,
+                on_step=keeper.record,
+                should_stop=keeper.should_stop,
+            )
+        except RunCancelled:
+            outcome = "cancelled" if keeper.held else "lost its lease"
+        except Exception as exc:
+            log.exception("Job %s failed", job.id)
+            outcome, error = "failed", failure_message(exc)
+        else:
+            outcome = "complete"
+        finally:
+            keeper.done.set()
+            keeper.progressed.set()
+            keeper.join()
+
+        with write_session(url) as session:
+            lease = dict(session=session, job_id=job.id, worker=self.name, attempt=job.attempt)
+            if outcome == "complete":
+                # The file first: a result whose row is missing is harmless, a row without its file is not.
+                self.store.put(rendered.png)
+                recorded = complete_job(**lease, result=rendered.asset, recipe=rendered.recipe)
+            elif outcome == "failed":
+                recorded = fail_job(**lease, error=error)
+            elif outcome == "cancelled":
+                recorded = finish_cancelled(**lease)
+            else:
+                recorded = False
+        if not recorded:
+            log.warning("Job %s attempt %s: lease lost, outcome %s discarded", job.id, job.attempt, outcome)
+
+    def run_forever(self, stop: threading.Event, poll_seconds: float = 0.5) -> None:
+        log.info("Worker %s started", self.name)
+        while not stop.is_set():
+            try:
+                job = self.run_once()
+            except Exception:  # e.g. the database is briefly unavailable: wait and go on
+                log.exception("Worker %s: queue error", self.name)
+                job = None
+            if job is None:
+                stop.wait(poll_seconds)
+        log.info("Worker %s stopped", self.name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m studio.worker",
+        description="Run an Img2Img Studio queue worker against the configured database (STUDIO_* settings).",
+    )
+    parser.add_argument("--name", help="worker name shown on jobs (default: host:pid:random)")
+    parser.add_argument("--once", action="store_true", help="run at most one job, then exit")
+    parser.add_argument("--poll", type=float, default=0.5, help="seconds between looks at an empty queue")
+    parser.add_argument("--lease", type=float, default=LEASE_SECONDS, help="lease length in seconds")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    settings = get_settings()
+    init_db(settings.database_url)
+    worker = Worker(settings, name=args.name, lease_seconds=args.lease)
+    if args.once:
+        worker.run_once()
+        return 0
+    stop = threading.Event()
+    # SIGTERM/SIGINT: finish the job in hand, then exit (its lease would otherwise expire and requeue it).
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    worker.run_forever(stop, poll_seconds=args.poll)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

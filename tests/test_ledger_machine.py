@@ -1,0 +1,617 @@
+"""A Hypothesis state machine over the job queue and the credits ledger, on a fake clock.
+
+Every example is a fresh SQLite studio with four accounts that can submit (the admin, a free
+user, a Pro monthly user and a team member allowed to draw on the team pool) plus the team pool.
+Rules drive `studio.queue` and `studio.credits` directly, the way workers, pages and admins do;
+a small model of the queue predicts each outcome, and after every step the invariants read the
+database and check the ledger against the jobs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from unittest import mock
+
+import bcrypt
+import pytest
+from hypothesis import HealthCheck, settings, strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from sqlalchemy import func
+from sqlmodel import col, select
+
+from pipelines.params import Img2ImgParams
+from studio import users as users_module
+from studio.bootstrap import bootstrap
+from studio.config import load_settings
+from studio.credits import Account, InsufficientCredits, add_credits, adjust, balance, expire_lots, ledger_sum
+from studio.db import get_engine, session_for, write_session
+from studio.models import Asset, AssetKind, CreditEntry, CreditKind, Job, JobStatus, Plan, Team, User
+from studio.plans import PLANS, allocation_key
+from studio.pricing import QUALITY_TIERS, Quality
+from studio.queue import (
+    LEASE_SECONDS,
+    MAX_ATTEMPTS,
+    Lease,
+    SubmitRefused,
+    cancel_job,
+    claim_next,
+    complete_job,
+    fail_job,
+    finish_cancelled,
+    heartbeat,
+    reap_expired,
+    submit_job,
+)
+from studio.storage import AssetStore
+from studio.validation import validate_image_bytes
+from tests.conftest import png_bytes
+
+START = datetime(2026, 1, 20, 12, 0, tzinfo=UTC)
+UPLOAD = validate_image_bytes(png_bytes(256, 256))  # 256×256: never high resolution
+PARAMS = Img2ImgParams(prompt="x", strength=0.5, steps=4)
+TOO_MANY_STEPS = Img2ImgParams(prompt="x", strength=0.5, steps=61)  # valid params, but above every tier
+USERS = ("admin", "freya", "pablo", "tess")  # free admin, free user, Pro monthly, team member on the pool
+ACCOUNTS = (*USERS, "team")
+WORKERS = ("A", "B")
+LEASE = timedelta(seconds=LEASE_SECONDS)
+REFUND_STATUSES = (JobStatus.failed, JobStatus.cancelled)
+# Clock steps: around the 30 s lease (strictly `lease_until < now` expires), and across month ends.
+CLOCK_STEPS = (1, 10, 29, 30, 31, 60, 3600, 86400, 7 * 86400, 20 * 86400, 35 * 86400)
+
+
+def _fast_hash(password: str) -> str:
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+
+
+@dataclass
+class JobModel:
+    id: int
+    owner: str
+    cost: int
+    priority: int
+    status: JobStatus = JobStatus.queued
+    attempt: int = 0
+    worker: str | None = None
+    lease_until: datetime | None = None
+    cancel_requested: bool = False
+    history: list[JobStatus] = field(default_factory=lambda: [JobStatus.queued])
+
+    def move(self, status: JobStatus) -> None:
+        allowed = {
+            JobStatus.queued: {JobStatus.processing, JobStatus.cancelled},
+            JobStatus.processing: {JobStatus.queued, JobStatus.complete, JobStatus.failed, JobStatus.cancelled},
+        }
+        assert status in allowed.get(self.status, set()), f"model bug: {self.status} → {status}"
+        self.status = status
+        self.history.append(status)
+        if status is not JobStatus.processing:
+            self.worker = None if status is JobStatus.queued else self.worker
+            self.lease_until = None
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tmp = Path(tempfile.mkdtemp(prefix="ledger-machine-"))
+        env = {
+            "STUDIO_DATA_DIR": str(self.tmp / "data"),
+            "STUDIO_COOKIE_KEY": "k" * 48,
+            "STUDIO_ADMIN_PASSWORD": "admin-password-for-tests",
+            "STUDIO_WARMUP": "0",
+            "STUDIO_IN_PROCESS_WORKER": "0",
+        }
+        self.settings = load_settings(env, secrets_path=self.tmp / "no-secrets.toml")
+        self.url = self.settings.database_url
+        self.store = AssetStore(self.settings.assets_dir)
+        self.now = START
+        # bcrypt at its default cost would make every example take a second; 4 rounds is still bcrypt.
+        with mock.patch.object(users_module, "hash_password", _fast_hash):
+            bootstrap(self.settings)
+            with session_for(self.url) as session:
+                team = Team(name="pool-team")
+                session.add(team)
+                session.commit()
+                make = users_module.create_user
+                freya = make(session=session, username="freya", password="password-1", email="f@example.com")
+                pablo = make(session=session, username="pablo", password="password-2", email="p@example.com")
+                tess = make(
+                    session=session, username="tess", password="password-3", email="t@example.com", team_id=team.id
+                )
+                pablo.plan = Plan.pro_monthly
+                tess.can_use_team_pool = True
+                session.add_all([pablo, tess])
+                admin = users_module.get_user(session=session, username="admin")
+                pool = Account(team_id=team.id)
+                add_credits(
+                    session=session,
+                    account=pool,
+                    amount=4,
+                    kind=CreditKind.grant,
+                    now=START,
+                    reason="pool, expiring",
+                    expires_at=START + timedelta(days=15),
+                )
+                add_credits(
+                    session=session, account=pool, amount=3, kind=CreditKind.allocation, now=START, reason="pool"
+                )
+                session.commit()
+                self.user_ids = {"admin": admin.id, "freya": freya.id, "pablo": pablo.id, "tess": tess.id}
+                self.team_id = team.id
+        self.accounts = {name: Account(user_id=uid) for name, uid in self.user_ids.items()}
+        self.accounts["team"] = Account(team_id=self.team_id)
+        self.owner_of = {uid: name for name, uid in self.user_ids.items()}
+        self.jobs: dict[int, JobModel] = {}
+        self.keys: list[tuple[str, str, int]] = []  # (idempotency key, owner, job id)
+        self.key_counter = 0
+        self.creds: list[tuple[int, str, int]] = []  # every (job, worker, attempt) a claim ever handed out
+        self.holding: dict[str, tuple[int, str, int]] = {}  # what each live worker believes it runs
+        self.last_seen: dict[int, tuple[JobStatus, int]] = {}
+
+    def teardown(self) -> None:
+        get_engine(self.url).dispose()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # ----------------------------------------------------------------- helpers
+
+    def _snapshot(self, job_id: int | None = None) -> tuple[tuple[int, ...], dict | None]:
+        with session_for(self.url) as session:
+            counts = tuple(session.exec(select(func.count()).select_from(table)).one() for table in (Job, Asset, CreditEntry))
+            job = session.get(Job, job_id) if job_id is not None else None
+            return counts, (job.model_dump() if job is not None else None)
+
+    def _balances(self) -> dict[str, int]:
+        with session_for(self.url) as session:
+            return {name: balance(session=session, account=acct, now=self.now) for name, acct in self.accounts.items()}
+
+    def _account_name(self, row: CreditEntry) -> str:
+        return "team" if row.team_id is not None else self.owner_of[row.user_id]
+
+    def _refund_to_balances(self, job_ids) -> Counter:
+        """What refunding these jobs now gives back to spendable balances (nothing into an expired lot)."""
+        delta: Counter = Counter()
+        with session_for(self.url) as session:
+            for job_id in job_ids:
+                rows = session.exec(
+                    select(CreditEntry).where(CreditEntry.job_id == job_id, CreditEntry.kind == CreditKind.reserve)
+                ).all()
+                for row in rows:
+                    lot = session.get(CreditEntry, row.lot_id)
+                    if lot.expires_at is None or lot.expires_at > self.now:
+                        delta[self._account_name(row)] += -row.amount
+        return delta
+
+    def _assert_balances(self, before: dict[str, int], delta: Counter) -> None:
+        expected = {name: before[name] + delta.get(name, 0) for name in before}
+        assert self._balances() == expected
+
+    def _valid(self, cred: tuple[int, str, int]) -> bool:
+        job_id, worker, attempt = cred
+        job = self.jobs[job_id]
+        return job.status is JobStatus.processing and job.worker == worker and job.attempt == attempt
+
+    def _pick_cred(self, data, current: bool) -> tuple[int, str, int]:
+        if current and self.holding:
+            return data.draw(st.sampled_from(sorted(self.holding.values())), label="held credential")
+        return data.draw(st.sampled_from(self.creds), label="any credential")
+
+    def _forget(self, cred: tuple[int, str, int]) -> None:
+        for worker, held in list(self.holding.items()):
+            if held == cred:
+                del self.holding[worker]
+
+    # ------------------------------------------------------------------- rules
+
+    @rule(
+        data=st.data(),
+        who=st.sampled_from(USERS),
+        quality=st.sampled_from(list(Quality)),
+        base=st.integers(1, 3),
+        key_mode=st.sampled_from(["none", "new", "replay"]),
+        bad_params=st.integers(0, 9).map(lambda n: n == 0),
+    )
+    def submit(self, data, who, quality, base, key_mode, bad_params):
+        before_counts, _ = self._snapshot()
+        before = self._balances()
+        settings = dataclasses.replace(self.settings, model_cost=base)
+        params = TOO_MANY_STEPS if bad_params else PARAMS
+
+        def call(key: str | None) -> Job:
+            with write_session(self.url) as session:
+                user = session.get(User, self.user_ids[who])
+                return submit_job(
+                    session=session,
+                    store=self.store,
+                    settings=settings,
+                    user=user,
+                    upload=UPLOAD,
+                    original_name="photo.png",
+                    params=params,
+                    quality=quality,
+                    idempotency_key=key,
+                    now=self.now,
+                )
+
+        def assert_no_trace() -> None:
+            assert self._snapshot()[0] == before_counts
+            assert self._balances() == before
+
+        if key_mode == "replay" and self.keys:
+            key, owner, job_id = data.draw(st.sampled_from(self.keys), label="replayed key")
+            if owner != who:
+                with pytest.raises(SubmitRefused, match="another user"):
+                    call(key)
+            else:
+                job = call(key)
+                assert job.id == job_id
+                assert job.status is self.jobs[job_id].status
+            assert_no_trace()  # a replay moves no credit and writes nothing
+            return
+
+        key = None
+        if key_mode != "none":
+            self.key_counter += 1
+            key = f"key-{self.key_counter}"
+        if bad_params:
+            with pytest.raises(SubmitRefused, match="steps need a higher tier"):
+                call(key)
+            assert_no_trace()
+            return
+
+        cost = math.ceil(base * QUALITY_TIERS[quality].multiplier)
+        with session_for(self.url) as session:
+            user = session.get(User, self.user_ids[who])
+            allocated = session.exec(
+                select(CreditEntry.id).where(CreditEntry.idempotency_key == allocation_key(user, self.now))
+            ).first()
+            monthly = PLANS[user.plan].monthly_credits if allocated is None else 0
+            pool = user.team_id is not None and user.can_use_team_pool
+        personal = before[who] + monthly
+        team = before["team"] if pool else 0
+        if cost > personal + team:
+            with pytest.raises(SubmitRefused, match="Not enough credits"):
+                call(key)
+            assert_no_trace()  # not even this month's plan credits, which belong to the refused transaction
+            return
+
+        job = call(key)
+        assert job.id not in self.jobs
+        assert (job.status, job.cost, job.attempt, job.quality) == (JobStatus.queued, cost, 0, quality.value)
+        priority = 1 if who == "pablo" else 0
+        assert job.priority == priority
+        from_personal = min(personal, cost)
+        delta = Counter({who: monthly - from_personal, "team": -(cost - from_personal)})
+        self._assert_balances(before, delta)
+        self.jobs[job.id] = JobModel(id=job.id, owner=who, cost=cost, priority=priority)
+        if key is not None:
+            self.keys.append((key, who, job.id))
+
+    @rule(worker=st.sampled_from(WORKERS))
+    def claim(self, worker):
+        queued = [job for job in self.jobs.values() if job.status is JobStatus.queued]
+        expected = min(queued, key=lambda job: (-job.priority, job.id)) if queued else None
+        before_counts, _ = self._snapshot()
+        with write_session(self.url) as session:
+            job = claim_next(session=session, worker=worker, now=self.now)
+        assert self._snapshot()[0] == before_counts
+        if expected is None:
+            assert job is None
+            return
+        assert job is not None, "a job was queued but claim_next returned None"
+        assert job.id == expected.id, f"claimed #{job.id}, but #{expected.id} is first (priority, then FIFO)"
+        assert job.status is JobStatus.processing
+        assert (job.worker, job.attempt) == (worker, expected.attempt + 1)
+        assert job.lease_until == self.now + LEASE
+        expected.move(JobStatus.processing)
+        expected.attempt += 1
+        expected.worker = worker
+        expected.lease_until = self.now + LEASE
+        cred = (job.id, worker, job.attempt)
+        self.creds.append(cred)
+        self.holding[worker] = cred  # whatever it held before, it has dropped (as if it crashed)
+
+    @precondition(lambda self: self.creds)
+    @rule(data=st.data(), current=st.booleans())
+    def complete(self, data, current):
+        cred = self._pick_cred(data, current)
+        job_id, worker, attempt = cred
+        model = self.jobs[job_id]
+        valid = self._valid(cred)
+        before_counts, before_row = self._snapshot(job_id)
+        before = self._balances()
+        result = Asset(
+            user_id=self.user_ids[model.owner],
+            kind=AssetKind.result,
+            sha256="0" * 64,
+            width=8,
+            height=8,
+            size_bytes=1,
+            created_at=self.now,
+        )
+        with write_session(self.url) as session:
+            done = complete_job(
+                session=session, job_id=job_id, worker=worker, attempt=attempt, result=result, recipe={}, now=self.now
+            )
+        if not valid:
+            assert done is False, f"a stale completion of #{job_id} by {cred} was accepted"
+            assert self._snapshot(job_id) == (before_counts, before_row)
+            return
+        assert done is True
+        model.move(JobStatus.complete)
+        self._forget(cred)
+        self._assert_balances(before, Counter())  # a commit moves no credit
+
+    @precondition(lambda self: self.creds)
+    @rule(data=st.data(), current=st.booleans(), cancelled=st.booleans())
+    def fail(self, data, current, cancelled):
+        cred = self._pick_cred(data, current)
+        job_id, worker, attempt = cred
+        model = self.jobs[job_id]
+        valid = self._valid(cred)
+        before_counts, before_row = self._snapshot(job_id)
+        before = self._balances()
+        refund = self._refund_to_balances([job_id])
+        with write_session(self.url) as session:
+            if cancelled:
+                done = finish_cancelled(session=session, job_id=job_id, worker=worker, attempt=attempt, now=self.now)
+            else:
+                done = fail_job(
+                    session=session, job_id=job_id, worker=worker, attempt=attempt, error="boom", now=self.now
+                )
+        if not valid:
+            assert done is False, f"a stale fail of #{job_id} by {cred} was accepted"
+            assert self._snapshot(job_id) == (before_counts, before_row)
+            return
+        assert done is True
+        model.move(JobStatus.cancelled if cancelled else JobStatus.failed)
+        self._forget(cred)
+        self._assert_balances(before, refund)
+
+    @precondition(lambda self: self.creds)
+    @rule(data=st.data(), current=st.booleans(), step=st.integers(0, 5))
+    def beat(self, data, current, step):
+        cred = self._pick_cred(data, current)
+        job_id, worker, attempt = cred
+        model = self.jobs[job_id]
+        valid = self._valid(cred)
+        before_counts, before_row = self._snapshot(job_id)
+        with write_session(self.url) as session:
+            lease = heartbeat(
+                session=session, job_id=job_id, worker=worker, attempt=attempt, step=step, total=5, now=self.now
+            )
+        if not valid:
+            assert lease == Lease(held=False, cancel_requested=False)
+            assert self._snapshot(job_id) == (before_counts, before_row)
+            return
+        assert lease == Lease(held=True, cancel_requested=model.cancel_requested)
+        model.lease_until = self.now + LEASE
+
+    @precondition(lambda self: self.jobs)
+    @rule(data=st.data(), by=st.sampled_from(["owner", "owner", "other", "ghost"]))
+    def cancel(self, data, by):
+        job_id = data.draw(st.sampled_from(sorted(self.jobs)), label="job")
+        model = self.jobs[job_id]
+        who = model.owner
+        if by == "other":
+            who = data.draw(st.sampled_from([name for name in USERS if name != model.owner]), label="not the owner")
+        elif by == "ghost":
+            job_id = max(self.jobs) + 1000
+        before_counts, before_row = self._snapshot(job_id)
+        before = self._balances()
+        refund = self._refund_to_balances([job_id]) if model.status is JobStatus.queued else Counter()
+
+        def call() -> Job:
+            with write_session(self.url) as session:
+                return cancel_job(session=session, job_id=job_id, user_id=self.user_ids[who], now=self.now)
+
+        if by != "owner":
+            with pytest.raises(LookupError):
+                call()
+            assert self._snapshot(job_id) == (before_counts, before_row)
+            return
+        job = call()
+        if model.status is JobStatus.queued:
+            model.move(JobStatus.cancelled)
+            self._assert_balances(before, refund)
+        elif model.status is JobStatus.processing:
+            model.cancel_requested = True
+            assert self._snapshot()[0] == before_counts
+            self._assert_balances(before, Counter())
+        else:  # a finished job stays as it was
+            assert self._snapshot(job_id) == (before_counts, before_row)
+        assert job.status is model.status
+
+    @precondition(lambda self: self.holding)
+    @rule(worker=st.sampled_from(WORKERS))
+    def crash(self, worker):
+        self.holding.pop(worker, None)  # the worker dies silently; its lease runs out on its own
+
+    @rule(seconds=st.sampled_from(CLOCK_STEPS))
+    def tick(self, seconds):
+        self.now += timedelta(seconds=seconds)
+
+    @rule()
+    def reap(self):
+        expired = [
+            job for job in self.jobs.values() if job.status is JobStatus.processing and job.lease_until < self.now
+        ]
+        ends = [job.id for job in expired if job.cancel_requested or job.attempt >= MAX_ATTEMPTS]
+        before = self._balances()
+        refund = self._refund_to_balances(ends)
+        with write_session(self.url) as session:
+            reaped = reap_expired(session=session, now=self.now)
+        assert sorted(job.id for job in reaped) == sorted(job.id for job in expired)
+        for job in expired:
+            if job.cancel_requested:
+                job.move(JobStatus.cancelled)
+            elif job.attempt >= MAX_ATTEMPTS:
+                job.move(JobStatus.failed)
+            else:
+                job.move(JobStatus.queued)
+        self._assert_balances(before, refund)
+
+    @rule(
+        name=st.sampled_from(ACCOUNTS),
+        how=st.sampled_from(["grant", "allocation", "adjust"]),
+        amount=st.integers(1, 15),
+        negative=st.booleans(),
+        expires_days=st.none() | st.integers(1, 40),
+        blank_reason=st.integers(0, 9).map(lambda n: n == 0),
+    )
+    def credit(self, name, how, amount, negative, expires_days, blank_reason):
+        account = self.accounts[name]
+        before_counts, _ = self._snapshot()
+        before = self._balances()
+        reason = "  " if blank_reason else "support ticket 42"
+        expires_at = None if expires_days is None else self.now + timedelta(days=expires_days)
+        signed = -amount if how == "adjust" and negative else amount
+        refused = blank_reason or (signed < 0 and before[name] < amount)
+        with write_session(self.url) as session:
+            try:
+                if how == "adjust":
+                    adjust(
+                        session=session,
+                        account=account,
+                        amount=signed,
+                        reason=reason,
+                        actor_id=self.user_ids["admin"],
+                        now=self.now,
+                    )
+                else:
+                    add_credits(
+                        session=session,
+                        account=account,
+                        amount=amount,
+                        kind=CreditKind(how),
+                        now=self.now,
+                        reason=reason,
+                        expires_at=expires_at,
+                        actor_id=self.user_ids["admin"],
+                    )
+            except (InsufficientCredits, ValueError) as exc:
+                assert refused, f"refused unexpectedly: {exc}"
+                session.rollback()
+            else:
+                assert not refused, "a blank reason or an overdraft was accepted"
+                session.commit()
+        if refused:
+            assert self._snapshot()[0] == before_counts
+            self._assert_balances(before, Counter())
+        else:
+            self._assert_balances(before, Counter({name: signed}))
+
+    # -------------------------------------------------------------- invariants
+
+    @invariant()
+    def balances_match_the_ledger(self):
+        with session_for(self.url) as session:
+            unswept = {name: balance(session=session, account=acct, now=self.now) for name, acct in self.accounts.items()}
+        with write_session(self.url) as session:  # a sweep is a legitimate ledger write
+            for acct in self.accounts.values():
+                expire_lots(session=session, account=acct, now=self.now)
+            session.commit()
+        with session_for(self.url) as session:
+            for name, acct in self.accounts.items():
+                spendable = balance(session=session, account=acct, now=self.now)
+                assert spendable == unswept[name], f"sweeping expired lots changed {name}'s balance"
+                assert spendable >= 0, f"{name}'s balance is negative: {spendable}"
+                assert ledger_sum(session=session, account=acct) == spendable, f"{name}: ledger sum ≠ balance"
+            rows = session.exec(select(CreditEntry)).all()
+        by_id = {row.id: row for row in rows}
+        remaining = Counter()
+        for row in rows:
+            if row.lot_id is None:
+                assert row.kind in (CreditKind.grant, CreditKind.allocation, CreditKind.adjustment)
+                assert row.amount > 0, f"lot #{row.id} opens with {row.amount}"
+                remaining[row.id] += row.amount
+            else:
+                lot = by_id[row.lot_id]
+                assert lot.lot_id is None, f"row #{row.id} names #{row.lot_id}, which is not a lot"
+                assert (row.user_id, row.team_id) == (lot.user_id, lot.team_id), f"row #{row.id} crosses accounts"
+                remaining[row.lot_id] += row.amount
+            if row.kind is CreditKind.expiry:
+                assert by_id[row.lot_id].expires_at is not None and by_id[row.lot_id].expires_at <= row.created_at
+            assert (row.job_id is not None) == (row.kind in (CreditKind.reserve, CreditKind.commit, CreditKind.refund))
+        negative = {lot: left for lot, left in remaining.items() if left < 0}
+        assert not negative, f"lots overdrawn: {negative}"
+
+    @invariant()
+    def jobs_match_the_model_and_their_ledger(self):
+        with session_for(self.url) as session:
+            jobs = {job.id: job for job in session.exec(select(Job)).all()}
+            rows = session.exec(select(CreditEntry).where(col(CreditEntry.job_id).is_not(None))).all()
+        assert set(jobs) == set(self.jobs)
+        by_job: dict[int, dict[CreditKind, list[CreditEntry]]] = {job_id: {} for job_id in jobs}
+        for row in rows:
+            by_job[row.job_id].setdefault(row.kind, []).append(row)
+        for job_id, job in jobs.items():
+            model = self.jobs[job_id]
+            # Statuses only move forward (the one step back is the reaper's, keeping the attempt).
+            if job_id in self.last_seen:
+                was, was_attempt = self.last_seen[job_id]
+                now_at = (job.status, job.attempt)
+                if was.is_final:
+                    assert now_at == (was, was_attempt), f"#{job_id} left final state {was}"
+                elif job.status is was:
+                    assert job.attempt == was_attempt
+                elif was is JobStatus.queued:
+                    assert job.status in (JobStatus.processing, JobStatus.cancelled), f"#{job_id}: {was} → {job.status}"
+                    assert job.attempt == was_attempt + (job.status is JobStatus.processing)
+                else:
+                    assert job.attempt == was_attempt, f"#{job_id}: processing → {job.status} changed the attempt"
+            self.last_seen[job_id] = (job.status, job.attempt)
+
+            assert job.user_id == self.user_ids[model.owner]
+            assert (job.status, job.attempt, job.cost, job.priority) == (
+                model.status,
+                model.attempt,
+                model.cost,
+                model.priority,
+            ), f"#{job_id} in the database ≠ model {model}"
+            assert job.cancel_requested == model.cancel_requested
+            if job.status is JobStatus.processing:
+                assert (job.worker, job.lease_until) == (model.worker, model.lease_until)
+            if job.status is JobStatus.queued:
+                assert job.worker is None and job.lease_until is None and not job.cancel_requested
+            if job.status.is_final:
+                assert job.lease_until is None and job.finished_at is not None
+            assert (job.result_asset_id is not None) == (job.status is JobStatus.complete)
+
+            ledger = by_job[job_id]
+            assert set(ledger) <= {CreditKind.reserve, CreditKind.commit, CreditKind.refund}
+            reserve = ledger.get(CreditKind.reserve, [])
+            assert reserve, f"#{job_id} has no reserve"
+            assert sum(row.amount for row in reserve) == -job.cost
+            assert all(row.amount < 0 for row in reserve)
+            assert len({row.created_at for row in reserve}) == 1, f"#{job_id} was reserved more than once"
+            accounts = {(row.user_id, row.team_id) for row in reserve}
+            assert accounts <= {(job.user_id, None), (None, job.team_id)}
+            reserved_lots = Counter({row.lot_id: -row.amount for row in reserve})
+            commit, refund = ledger.get(CreditKind.commit, []), ledger.get(CreditKind.refund, [])
+            assert not (commit and refund), f"#{job_id} was both committed and refunded"
+            if job.status is JobStatus.complete:
+                assert Counter(row.lot_id for row in commit) == Counter(reserved_lots.keys())
+                assert all(row.amount == 0 for row in commit)
+            else:
+                assert not commit, f"#{job_id} is {job.status} but has a commit"
+            if job.status in REFUND_STATUSES:
+                assert Counter({row.lot_id: row.amount for row in refund}) == reserved_lots
+                assert len(refund) == len(reserve)
+                assert sum(row.amount for row in refund) == job.cost
+            else:
+                assert not refund, f"#{job_id} is {job.status} but has a refund"
+
+
+LedgerMachine.TestCase.settings = settings(
+    max_examples=30,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+test_ledger_machine = pytest.mark.slow(LedgerMachine.TestCase)

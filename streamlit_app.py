@@ -35,6 +35,8 @@ if user is None:
     st.navigation([st.Page(lambda: None, title="Log in", icon=":material/login:")], position="hidden").run()
     st.stop()
 
+ui.refresh_plan_credits(user)
+
 studio_pages = [
     st.Page("pages/transform.py", title="Transform", icon=":material/auto_fix_high:", default=True),
     st.Page("pages/history.py", title="History", icon=":material/history:"),

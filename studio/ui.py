@@ -22,7 +22,8 @@ from studio.bootstrap import BootstrapReport, ConfigError, bootstrap
 from studio.config import Settings, get_settings
 from studio.db import session_for, write_session
 from studio.jobs import get_user_job
-from studio.models import Asset, Job, JobStatus, Role, User
+from studio.models import Asset, Job, JobStatus, Role, User, utcnow
+from studio.plans import allocate_monthly
 from studio.queue import cancel_job, queue_position
 from studio.storage import AssetStore
 from studio.users import authenticator_credentials, get_active_user
@@ -117,6 +118,16 @@ def current_user() -> User | None:
         return None
     with db_session() as session:
         return get_active_user(session=session, username=st.session_state.get("username"))
+
+
+def refresh_plan_credits(user: User) -> None:
+    """Give a Pro user this month's credits at their first page view of a session (once a month)."""
+    if st.session_state.get("plan_credits_checked") == user.id:
+        return
+    with db_write_session() as session:
+        allocate_monthly(session=session, user=user, now=utcnow())
+        session.commit()
+    st.session_state["plan_credits_checked"] = user.id
 
 
 def require_user(role: Role | None = None) -> User:

@@ -21,8 +21,9 @@ from unittest import mock
 
 import bcrypt
 import pytest
-from hypothesis import HealthCheck, settings, strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from sqlalchemy import func
 from sqlmodel import col, select
 
@@ -63,6 +64,7 @@ WORKERS = ("A", "B")
 LEASE = timedelta(seconds=LEASE_SECONDS)
 REFUND_STATUSES = (JobStatus.failed, JobStatus.cancelled)
 # Clock steps: around the 30 s lease (strictly `lease_until < now` expires), and across month ends.
+LIKELY = st.integers(0, 3).map(bool)  # True 3 times in 4: mostly the current holder
 CLOCK_STEPS = (1, 10, 29, 30, 31, 60, 3600, 86400, 7 * 86400, 20 * 86400, 35 * 86400)
 
 
@@ -155,6 +157,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.last_seen: dict[int, tuple[JobStatus, int]] = {}
 
     def teardown(self) -> None:
+        event(f"jobs submitted: {min(len(self.jobs), 10) // 5 * 5}+, claims: {min(len(self.creds), 10) // 5 * 5}+")
         get_engine(self.url).dispose()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -162,7 +165,9 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def _snapshot(self, job_id: int | None = None) -> tuple[tuple[int, ...], dict | None]:
         with session_for(self.url) as session:
-            counts = tuple(session.exec(select(func.count()).select_from(table)).one() for table in (Job, Asset, CreditEntry))
+            counts = tuple(
+                session.exec(select(func.count()).select_from(table)).one() for table in (Job, Asset, CreditEntry)
+            )
             job = session.get(Job, job_id) if job_id is not None else None
             return counts, (job.model_dump() if job is not None else None)
 
@@ -208,6 +213,11 @@ class LedgerMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------- rules
 
+    @initialize(whos=st.lists(st.sampled_from(USERS), min_size=1, max_size=6))
+    def some_jobs(self, whos):
+        for who in whos:
+            self._submit(None, who, Quality.standard, 1, "none", bad_params=False)
+
     @rule(
         data=st.data(),
         who=st.sampled_from(USERS),
@@ -217,9 +227,12 @@ class LedgerMachine(RuleBasedStateMachine):
         bad_params=st.integers(0, 9).map(lambda n: n == 0),
     )
     def submit(self, data, who, quality, base, key_mode, bad_params):
+        self._submit(data, who, quality, base, key_mode, bad_params)
+
+    def _submit(self, data, who: str, quality: Quality, base: int, key_mode: str, bad_params: bool) -> None:
         before_counts, _ = self._snapshot()
         before = self._balances()
-        settings = dataclasses.replace(self.settings, model_cost=base)
+        priced = dataclasses.replace(self.settings, model_cost=base)
         params = TOO_MANY_STEPS if bad_params else PARAMS
 
         def call(key: str | None) -> Job:
@@ -228,7 +241,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 return submit_job(
                     session=session,
                     store=self.store,
-                    settings=settings,
+                    settings=priced,
                     user=user,
                     upload=UPLOAD,
                     original_name="photo.png",
@@ -245,9 +258,11 @@ class LedgerMachine(RuleBasedStateMachine):
         if key_mode == "replay" and self.keys:
             key, owner, job_id = data.draw(st.sampled_from(self.keys), label="replayed key")
             if owner != who:
+                event("submit: another user's key refused")
                 with pytest.raises(SubmitRefused, match="another user"):
                     call(key)
             else:
+                event("submit: idempotent replay")
                 job = call(key)
                 assert job.id == job_id
                 assert job.status is self.jobs[job_id].status
@@ -275,11 +290,13 @@ class LedgerMachine(RuleBasedStateMachine):
         personal = before[who] + monthly
         team = before["team"] if pool else 0
         if cost > personal + team:
+            event("submit: not enough credits")
             with pytest.raises(SubmitRefused, match="Not enough credits"):
                 call(key)
             assert_no_trace()  # not even this month's plan credits, which belong to the refused transaction
             return
 
+        event(f"submit: accepted{' with the team pool' if cost > personal else ''}")
         job = call(key)
         assert job.id not in self.jobs
         assert (job.status, job.cost, job.attempt, job.quality) == (JobStatus.queued, cost, 0, quality.value)
@@ -292,8 +309,11 @@ class LedgerMachine(RuleBasedStateMachine):
         if key is not None:
             self.keys.append((key, who, job.id))
 
-    @rule(worker=st.sampled_from(WORKERS))
-    def claim(self, worker):
+    @rule(worker=st.sampled_from(WORKERS), reap_first=st.booleans())
+    def work(self, worker, reap_first):
+        """What `Worker.run_once` does: (reap expired leases, then) claim the next job."""
+        if reap_first:
+            self._reap()
         queued = [job for job in self.jobs.values() if job.status is JobStatus.queued]
         expected = min(queued, key=lambda job: (-job.priority, job.id)) if queued else None
         before_counts, _ = self._snapshot()
@@ -317,8 +337,14 @@ class LedgerMachine(RuleBasedStateMachine):
         self.holding[worker] = cred  # whatever it held before, it has dropped (as if it crashed)
 
     @precondition(lambda self: self.creds)
-    @rule(data=st.data(), current=st.booleans())
-    def complete(self, data, current):
+    @rule(data=st.data(), current=LIKELY, outcome=st.sampled_from(["complete", "failed", "cancelled"]))
+    def finish(self, data, current, outcome):
+        if outcome == "complete":
+            self._complete(data, current)
+        else:
+            self._fail(data, current, cancelled=outcome == "cancelled")
+
+    def _complete(self, data, current: bool) -> None:
         cred = self._pick_cred(data, current)
         job_id, worker, attempt = cred
         model = self.jobs[job_id]
@@ -338,6 +364,7 @@ class LedgerMachine(RuleBasedStateMachine):
             done = complete_job(
                 session=session, job_id=job_id, worker=worker, attempt=attempt, result=result, recipe={}, now=self.now
             )
+        event(f"complete: {'current' if valid else 'stale'}")
         if not valid:
             assert done is False, f"a stale completion of #{job_id} by {cred} was accepted"
             assert self._snapshot(job_id) == (before_counts, before_row)
@@ -347,9 +374,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self._forget(cred)
         self._assert_balances(before, Counter())  # a commit moves no credit
 
-    @precondition(lambda self: self.creds)
-    @rule(data=st.data(), current=st.booleans(), cancelled=st.booleans())
-    def fail(self, data, current, cancelled):
+    def _fail(self, data, current: bool, cancelled: bool) -> None:
         cred = self._pick_cred(data, current)
         job_id, worker, attempt = cred
         model = self.jobs[job_id]
@@ -364,6 +389,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 done = fail_job(
                     session=session, job_id=job_id, worker=worker, attempt=attempt, error="boom", now=self.now
                 )
+        event(f"fail: {'current' if valid else 'stale'}")
         if not valid:
             assert done is False, f"a stale fail of #{job_id} by {cred} was accepted"
             assert self._snapshot(job_id) == (before_counts, before_row)
@@ -374,7 +400,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self._assert_balances(before, refund)
 
     @precondition(lambda self: self.creds)
-    @rule(data=st.data(), current=st.booleans(), step=st.integers(0, 5))
+    @rule(data=st.data(), current=LIKELY, step=st.integers(0, 5))
     def beat(self, data, current, step):
         cred = self._pick_cred(data, current)
         job_id, worker, attempt = cred
@@ -416,6 +442,7 @@ class LedgerMachine(RuleBasedStateMachine):
             assert self._snapshot(job_id) == (before_counts, before_row)
             return
         job = call()
+        event(f"cancel: {model.status.value} job")
         if model.status is JobStatus.queued:
             model.move(JobStatus.cancelled)
             self._assert_balances(before, refund)
@@ -427,17 +454,25 @@ class LedgerMachine(RuleBasedStateMachine):
             assert self._snapshot(job_id) == (before_counts, before_row)
         assert job.status is model.status
 
-    @precondition(lambda self: self.holding)
-    @rule(worker=st.sampled_from(WORKERS))
-    def crash(self, worker):
-        self.holding.pop(worker, None)  # the worker dies silently; its lease runs out on its own
-
-    @rule(seconds=st.sampled_from(CLOCK_STEPS))
-    def tick(self, seconds):
+    @rule(
+        seconds=st.sampled_from(CLOCK_STEPS),
+        crash=st.sampled_from([None, *WORKERS]),
+        sweep=st.booleans(),
+    )
+    def tick(self, seconds, crash, sweep):
+        """Time passes; a worker may die silently (its lease runs out on its own); maybe sweep expired lots."""
         self.now += timedelta(seconds=seconds)
+        if crash is not None:
+            self.holding.pop(crash, None)
+        if sweep:
+            before = self._balances()
+            with write_session(self.url) as session:
+                for acct in self.accounts.values():
+                    expire_lots(session=session, account=acct, now=self.now)
+                session.commit()
+            self._assert_balances(before, Counter())
 
-    @rule()
-    def reap(self):
+    def _reap(self) -> None:
         expired = [
             job for job in self.jobs.values() if job.status is JobStatus.processing and job.lease_until < self.now
         ]
@@ -448,6 +483,7 @@ class LedgerMachine(RuleBasedStateMachine):
             reaped = reap_expired(session=session, now=self.now)
         assert sorted(job.id for job in reaped) == sorted(job.id for job in expired)
         for job in expired:
+            event(f"reap: cancel_requested={job.cancel_requested} attempt={job.attempt}")
             if job.cancel_requested:
                 job.move(JobStatus.cancelled)
             elif job.attempt >= MAX_ATTEMPTS:
@@ -510,18 +546,20 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @invariant()
     def balances_match_the_ledger(self):
-        with session_for(self.url) as session:
-            unswept = {name: balance(session=session, account=acct, now=self.now) for name, acct in self.accounts.items()}
-        with write_session(self.url) as session:  # a sweep is a legitimate ledger write
+        with write_session(self.url) as session:
+            unswept = {
+                name: balance(session=session, account=acct, now=self.now) for name, acct in self.accounts.items()
+            }
+            # Sweep inside the transaction and roll it back, so later steps also see unswept lots.
             for acct in self.accounts.values():
                 expire_lots(session=session, account=acct, now=self.now)
-            session.commit()
-        with session_for(self.url) as session:
             for name, acct in self.accounts.items():
                 spendable = balance(session=session, account=acct, now=self.now)
                 assert spendable == unswept[name], f"sweeping expired lots changed {name}'s balance"
                 assert spendable >= 0, f"{name}'s balance is negative: {spendable}"
                 assert ledger_sum(session=session, account=acct) == spendable, f"{name}: ledger sum ≠ balance"
+            session.rollback()
+        with session_for(self.url) as session:
             rows = session.exec(select(CreditEntry)).all()
         by_id = {row.id: row for row in rows}
         remaining = Counter()
@@ -609,9 +647,9 @@ class LedgerMachine(RuleBasedStateMachine):
 
 
 LedgerMachine.TestCase.settings = settings(
-    max_examples=30,
-    stateful_step_count=30,
+    max_examples=50,
+    stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-test_ledger_machine = pytest.mark.slow(LedgerMachine.TestCase)
+TestLedgerMachine = pytest.mark.slow(LedgerMachine.TestCase)

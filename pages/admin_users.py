@@ -19,7 +19,7 @@ with st.form("create_user", clear_on_submit=True):
     role = st.selectbox("Role", [r.value for r in Role], index=1)
     if st.form_submit_button("Create user"):
         try:
-            with ui.db_session() as session:
+            with ui.db_write_session() as session:
                 created = create_user(
                     session=session,
                     username=username,

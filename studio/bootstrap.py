@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from studio.config import Settings
-from studio.db import init_db, session_for
+from studio.db import init_db, write_session
 from studio.models import Role, User
 from studio.users import create_user
 
@@ -58,7 +58,7 @@ def _write_private(path: Path, text: str) -> None:
 
 def ensure_admin(settings: Settings) -> str | None:
     """Create the first admin if the studio has none; return the password if we generated it."""
-    with session_for(settings.database_url) as session:
+    with write_session(settings.database_url) as session:
         if session.exec(select(User).where(User.role == Role.admin)).first() is not None:
             return None
         password = settings.admin_password or secrets.token_urlsafe(12)

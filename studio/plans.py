@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from studio.credits import Account, add_credits
@@ -72,16 +73,21 @@ def allocate_monthly(*, session: Session, user: User, now: datetime) -> CreditEn
     key = allocation_key(user, now)
     if session.exec(select(CreditEntry.id).where(CreditEntry.idempotency_key == key)).first() is not None:
         return None
-    return add_credits(
-        session=session,
-        account=Account(user_id=user.id),
-        amount=spec.monthly_credits,
-        kind=CreditKind.allocation,
-        now=now,
-        reason=f"{spec.label} credits for {now:%B %Y}",
-        expires_at=month_start(now, 1 + spec.rollover_months),
-        idempotency_key=key,
-    )
+    try:
+        # A savepoint: when a concurrent transaction allocated first (PostgreSQL), only this insert is undone.
+        with session.begin_nested():
+            return add_credits(
+                session=session,
+                account=Account(user_id=user.id),
+                amount=spec.monthly_credits,
+                kind=CreditKind.allocation,
+                now=now,
+                reason=f"{spec.label} credits for {now:%B %Y}",
+                expires_at=month_start(now, 1 + spec.rollover_months),
+                idempotency_key=key,
+            )
+    except IntegrityError:
+        return None
 
 
 def queue_priority(user: User) -> int:

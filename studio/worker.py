@@ -101,6 +101,8 @@ class Worker:
         lease_seconds: float = LEASE_SECONDS,
         heartbeat_seconds: float | None = None,
     ) -> None:
+        if lease_seconds <= 0:
+            raise ValueError(f"The lease must be positive, got {lease_seconds}")
         self.settings = settings
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease_seconds = lease_seconds
@@ -174,6 +176,13 @@ class Worker:
         log.info("Worker %s stopped", self.name)
 
 
+def positive_seconds(value: str) -> float:
+    seconds = float(value)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {value}")
+    return seconds
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m studio.worker",
@@ -181,11 +190,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--name", help="worker name shown on jobs (default: host:pid:random)")
     parser.add_argument("--once", action="store_true", help="run at most one job, then exit")
-    parser.add_argument("--poll", type=float, default=0.5, help="seconds between looks at an empty queue")
-    parser.add_argument("--lease", type=float, default=LEASE_SECONDS, help="lease length in seconds")
+    parser.add_argument("--poll", type=positive_seconds, default=0.5, help="seconds between looks at an empty queue")
+    parser.add_argument("--lease", type=positive_seconds, default=LEASE_SECONDS, help="lease length in seconds")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: torch's choice); with several CPU workers per host use cores ÷ workers",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     settings = get_settings()
     init_db(settings.database_url)
     worker = Worker(settings, name=args.name, lease_seconds=args.lease)

@@ -42,3 +42,32 @@ def test_credentials_for_the_authenticator_come_from_active_users_only(session):
     assert users["dana"]["password"].startswith("$2")  # a bcrypt hash, never the password
     assert get_active_user(session=session, username="gone") is None
     assert get_active_user(session=session, username="DANA").username == "dana"
+
+
+def test_creating_a_user_while_a_worker_keeps_writing_does_not_hit_a_locked_database(studio, studio_settings):
+    """Regression: a deferred transaction that read, hashed (~0.25 s), then inserted could not upgrade to a
+    write while another connection committed meanwhile, and SQLite failed at once with 'database is locked'."""
+    import threading
+
+    from sqlalchemy import text
+
+    from studio.db import get_engine, write_session
+
+    stop = threading.Event()
+
+    def keep_writing():
+        engine = get_engine(studio_settings.database_url)
+        while not stop.is_set():
+            with engine.begin() as conn:
+                conn.execute(text("UPDATE user SET plan = plan WHERE id = 1"))
+            stop.wait(0.02)
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        for name in ("ana", "ben", "cyd"):
+            with write_session(studio_settings.database_url) as session:
+                create_user(session=session, username=name, password="long-enough", email=f"{name}@example.com")
+    finally:
+        stop.set()
+        writer.join()

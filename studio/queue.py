@@ -189,8 +189,8 @@ def claim_next(
 
 
 def _leased(session: Session, job_id: int, worker: str, attempt: int) -> Job | None:
-    """The job if `worker`'s attempt still holds it, locked for this transaction."""
-    return session.exec(
+    """The job if `worker`'s attempt still holds it, locked for this transaction; else None (rolled back)."""
+    job = session.exec(
         select(Job)
         .where(
             Job.id == job_id,
@@ -200,6 +200,9 @@ def _leased(session: Session, job_id: int, worker: str, attempt: int) -> Job | N
         )
         .with_for_update()
     ).first()
+    if job is None:
+        session.rollback()
+    return job
 
 
 def heartbeat(
@@ -217,7 +220,6 @@ def heartbeat(
     now = now or utcnow()
     job = _leased(session, job_id, worker, attempt)
     if job is None:
-        session.rollback()
         return Lease(held=False, cancel_requested=False)
     job.progress_step, job.progress_total = step, total
     job.lease_until = now + timedelta(seconds=lease_seconds)
@@ -247,7 +249,6 @@ def complete_job(
     now = now or utcnow()
     job = _leased(session, job_id, worker, attempt)
     if job is None:
-        session.rollback()
         return False
     session.add(result)
     session.flush()
@@ -284,7 +285,6 @@ def _end_leased(
     now = now or utcnow()
     job = _leased(session, job_id, worker, attempt)
     if job is None:
-        session.rollback()
         return False
     _finish(job, status, now, error)
     settle(session=session, job_id=job.id, outcome=CreditKind.refund, now=now)

@@ -49,7 +49,8 @@ def grant_trial(*, session: Session, user: User, now: datetime) -> CreditEntry:
 
 
 def buy_starter_pack(*, session: Session, user: User, now: datetime, reference: str) -> CreditEntry:
-    """100 credits that never expire; `reference` (a payment id) makes a repeated call a no-op error."""
+    """100 credits that never expire. `reference` (the payment's id) is part of the ledger's unique key,
+    so recording the same payment twice raises IntegrityError instead of granting twice."""
     return add_credits(
         session=session,
         account=Account(user_id=user.id),

@@ -268,6 +268,27 @@ def test_expiring_plan_credits_are_spent_first_and_expire_after_the_rollover(s):
         assert ledger_sum(session=session, account=Account(user_id=user.id)) == 10
 
 
+def test_a_starter_pack_never_expires_is_spent_after_plan_credits_and_counts_once(s):
+    from sqlalchemy.exc import IntegrityError
+
+    from studio.plans import buy_starter_pack
+
+    user = s.user("starter", plan=Plan.pro_monthly)
+    with write_session(s.url) as session:
+        pack = buy_starter_pack(session=session, user=user, now=T0, reference="pay_1")
+        allocation = allocate_monthly(session=session, user=user, now=T0)
+        session.commit()
+    assert pack.amount == 100 and pack.expires_at is None
+    with write_session(s.url) as session, pytest.raises(IntegrityError):
+        buy_starter_pack(session=session, user=user, now=T0, reference="pay_1")
+    job = s.submit(user)
+    with session_for(s.url) as session:
+        [row] = session.exec(select(CreditEntry).where(CreditEntry.job_id == job.id)).all()
+    assert row.lot_id == allocation.id  # the expiring plan credits go first
+    far_future = datetime(2030, 1, 1, tzinfo=UTC)
+    assert s.balance(user, now=far_future) == 110  # trial + pack never expire
+
+
 def test_the_team_pool_pays_when_allowed_and_personal_credits_run_out(s):
     with session_for(s.url) as session:
         team = Team(name="Marketing")

@@ -1,18 +1,21 @@
 """Process-wide cache of loaded base pipelines, and the lock that serialises diffusion runs.
 
-A base pipeline is loaded once per (model, device, dtype) and never run directly: each request
-derives its own pipeline from it (`request_pipeline`: shared weights, own scheduler), because
-diffusers pipelines are not thread-safe and schedulers keep per-run state.
+A model is loaded once per (class, location, device, dtype). A base Stable Diffusion pipeline is
+never run directly: each request derives the pipeline of its task from it (`request_pipeline`:
+img2img, inpaint, ControlNet; shared weights, own scheduler), because diffusers pipelines are not
+thread-safe and schedulers keep per-run state.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
-from diffusers import StableDiffusionImg2ImgPipeline
+from diffusers import ControlNetModel, DiffusionPipeline, StableDiffusionImg2ImgPipeline
 from huggingface_hub.errors import HTTPError as HubHTTPError
 
 from pipelines.errors import ModelUnavailableError
@@ -22,8 +25,11 @@ from pipelines.registry import ModelRef, ensure_preview_model
 RUN_LOCK = threading.Lock()
 
 _LOAD_LOCK = threading.Lock()
-_CacheKey = tuple[str, str, torch.dtype]
-_pipelines: dict[_CacheKey, StableDiffusionImg2ImgPipeline] = {}
+# (class name, location, device, dtype) → the loaded pipeline or model
+_CacheKey = tuple[str, str, str, torch.dtype]
+_loaded: dict[_CacheKey, Any] = {}
+_Loadable = TypeVar("_Loadable")
+_Pipeline = TypeVar("_Pipeline", bound=DiffusionPipeline)
 
 
 def pick_device() -> str:
@@ -54,62 +60,77 @@ def _unavailable_message(ref: ModelRef) -> str:
     return (
         f"Model '{ref.name}' is not available on this machine: it is not in the local Hugging Face "
         "cache and the hub cannot be reached. To use it, download it once where the hub is reachable "
-        f"(e.g. `hf download {ref.location}`), or point STUDIO_MODEL at a local folder with the model "
-        "(or 'preview' for the offline preview model)."
+        f"(e.g. `hf download {ref.location}`), or point the style catalogue or STUDIO_MODEL at a local "
+        "folder with the model (or STUDIO_MODEL=preview for the offline preview models)."
     )
 
 
-def get_base_pipeline(ref: ModelRef) -> StableDiffusionImg2ImgPipeline:
-    """The loaded pipeline for a model on this machine's device; loads it on first use."""
+def get_pipeline(ref: ModelRef, cls: type[_Loadable], **load_kwargs: Any) -> _Loadable:
+    """The loaded `cls` (a pipeline or model class) for a model on this machine's device; loads it on first use."""
     device = pick_device()
     dtype = pick_dtype(device)
-    key = (ref.location, device, dtype)
+    key = (cls.__name__, ref.location, device, dtype)
     # One lock for all loads: two callers asking for a model at once load it once, and a big
     # model is never loaded twice side by side.
     with _LOAD_LOCK:
-        if key in _pipelines:
-            return _pipelines[key]
+        if key in _loaded:
+            return _loaded[key]
         if ref.is_preview:
-            # The preview folder is models_dir/"preview" (resolve_model); build it on first use.
-            ensure_preview_model(Path(ref.location).parent)
+            # Preview folders are models_dir/<name> (resolve_model); build on first use.
+            ensure_preview_model(Path(ref.location).parent, ref.name)
         try:
-            pipe = StableDiffusionImg2ImgPipeline.from_pretrained(
-                ref.location,
-                dtype=dtype,
-                safety_checker=None,
-                requires_safety_checker=False,
-                local_files_only=ref.is_local or _hub_offline(),
+            loaded = cls.from_pretrained(
+                ref.location, dtype=dtype, local_files_only=ref.is_local or _hub_offline(), **load_kwargs
             )
         # Not cached offline, missing repo or files (OSError and its hub subclasses such as
         # LocalEntryNotFoundError, RepositoryNotFoundError); a hub that cannot be reached (HTTP errors).
         except (OSError, HubHTTPError) as exc:
             raise ModelUnavailableError(_unavailable_message(ref)) from exc
-        pipe = pipe.to(device)
-        pipe.set_progress_bar_config(disable=True)
-        _pipelines[key] = pipe
-        return pipe
+        loaded = loaded.to(device)
+        if hasattr(loaded, "set_progress_bar_config"):
+            loaded.set_progress_bar_config(disable=True)
+        _loaded[key] = loaded
+        return loaded
 
 
-def request_pipeline(base: StableDiffusionImg2ImgPipeline) -> StableDiffusionImg2ImgPipeline:
-    """A pipeline for one request: the base's models (shared, no copy) with a fresh scheduler of its own."""
-    scheduler = type(base.scheduler).from_config(base.scheduler.config)
-    # Built with the constructor rather than `from_pipe`: in diffusers 0.42, from_pipe ends with
-    # `.to(dtype=...)` (float32 unless told otherwise), which casts the *shared* fp16 models of the
-    # cached base in place, and it logs a warning on every call even when the dtype matches.
-    pipe = StableDiffusionImg2ImgPipeline(**{**base.components, "scheduler": scheduler}, requires_safety_checker=False)
+def get_base_pipeline(ref: ModelRef) -> StableDiffusionImg2ImgPipeline:
+    """The loaded Stable Diffusion model every SD task derives its pipeline from (see request_pipeline)."""
+    return get_pipeline(ref, StableDiffusionImg2ImgPipeline, safety_checker=None, requires_safety_checker=False)
+
+
+def get_controlnet(ref: ModelRef) -> ControlNetModel:
+    return get_pipeline(ref, ControlNetModel)
+
+
+def request_pipeline(
+    base: DiffusionPipeline, cls: type[_Pipeline] = StableDiffusionImg2ImgPipeline, **extra: Any
+) -> _Pipeline:
+    """A `cls` pipeline for one request: the base's models (shared, no copy), a fresh scheduler of its own,
+    and `extra` components (a ControlNet).
+
+    This is what `cls.from_pipe(base, scheduler=…)` does, built with the constructor instead: in
+    diffusers 0.42, from_pipe ends with `.to(dtype=...)` (float32 unless told otherwise), which casts
+    the *shared* fp16 models of the cached base in place, and it logs a warning on every call.
+    """
+    accepted = inspect.signature(cls.__init__).parameters
+    components = {name: part for name, part in base.components.items() if name in accepted}
+    components["scheduler"] = type(base.scheduler).from_config(base.scheduler.config)
+    if "requires_safety_checker" in accepted:
+        components["requires_safety_checker"] = False
+    pipe = cls(**components, **extra)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
 def loaded_models() -> list[str]:
-    """The loaded pipelines, as "location (device, dtype)"."""
+    """The loaded pipelines and models, as "location (device, dtype)"."""
     with _LOAD_LOCK:
-        return [f"{location} ({device}, {str(dtype).removeprefix('torch.')})" for location, device, dtype in _pipelines]
+        return [f"{location} ({device}, {str(dtype).removeprefix('torch.')})" for _, location, device, dtype in _loaded]
 
 
 def clear_cache() -> None:
     """Forget every loaded pipeline (tests, or to free memory)."""
     with _LOAD_LOCK:
-        _pipelines.clear()
+        _loaded.clear()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

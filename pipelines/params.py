@@ -1,8 +1,13 @@
-"""Img2img parameters and their checks, torch-free so the web app validates before storing anything."""
+"""What a run asks for (task, params, inpaint and ControlNet options) and its checks.
+
+Torch-free, so the web app validates a request before storing anything or loading a model.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
+from enum import StrEnum
+from typing import Any
 
 from pipelines.errors import PipelineInputError
 
@@ -12,6 +17,32 @@ MAX_GUIDANCE = 30.0
 MAX_SEED = 2**32 - 1
 # The VAE maps 8×8 pixels to one latent, so both sides must be multiples of 8.
 SIZE_MULTIPLE = 8
+# Upscalers decode the whole output at once; beyond this long side the VAE decode of a real
+# upscaler needs more memory than a 24 GB GPU has. 2× takes sources up to 1024 px, 4× up to 512 px.
+MAX_UPSCALED_SIDE = 2048
+MAX_MASK_BLUR = 64
+MAX_MASK_PADDING = 256
+MAX_NOISE_LEVEL = 350  # the 4× upscaler's max_noise_level
+
+
+class Task(StrEnum):
+    img2img = "img2img"
+    inpaint = "inpaint"
+    upscale_2x = "upscale_2x"
+    upscale_4x = "upscale_4x"
+
+    @property
+    def upscale_factor(self) -> int | None:
+        return {Task.upscale_2x: 2, Task.upscale_4x: 4}.get(self)
+
+    @property
+    def label(self) -> str:
+        return {
+            Task.img2img: "Image to image",
+            Task.inpaint: "Inpaint",
+            Task.upscale_2x: "Upscale 2×",
+            Task.upscale_4x: "Upscale 4×",
+        }[self]
 
 
 @dataclass(frozen=True)
@@ -30,8 +61,8 @@ class Img2ImgParams:
         # diffusers runs the last int(steps * strength) steps of the schedule (get_timesteps).
         return min(int(self.steps * self.strength), self.steps)
 
-    def check(self) -> None:
-        if not self.prompt.strip():
+    def check(self, *, uses_strength: bool = True, needs_prompt: bool = True) -> None:
+        if needs_prompt and not self.prompt.strip():
             raise PipelineInputError("Write a prompt: it describes what the result should look like.")
         if len(self.prompt) > MAX_PROMPT_CHARS or len(self.negative_prompt) > MAX_PROMPT_CHARS:
             raise PipelineInputError(f"Prompts are limited to {MAX_PROMPT_CHARS} characters.")
@@ -39,7 +70,7 @@ class Img2ImgParams:
             raise PipelineInputError(f"Strength must be between 0 and 1, got {self.strength}.")
         if not 1 <= self.steps <= MAX_STEPS:
             raise PipelineInputError(f"Steps must be between 1 and {MAX_STEPS}, got {self.steps}.")
-        if self.denoising_steps < 1:
+        if uses_strength and self.denoising_steps < 1:
             raise PipelineInputError(
                 f"Strength {self.strength} with {self.steps} steps runs no denoising step "
                 f"(int(steps × strength) = 0); raise the strength or the steps."
@@ -48,6 +79,118 @@ class Img2ImgParams:
             raise PipelineInputError(f"Guidance must be between 0 and {MAX_GUIDANCE:g}, got {self.guidance}.")
         if not 0 <= self.seed <= MAX_SEED:
             raise PipelineInputError(f"Seed must be between 0 and {MAX_SEED}, got {self.seed}.")
+
+
+class Guide(StrEnum):
+    """ControlNet guides made by controlnet-aux detectors that need no downloaded weights."""
+
+    canny = "canny"
+    lineart = "lineart"
+    shuffle = "shuffle"
+
+    @property
+    def label(self) -> str:
+        return {Guide.canny: "Edges (canny)", Guide.lineart: "Line art", Guide.shuffle: "Content shuffle"}[self]
+
+
+@dataclass(frozen=True)
+class ControlParams:
+    """Structure guidance: a guide image made from the source steers the run through a ControlNet."""
+
+    model: str  # the ControlNet: "preview-controlnet", a hub id or a folder
+    guide: Guide = Guide.canny
+    conditioning_scale: float = 1.0
+    low_threshold: int = 100  # canny only
+    high_threshold: int = 200  # canny only
+
+    def check(self) -> None:
+        if not 0.0 <= self.conditioning_scale <= 2.0:
+            raise PipelineInputError(f"ControlNet strength must be between 0 and 2, got {self.conditioning_scale}.")
+        if not 0 <= self.low_threshold < self.high_threshold <= 255:
+            raise PipelineInputError(
+                "Edge thresholds need 0 ≤ low < high ≤ 255, "
+                f"got low {self.low_threshold} and high {self.high_threshold}."
+            )
+
+
+@dataclass(frozen=True)
+class InpaintParams:
+    """How a mask is applied (the A1111 options)."""
+
+    mask_blur: int = 4  # feather of the mask's edge, px
+    only_masked: bool = False  # crop to the mask's box plus padding, run at full resolution, paste back
+    padding: int = 32  # px around the mask's box when only_masked
+    keep_unmasked: bool = True  # pixels outside the (blurred) mask are the source's, byte for byte
+
+    def check(self) -> None:
+        if not 0 <= self.mask_blur <= MAX_MASK_BLUR:
+            raise PipelineInputError(f"Mask blur must be between 0 and {MAX_MASK_BLUR} px, got {self.mask_blur}.")
+        if not 0 <= self.padding <= MAX_MASK_PADDING:
+            raise PipelineInputError(
+                f"Masked-area padding must be between 0 and {MAX_MASK_PADDING} px, got {self.padding}."
+            )
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a user chose for one run; stored on the job (`Job.params`) and in the result's recipe."""
+
+    task: Task
+    params: Img2ImgParams
+    control: ControlParams | None = None  # img2img and inpaint only
+    inpaint: InpaintParams | None = None  # inpaint only
+    noise_level: int = 20  # 4× upscaler only: noise added to the low-res input
+
+    def check(self) -> None:
+        upscaling = self.task.upscale_factor is not None
+        self.params.check(uses_strength=not upscaling, needs_prompt=not upscaling)
+        if self.control is not None:
+            if upscaling:
+                raise PipelineInputError("ControlNet guidance applies to image-to-image and inpainting, not upscaling.")
+            self.control.check()
+        if (self.inpaint is not None) != (self.task == Task.inpaint):
+            raise PipelineInputError("Inpaint options go with the inpaint task, and it needs them.")
+        if self.inpaint is not None:
+            self.inpaint.check()
+        if not 0 <= self.noise_level <= MAX_NOISE_LEVEL:
+            raise PipelineInputError(f"Noise level must be between 0 and {MAX_NOISE_LEVEL}, got {self.noise_level}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task.value,
+            **asdict(self.params),
+            "control": asdict(self.control) if self.control else None,
+            "inpaint": asdict(self.inpaint) if self.inpaint else None,
+            "noise_level": self.noise_level,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSpec:
+        """Read back `to_dict` (or a recipe, which holds it plus what ran); unknown keys are ignored."""
+        try:
+            params = Img2ImgParams(**{f.name: data[f.name] for f in fields(Img2ImgParams) if f.name in data})
+            control = data.get("control")
+            inpaint = data.get("inpaint")
+            return cls(
+                task=Task(data.get("task", Task.img2img)),
+                params=params,
+                control=ControlParams(**{**control, "guide": Guide(control["guide"])}) if control else None,
+                inpaint=InpaintParams(**inpaint) if inpaint else None,
+                noise_level=int(data.get("noise_level", 20)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PipelineInputError(f"Not a usable recipe: {exc}") from exc
+
+
+def check_upscale_size(width: int, height: int, factor: int) -> None:
+    """Refuse sources whose upscaled output would exceed MAX_UPSCALED_SIDE (the message says the limit)."""
+    limit = MAX_UPSCALED_SIDE // factor
+    if max(width, height) > limit:
+        raise PipelineInputError(
+            f"Upscale {factor}× takes sources up to {limit} px on the long side (output up to "
+            f"{MAX_UPSCALED_SIDE} px, what a 24 GB GPU decodes); this one is {width}×{height}. "
+            "Resize it first, or use a smaller factor."
+        )
 
 
 def output_size(width: int, height: int, max_side: int) -> tuple[int, int]:

@@ -17,11 +17,17 @@ from pipelines.errors import ModelUnavailableError, PipelineInputError
 
 # The configured model name that means "the tiny offline preview model".
 PREVIEW_MODEL = "preview"
+# Every tiny offline model the studio can build, by name, with the file that marks its folder complete:
+# the SD pipeline, a ControlNet made from its UNet, and the two upscaler pipelines.
+PREVIEW_MODELS = {
+    PREVIEW_MODEL: "model_index.json",
+    "preview-controlnet": "config.json",
+    "preview-upscaler-x2": "model_index.json",
+    "preview-upscaler-x4": "model_index.json",
+}
 
 # Hugging Face repo ids: "owner/name", letters, digits, "-", "_" and "." (no leading punctuation).
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
-# A diffusers pipeline folder is complete once model_index.json is in it (it is written with the folder).
-_PIPELINE_MARKER = "model_index.json"
 
 
 @dataclass(frozen=True)
@@ -39,8 +45,8 @@ def _looks_like_path(name: str) -> bool:
 def resolve_model(name: str, *, models_dir: Path) -> ModelRef:
     """Turn a configured model name into what the loader needs; refuse names that cannot be a model."""
     name = name.strip()
-    if name == PREVIEW_MODEL:
-        return ModelRef(name, str(Path(models_dir) / PREVIEW_MODEL), is_preview=True, is_local=True)
+    if name in PREVIEW_MODELS:
+        return ModelRef(name, str(Path(models_dir) / name), is_preview=True, is_local=True)
     if not name:
         raise PipelineInputError(
             f"No model configured: set STUDIO_MODEL to {PREVIEW_MODEL!r}, a hub id or a local folder."
@@ -63,27 +69,28 @@ def resolve_model(name: str, *, models_dir: Path) -> ModelRef:
     )
 
 
-def ensure_preview_model(models_dir: Path) -> Path:
-    """Build and save the tiny preview pipeline in models_dir/"preview" unless it is there; return it.
+def ensure_preview_model(models_dir: Path, name: str = PREVIEW_MODEL) -> Path:
+    """Build and save the tiny model `name` (a PREVIEW_MODELS key) in models_dir/name unless it is there.
 
     Built in a temporary folder next to the target and renamed into place, so a reader never sees a
     half-written model, and when two processes race, the first rename wins and the other build is dropped.
     """
-    folder = Path(models_dir) / PREVIEW_MODEL
-    if (folder / _PIPELINE_MARKER).is_file():
+    marker = PREVIEW_MODELS[name]
+    folder = Path(models_dir) / name
+    if (folder / marker).is_file():
         return folder
 
     from pipelines import tiny  # imports torch: only when a build is needed
 
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{PREVIEW_MODEL}-", dir=folder.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder.parent))
     try:
-        tiny.save_tiny_sd_pipeline(staging)
+        tiny.save_tiny_model(name, staging)
         os.rename(staging, folder)  # atomic; fails if another process put a complete folder there first
     except OSError as exc:
-        if not (folder / _PIPELINE_MARKER).is_file():
+        if not (folder / marker).is_file():
             raise ModelUnavailableError(
-                f"Could not build the preview model in '{folder}': the folder exists but is incomplete "
+                f"Could not build the preview model {name!r} in '{folder}': the folder exists but is incomplete "
                 "or not writable. Remove it and try again."
             ) from exc
     finally:

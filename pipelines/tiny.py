@@ -10,7 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionImg2ImgPipeline, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    ControlNetModel,
+    DDIMScheduler,
+    StableDiffusionImg2ImgPipeline,
+    UNet2DConditionModel,
+)
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
@@ -95,8 +101,28 @@ def build_tiny_sd_pipeline(seed: int = 0) -> StableDiffusionImg2ImgPipeline:
     return pipe
 
 
+def build_tiny_controlnet(seed: int = 0) -> ControlNetModel:
+    """A ControlNet for the tiny pipeline, made from its UNet (as real ControlNets start from SD's UNet).
+
+    Its default conditioning embedding downsamples ×8, matching the VAE, so guide images of any ×8 size fit.
+    """
+    return ControlNetModel.from_unet(build_tiny_sd_pipeline(seed).unet)
+
+
 def save_tiny_sd_pipeline(folder: Path, seed: int = 0) -> Path:
     """Build the tiny pipeline and save it (safetensors, model_index.json) for an offline from_pretrained."""
     folder = Path(folder)
     build_tiny_sd_pipeline(seed).save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def save_tiny_model(name: str, folder: Path) -> Path:
+    """Build and save the tiny model called `name` (see pipelines.registry.PREVIEW_MODELS) into `folder`."""
+    builders = {
+        "preview": build_tiny_sd_pipeline,
+        "preview-controlnet": build_tiny_controlnet,
+    }
+    if name not in builders:
+        raise ValueError(f"No tiny model called {name!r}; known: {', '.join(builders)}.")
+    builders[name]().save_pretrained(Path(folder), safe_serialization=True)
+    return Path(folder)

@@ -92,9 +92,12 @@ class JobStatus(StrEnum):
 
 
 class JobBase(SQLModel):
-    task: str = Field(default="img2img", max_length=32)
+    task: str = Field(default="img2img", max_length=32)  # a pipelines.params.Task value
     model: str = Field(max_length=300)
-    # What the user asked for (prompt, strength, steps, …): enough to run the job again.
+    # The catalogue style it was made with (None: the user's own settings), for filters and analytics.
+    style: str | None = Field(default=None, max_length=64, index=True)
+    # What the user asked for (prompt, strength, steps, inpaint and ControlNet options, …): a
+    # pipelines.params.RunSpec as a dict, enough to run the job again.
     params: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
@@ -109,7 +112,10 @@ class Job(JobBase, table=True):
     team_id: int | None = Field(default=None, foreign_key="team.id", index=True)
     status: JobStatus = Field(default=JobStatus.queued)
     priority: int = Field(default=0)
-    source_asset_id: int = Field(foreign_key="asset.id")
+    # Assets can outlive their retention period only as hashes in the recipe: retention deletes the
+    # rows and sets these to None, while the job and its ledger rows stay for accounting.
+    source_asset_id: int | None = Field(default=None, foreign_key="asset.id")
+    mask_asset_id: int | None = Field(default=None, foreign_key="asset.id")
     result_asset_id: int | None = Field(default=None, foreign_key="asset.id")
     # What actually ran (resolved sizes, scheduler, library versions); also embedded in the result PNG.
     recipe: dict | None = Field(default=None, sa_column=Column(JSON))

@@ -173,6 +173,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
     from studio.config import get_settings
     from studio.credits import Account, add_credits
     from studio.db import session_for, write_session
+    from studio.job_requests import custom_request
     from studio.models import Asset, AssetKind, CreditEntry, CreditKind, Job, JobStatus, utcnow
     from studio.pricing import QUALITY_TIERS
     from studio.queue import submit_job
@@ -243,8 +244,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
                 user=user,
                 upload=upload,
                 original_name="bench.png",
-                params=params,
-                quality=quality,
+                request=custom_request(settings=settings, params=params, quality=quality),
             )
         submitted = time.perf_counter()
         ran = worker.run_once()

@@ -32,10 +32,7 @@ for index, (job, source, result) in enumerate(rows):
         shown = result or source
         st.image(ui.thumbnail(shown.sha256, str(store.root)), width="stretch")
         st.markdown(f"**#{job.id}** · {job.status.value} · {job.created_at:%Y-%m-%d %H:%M}")
-        st.caption(
-            f"“{job.params['prompt'][:80]}” · strength {job.params['strength']:.2f} · "
-            f"{job.params['steps']} steps · seed {job.params['seed']}"
-        )
+        st.caption(ui.job_summary(job))
         if job.error:
             st.caption(f":material/error: {job.error}")
         if result is not None:

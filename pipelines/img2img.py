@@ -1,4 +1,5 @@
-"""Run one img2img request: source image + prompt + params in, result image and what ran out."""
+"""Run one img2img request: source image + prompt + params (+ ControlNet guidance) in, result image and
+what ran out. `denoise` is the call every Stable Diffusion task shares (progress, cancel, seed, lock)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ from typing import Any
 import diffusers
 import torch
 import transformers
-from diffusers import StableDiffusionImg2ImgPipeline
+from diffusers import DiffusionPipeline, StableDiffusionControlNetImg2ImgPipeline, StableDiffusionImg2ImgPipeline
 from PIL import Image
 
-from pipelines.cache import RUN_LOCK, get_base_pipeline, request_pipeline
+from pipelines.cache import RUN_LOCK, get_base_pipeline, get_controlnet, request_pipeline
 from pipelines.errors import PipelineInputError, RunCancelled
-from pipelines.params import SIZE_MULTIPLE, Img2ImgParams, output_size
+from pipelines.guides import make_guide
+from pipelines.params import SIZE_MULTIPLE, ControlParams, Img2ImgParams, output_size
 from pipelines.registry import ModelRef
 
 
@@ -24,6 +26,7 @@ class Img2ImgRequest:
     image: Image.Image  # the source; converted to RGB
     params: Img2ImgParams
     max_side: int = 1024  # cap on the output's long side (see output_size)
+    control: ControlParams | None = None  # structure guidance through a ControlNet
 
 
 @dataclass(frozen=True)
@@ -36,87 +39,125 @@ class Img2ImgResult:
     device: str
     dtype: str
     seconds: float  # time of the diffusion call itself (not model loading or waiting for the lock)
+    guide: Image.Image | None = None  # the ControlNet guide it followed
+
+
+def check_source(image: Image.Image) -> None:
+    if image.width < SIZE_MULTIPLE or image.height < SIZE_MULTIPLE:
+        raise PipelineInputError(
+            f"The source image is {image.width}×{image.height} px; it needs at least {SIZE_MULTIPLE} px per side."
+        )
+
+
+def check_control(control: ControlParams | None, control_ref: ModelRef | None) -> None:
+    if (control is None) != (control_ref is None):
+        raise PipelineInputError("ControlNet settings and a ControlNet model go together.")
+    if control is not None:
+        control.check()
 
 
 def run_img2img(
     ref: ModelRef,
     request: Img2ImgRequest,
     *,
+    control_ref: ModelRef | None = None,
     on_step: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Img2ImgResult:
     """Transform the source image; on_step(step, total) after each denoising step, should_stop() to cancel.
 
-    Same model, source, params and seed give the same pixels on any device (the noise comes from a
-    CPU generator). Raises PipelineInputError for bad params, ModelUnavailableError when the model
-    cannot be loaded, and RunCancelled when should_stop() turned true during the run.
+    With `request.control` (and the ControlNet `control_ref`), a guide made from the source steers
+    the structure. Same model, source, params and seed give the same pixels on any device (the noise
+    comes from a CPU generator). Raises PipelineInputError for bad params, ModelUnavailableError when
+    a model cannot be loaded, and RunCancelled when should_stop() turned true during the run.
     """
     # 1. Check inputs
     params = request.params
     params.check()
+    check_control(request.control, control_ref)
     source = request.image
-    if source.width < SIZE_MULTIPLE or source.height < SIZE_MULTIPLE:
-        raise PipelineInputError(
-            f"The source image is {source.width}×{source.height} px; it needs at least {SIZE_MULTIPLE} px per side."
-        )
+    check_source(source)
     width, height = output_size(source.width, source.height, request.max_side)
-    denoising_steps = params.denoising_steps
 
-    # 2. Get the cached base pipeline and derive this request's own pipeline: shared weights, but its
-    # own scheduler, since schedulers keep per-run state and requests may run in several threads.
-    base = get_base_pipeline(ref)
-    pipe = request_pipeline(base)
-
-    # 3. Resize the source to the output size (img2img keeps the init image's size)
+    # 2. Resize the source to the output size (img2img keeps the init image's size)
     if source.mode != "RGB":
         source = source.convert("RGB")
     if source.size != (width, height):
         source = source.resize((width, height), Image.Resampling.LANCZOS)
 
-    # 4. Seed a CPU generator: the initial noise, hence the pixels, do not depend on the device
-    generator = torch.Generator("cpu").manual_seed(params.seed)
+    # 3. Get the cached base pipeline and derive this request's own pipeline: shared weights, but its
+    # own scheduler, since schedulers keep per-run state and requests may run in several threads.
+    base = get_base_pipeline(ref)
+    call: dict[str, Any] = {"image": source, "strength": params.strength}
+    guide = None
+    if request.control is None:
+        pipe = request_pipeline(base, StableDiffusionImg2ImgPipeline)
+    else:
+        pipe = request_pipeline(base, StableDiffusionControlNetImg2ImgPipeline, controlnet=get_controlnet(control_ref))
+        guide = make_guide(source, request.control, seed=params.seed)
+        call |= {
+            "control_image": guide,
+            "controlnet_conditioning_scale": request.control.conditioning_scale,
+            "height": height,
+            "width": width,
+        }
 
-    # 5. Denoise, one run at a time per process
-    def on_step_end(
-        pipe: StableDiffusionImg2ImgPipeline, step_index: int, timestep: int, callback_kwargs: dict[str, Any]
-    ) -> dict[str, Any]:
-        if on_step is not None:
-            on_step(step_index + 1, denoising_steps)
-        # Raising here (rather than setting pipe._interrupt) stops at once and skips the VAE decode.
-        if should_stop is not None and should_stop():
-            raise RunCancelled(f"Cancelled after step {step_index + 1} of {denoising_steps}.")
-        return callback_kwargs
+    # 4. Denoise
+    image, seconds = denoise(pipe, params, call, on_step=on_step, should_stop=should_stop)
 
-    with RUN_LOCK:
-        # The caller may have given up while waiting for the lock.
-        if should_stop is not None and should_stop():
-            raise RunCancelled(f"Cancelled before step 1 of {denoising_steps}.")
-        started = time.perf_counter()
-        output = pipe(
-            prompt=params.prompt,
-            negative_prompt=params.negative_prompt or None,
-            image=source,
-            strength=params.strength,
-            num_inference_steps=params.steps,
-            guidance_scale=params.guidance,
-            generator=generator,
-            output_type="pil",
-            callback_on_step_end=on_step_end,
-        )
-        seconds = time.perf_counter() - started
-
-    # 6. Report what ran
-    image = output.images[0]
+    # 5. Report what ran
     return Img2ImgResult(
         image=image,
         width=image.width,
         height=image.height,
-        denoising_steps=denoising_steps,
+        denoising_steps=params.denoising_steps,
         scheduler=type(pipe.scheduler).__name__,
         device=base.device.type,
         dtype=str(base.dtype).removeprefix("torch."),
         seconds=round(seconds, 3),
+        guide=guide,
     )
+
+
+def denoise(
+    pipe: DiffusionPipeline,
+    params: Img2ImgParams,
+    call: dict[str, Any],
+    *,
+    on_step: Callable[[int, int], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> tuple[Image.Image, float]:
+    """Run `pipe` with the prompt, steps, guidance and seed of `params` plus the task's `call` arguments,
+    one run at a time per process; returns the image and the seconds the call took.
+
+    The noise comes from a CPU generator seeded with params.seed, so the pixels do not depend on the device.
+    """
+    total = params.denoising_steps
+
+    def on_step_end(pipe: DiffusionPipeline, step_index: int, timestep: int, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if on_step is not None:
+            on_step(step_index + 1, total)
+        # Raising here (rather than setting pipe._interrupt) stops at once and skips the VAE decode.
+        if should_stop is not None and should_stop():
+            raise RunCancelled(f"Cancelled after step {step_index + 1} of {total}.")
+        return kwargs
+
+    with RUN_LOCK:
+        # The caller may have given up while waiting for the lock.
+        if should_stop is not None and should_stop():
+            raise RunCancelled(f"Cancelled before step 1 of {total}.")
+        started = time.perf_counter()
+        output = pipe(
+            prompt=params.prompt,
+            negative_prompt=params.negative_prompt or None,
+            num_inference_steps=params.steps,
+            guidance_scale=params.guidance,
+            generator=torch.Generator("cpu").manual_seed(params.seed),
+            output_type="pil",
+            callback_on_step_end=on_step_end,
+            **call,
+        )
+        return output.images[0], time.perf_counter() - started
 
 
 def library_versions() -> dict[str, str]:

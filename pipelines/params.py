@@ -20,6 +20,14 @@ SIZE_MULTIPLE = 8
 # Upscalers decode the whole output at once; beyond this long side the VAE decode of a real
 # upscaler needs more memory than a 24 GB GPU has. 2× takes sources up to 1024 px, 4× up to 512 px.
 MAX_UPSCALED_SIDE = 2048
+UPSCALE_FACTORS = (2, 4)
+# What each upscaler's models take, px per side: sides a multiple of SOURCE_MULTIPLE, at least MIN_SOURCE_SIDE.
+# 2×: the source is encoded to latents at 1/8, doubled, then halved three times by the K-UNet, whose
+#     downsamplers floor odd sizes (the skip connections then no longer match): 8 / 2 × 2³ = 32 px. Its
+#     deepest level reflect-pads by 1, so it needs 2 latents there: 64 px.
+# 4×: the UNet runs at the source's own resolution and takes any size; ×8 as everywhere else in the studio.
+SOURCE_MULTIPLE = {2: 32, 4: SIZE_MULTIPLE}
+MIN_SOURCE_SIDE = {2: 64, 4: SIZE_MULTIPLE}
 MAX_MASK_BLUR = 64
 MAX_MASK_PADDING = 256
 MAX_NOISE_LEVEL = 350  # the 4× upscaler's max_noise_level
@@ -141,6 +149,11 @@ class RunSpec:
     inpaint: InpaintParams | None = None  # inpaint only
     noise_level: int = 20  # 4× upscaler only: noise added to the low-res input
 
+    @property
+    def denoising_steps(self) -> int:
+        """The steps that actually run: int(steps × strength) from a source, every step when upscaling."""
+        return self.params.steps if self.task.upscale_factor is not None else self.params.denoising_steps
+
     def check(self) -> None:
         upscaling = self.task.upscale_factor is not None
         self.params.check(uses_strength=not upscaling, needs_prompt=not upscaling)
@@ -191,6 +204,12 @@ def check_upscale_size(width: int, height: int, factor: int) -> None:
             f"{MAX_UPSCALED_SIDE} px, what a 24 GB GPU decodes); this one is {width}×{height}. "
             "Resize it first, or use a smaller factor."
         )
+
+
+def upscale_source_size(width: int, height: int, factor: int) -> tuple[int, int]:
+    """The size the source is resized to before upscaling: each side rounded down to what the upscaler takes."""
+    multiple = SOURCE_MULTIPLE[factor]
+    return width // multiple * multiple, height // multiple * multiple
 
 
 def output_size(width: int, height: int, max_side: int) -> tuple[int, int]:

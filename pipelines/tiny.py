@@ -14,7 +14,11 @@ from diffusers import (
     AutoencoderKL,
     ControlNetModel,
     DDIMScheduler,
+    DDPMScheduler,
+    EulerDiscreteScheduler,
     StableDiffusionImg2ImgPipeline,
+    StableDiffusionLatentUpscalePipeline,
+    StableDiffusionUpscalePipeline,
     UNet2DConditionModel,
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
@@ -34,10 +38,45 @@ def build_tiny_tokenizer() -> CLIPTokenizer:
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=MAX_TOKENS)
 
 
+def build_tiny_text_encoder(tokenizer: CLIPTokenizer, seed: int = 0, hidden_act: str = "quick_gelu") -> CLIPTextModel:
+    """A 5-layer, 32-wide CLIP text encoder for the byte-level tokenizer."""
+    vocab = tokenizer.get_vocab()
+    torch.manual_seed(seed)
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=5,
+            max_position_embeddings=MAX_TOKENS,
+            layer_norm_eps=1e-5,
+            hidden_act=hidden_act,
+            # The pooled output is taken at the EOS token, so the ids must match the tokenizer's.
+            bos_token_id=vocab[BOS_TOKEN],
+            eos_token_id=vocab[EOS_TOKEN],
+            pad_token_id=vocab[EOS_TOKEN],
+        )
+    )
+
+
+def build_tiny_vae(seed: int = 0, blocks: int = 4) -> AutoencoderKL:
+    """`blocks` encoder blocks → blocks − 1 downsamplings: 4 gives SD's ×8 pixels per latent, 3 the 4× upscaler's ×4."""
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        block_out_channels=(32,) * blocks,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * blocks,
+        up_block_types=("UpDecoderBlock2D",) * blocks,
+        latent_channels=4,
+        sample_size=128 if blocks == 4 else 32,
+    )
+
+
 def build_tiny_sd_pipeline(seed: int = 0) -> StableDiffusionImg2ImgPipeline:
     """Build the tiny pipeline; the same seed gives the same weights."""
     tokenizer = build_tiny_tokenizer()
-    vocab = tokenizer.get_vocab()
 
     # Seed before each component so its weights do not depend on how the others were built.
     torch.manual_seed(seed)
@@ -51,33 +90,8 @@ def build_tiny_sd_pipeline(seed: int = 0) -> StableDiffusionImg2ImgPipeline:
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=32,
     )
-    torch.manual_seed(seed)
-    # Four blocks → three downsamplings → the same ×8 pixel-to-latent ratio as real SD.
-    vae = AutoencoderKL(
-        block_out_channels=(32, 32, 32, 32),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        sample_size=128,
-    )
-    torch.manual_seed(seed)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(vocab),
-            hidden_size=32,
-            intermediate_size=37,
-            num_attention_heads=4,
-            num_hidden_layers=5,
-            max_position_embeddings=MAX_TOKENS,
-            layer_norm_eps=1e-5,
-            # The pooled output is taken at the EOS token, so the ids must match the tokenizer's.
-            bos_token_id=vocab[BOS_TOKEN],
-            eos_token_id=vocab[EOS_TOKEN],
-            pad_token_id=vocab[EOS_TOKEN],
-        )
-    )
+    vae = build_tiny_vae(seed)
+    text_encoder = build_tiny_text_encoder(tokenizer, seed)
     # Real SD 1.x's DDIM settings, so schedules (and strength → steps) behave as with a real model.
     scheduler = DDIMScheduler(
         beta_start=0.00085,
@@ -104,9 +118,112 @@ def build_tiny_sd_pipeline(seed: int = 0) -> StableDiffusionImg2ImgPipeline:
 def build_tiny_controlnet(seed: int = 0) -> ControlNetModel:
     """A ControlNet for the tiny pipeline, made from its UNet (as real ControlNets start from SD's UNet).
 
-    Its default conditioning embedding downsamples ×8, matching the VAE, so guide images of any ×8 size fit.
+    `from_unet` zero-initialises the "zero convolutions" that feed the guide into the UNet, as training
+    starts; untrained, that ControlNet would change nothing. So they get seeded random weights (as in
+    diffusers' own ControlNet tests), and the guide and conditioning scale visibly steer the result.
+    Its conditioning embedding downsamples ×8, matching the VAE, so guide images of any ×8 size fit.
     """
-    return ControlNetModel.from_unet(build_tiny_sd_pipeline(seed).unet)
+    controlnet = ControlNetModel.from_unet(build_tiny_sd_pipeline(seed).unet)
+    generator = torch.Generator().manual_seed(seed)
+    zero_convolutions = [
+        controlnet.controlnet_cond_embedding.conv_out,
+        *controlnet.controlnet_down_blocks,
+        controlnet.controlnet_mid_block,
+    ]
+    with torch.no_grad():
+        for conv in zero_convolutions:
+            conv.weight.normal_(0, 0.1, generator=generator)
+            conv.bias.normal_(0, 0.1, generator=generator)
+    return controlnet
+
+
+def build_tiny_latent_upscaler_pipeline(seed: int = 0) -> StableDiffusionLatentUpscalePipeline:
+    """A tiny 2× latent upscaler (stabilityai/sd-x2-latent-upscaler's shapes, as in diffusers' tests).
+
+    Its VAE is the tiny SD one (the real upscaler uses SD's VAE); its K-UNet takes the noisy latents and
+    the source's latents (8 channels) and predicts the sample plus a variance channel (5), conditioned
+    on the text encoder's hidden states and pooled output (time_cond_proj_dim = 32 × 5).
+    """
+    tokenizer = build_tiny_tokenizer()
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        act_fn="gelu",
+        attention_head_dim=8,
+        block_out_channels=(32, 32, 64, 64),
+        conv_in_kernel=1,
+        conv_out_kernel=1,
+        cross_attention_dim=32,
+        down_block_types=("KDownBlock2D", "KCrossAttnDownBlock2D", "KCrossAttnDownBlock2D", "KCrossAttnDownBlock2D"),
+        in_channels=8,
+        mid_block_type=None,
+        norm_num_groups=None,
+        out_channels=5,
+        resnet_time_scale_shift="scale_shift",
+        time_cond_proj_dim=160,
+        time_embedding_type="fourier",
+        timestep_post_act="gelu",
+        up_block_types=("KCrossAttnUpBlock2D", "KCrossAttnUpBlock2D", "KCrossAttnUpBlock2D", "KUpBlock2D"),
+    )
+    scheduler = EulerDiscreteScheduler(prediction_type="sample")
+    pipe = StableDiffusionLatentUpscalePipeline(
+        vae=build_tiny_vae(seed),
+        text_encoder=build_tiny_text_encoder(tokenizer, seed),
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def build_tiny_x4_upscaler_pipeline(seed: int = 0) -> StableDiffusionUpscalePipeline:
+    """A tiny 4× upscaler (stabilityai/stable-diffusion-x4-upscaler's shapes, as in diffusers' tests).
+
+    The UNet runs at the source's resolution on the noisy latents plus the (noised) source's RGB
+    (7 channels), with the noise level as a class embedding (1000 classes, so every level up to the
+    real max_noise_level 350 fits); the VAE decodes ×4. One layer per block keeps it at ~6 MB.
+    """
+    tokenizer = build_tiny_tokenizer()
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 32, 64),
+        layers_per_block=1,
+        sample_size=32,
+        in_channels=7,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        only_cross_attention=(True, True, False),
+        use_linear_projection=True,
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        num_class_embeds=1000,
+    )
+    vae = build_tiny_vae(seed, blocks=3)
+    vae.register_to_config(scaling_factor=0.08333)  # the real 4× upscaler's
+    pipe = StableDiffusionUpscalePipeline(
+        vae=vae,
+        text_encoder=build_tiny_text_encoder(tokenizer, seed, hidden_act="gelu"),
+        tokenizer=tokenizer,
+        unet=unet,
+        low_res_scheduler=DDPMScheduler(
+            beta_start=0.0001, beta_end=0.02, beta_schedule="scaled_linear", clip_sample=True
+        ),
+        scheduler=DDIMScheduler(
+            beta_start=0.0001,
+            beta_end=0.02,
+            beta_schedule="scaled_linear",
+            clip_sample=False,
+            set_alpha_to_one=False,
+            steps_offset=1,
+            prediction_type="v_prediction",
+        ),
+        safety_checker=None,
+        watermarker=None,
+        max_noise_level=350,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def save_tiny_sd_pipeline(folder: Path, seed: int = 0) -> Path:
@@ -121,6 +238,8 @@ def save_tiny_model(name: str, folder: Path) -> Path:
     builders = {
         "preview": build_tiny_sd_pipeline,
         "preview-controlnet": build_tiny_controlnet,
+        "preview-upscaler-x2": build_tiny_latent_upscaler_pipeline,
+        "preview-upscaler-x4": build_tiny_x4_upscaler_pipeline,
     }
     if name not in builders:
         raise ValueError(f"No tiny model called {name!r}; known: {', '.join(builders)}.")

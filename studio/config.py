@@ -35,6 +35,7 @@ class Settings:
     admin_username: str
     admin_password: str | None
     admin_email: str
+    catalogue_path: Path  # the style catalogue (TOML), editable by admins without code
 
     @property
     def assets_dir(self) -> Path:
@@ -88,6 +89,7 @@ def load_settings(environ: dict[str, str] | None = None, secrets_path: Path | No
         admin_username=get("admin_username", "admin").strip().lower(),
         admin_password=get("admin_password"),
         admin_email=get("admin_email", "admin@example.com"),
+        catalogue_path=Path(get("catalogue", str(PROJECT_ROOT / "data" / "styles.toml"))).expanduser().resolve(),
     )
 
 

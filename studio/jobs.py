@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 
 from PIL import Image
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from pipelines.params import Img2ImgParams
+from pipelines.errors import PipelineInputError
+from pipelines.params import RunSpec, Task
 from studio.config import Settings
 from studio.models import Asset, AssetKind, Job, JobStatus
 from studio.recipes import RECIPE_VERSION, png_with_recipe
@@ -39,32 +40,32 @@ def render_job(
     source_png: bytes,
     source_sha256: str,
     settings: Settings,
+    mask_png: bytes | None = None,
+    mask_sha256: str | None = None,
     on_step: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Rendered:
-    """Run a job's recipe on its source image. Raises what the pipeline raises (the worker decides)."""
-    from pipelines.img2img import Img2ImgRequest, library_versions, run_img2img
-    from pipelines.registry import resolve_model
+    """Run a job's spec on its source (and mask). Raises what the pipeline raises (the worker decides)."""
+    from pipelines.img2img import library_versions
 
-    params = Img2ImgParams(**job.params)
+    spec = RunSpec.from_dict(job.params)
     source = Image.open(io.BytesIO(source_png)).convert("RGB")
-    result = run_img2img(
-        resolve_model(job.model, models_dir=settings.models_dir),
-        Img2ImgRequest(image=source, params=params, max_side=settings.max_output_side),
-        on_step=on_step,
-        should_stop=should_stop,
-    )
+    mask = Image.open(io.BytesIO(mask_png)).convert("L") if mask_png is not None else None
+    result = _run(spec, job.model, source, mask, settings, on_step=on_step, should_stop=should_stop)
     recipe = {
         "recipe_version": RECIPE_VERSION,
-        "task": job.task,
         "model": job.model,
+        "style": job.style,
         "quality": job.quality,
-        **asdict(params),
+        **spec.to_dict(),
+        "user_prompt": job.params.get("user_prompt", spec.params.prompt),
+        "user_negative_prompt": job.params.get("user_negative_prompt", spec.params.negative_prompt),
         "scheduler": result.scheduler,
         "width": result.width,
         "height": result.height,
         "denoising_steps": result.denoising_steps,
         "source_sha256": source_sha256,
+        "mask_sha256": mask_sha256,
         "device": result.device,
         "dtype": result.dtype,
         "versions": library_versions(),
@@ -81,10 +82,53 @@ def render_job(
     return Rendered(png=png, asset=asset, recipe=recipe)
 
 
+def _run(
+    spec: RunSpec,
+    model: str,
+    source: Image.Image,
+    mask: Image.Image | None,
+    settings: Settings,
+    *,
+    on_step: ProgressCallback | None,
+    should_stop: Callable[[], bool] | None,
+):
+    """Hand the spec to the pipeline of its task."""
+    from pipelines.registry import resolve_model
+
+    ref = resolve_model(model, models_dir=settings.models_dir)
+    control_ref = resolve_model(spec.control.model, models_dir=settings.models_dir) if spec.control else None
+    progress = {"on_step": on_step, "should_stop": should_stop}
+    if spec.task == Task.img2img:
+        from pipelines.img2img import Img2ImgRequest, run_img2img
+
+        request = Img2ImgRequest(source, spec.params, max_side=settings.max_output_side, control=spec.control)
+        return run_img2img(ref, request, control_ref=control_ref, **progress)
+    if spec.task == Task.inpaint:
+        from pipelines.inpaint import InpaintRequest, run_inpaint
+
+        if mask is None:
+            raise PipelineInputError("This inpainting job has no mask (it may have been deleted by retention).")
+        request = InpaintRequest(
+            source, mask, spec.params, spec.inpaint, max_side=settings.max_output_side, control=spec.control
+        )
+        return run_inpaint(ref, request, control_ref=control_ref, **progress)
+    from pipelines.upscale import UpscaleRequest, run_upscale
+
+    request = UpscaleRequest(source, spec.params, factor=spec.task.upscale_factor, noise_level=spec.noise_level)
+    return run_upscale(ref, request, **progress)
+
+
 def get_user_job(*, session: Session, user_id: int, job_id: int) -> Job | None:
     """A job, only if it belongs to the user."""
     job = session.get(Job, job_id)
     return job if job is not None and job.user_id == user_id else None
+
+
+def find_user_asset(*, session: Session, user_id: int, sha256: str, kind: AssetKind) -> Asset | None:
+    """The user's own stored image with this content hash (a recipe names its source and mask by hash)."""
+    return session.exec(
+        select(Asset).where(Asset.user_id == user_id, Asset.sha256 == sha256, Asset.kind == kind).limit(1)
+    ).first()
 
 
 def list_user_jobs(

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from fractions import Fraction
 
-from pipelines.params import output_size
+from pipelines.params import output_size, upscale_source_size
 from studio.config import PREVIEW_MODEL
 
 # Basic models cost 1–2 credits a run, advanced ones 3–5 (the style catalogue sets them per style).
@@ -62,9 +62,19 @@ def base_cost(model: str, configured_cost: int | None = None) -> int:
     return PREVIEW_MODEL_COST if model == PREVIEW_MODEL else DEFAULT_MODEL_COST
 
 
-def price(*, base: int, quality: Quality, width: int, height: int, max_side: int) -> Price:
-    """The price of one run on a source of width×height (the result's size decides high resolution)."""
-    out_width, out_height = output_size(width, height, max_side)
+def price(
+    *, base: int, quality: Quality, width: int, height: int, max_side: int, upscale_factor: int | None = None
+) -> Price:
+    """The price of one run on a source of width×height (the result's size decides high resolution).
+
+    An upscale's result is `upscale_factor` times the source (its sides rounded down to what the upscaler
+    takes); any other run's is the source fitted to max_side.
+    """
+    if upscale_factor is None:
+        out_width, out_height = output_size(width, height, max_side)
+    else:
+        source_width, source_height = upscale_source_size(width, height, upscale_factor)
+        out_width, out_height = source_width * upscale_factor, source_height * upscale_factor
     high_res = max(out_width, out_height) > HIGH_RES_LONG_SIDE
     amount = base * QUALITY_TIERS[quality].multiplier * (HIGH_RES_SURCHARGE if high_res else 1)
     return Price(credits=math.ceil(amount), base=base, quality=quality, high_res=high_res)

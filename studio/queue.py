@@ -15,29 +15,29 @@ Call these with a session from `studio.db.write_session`: on SQLite each call is
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import io
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from PIL import Image
 from sqlalchemy import func, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from pipelines.errors import PipelineInputError
-from pipelines.params import Img2ImgParams
+from pipelines.masks import check_mask
+from pipelines.params import Task, check_upscale_size
 from studio.config import Settings
 from studio.credits import InsufficientCredits, reserve, settle
+from studio.job_requests import JobRequest, SubmitRefused
 from studio.models import Asset, AssetKind, CreditKind, Job, JobStatus, User, utcnow
 from studio.plans import allocate_monthly, queue_priority
-from studio.pricing import QUALITY_TIERS, Price, Quality, base_cost, price
+from studio.pricing import Price, price
 from studio.storage import AssetStore, sha256_hex
 from studio.validation import ValidatedImage
 
 LEASE_SECONDS = 30.0
 MAX_ATTEMPTS = 3
-
-
-class SubmitRefused(ValueError):
-    """The job was not queued and nothing was charged or stored; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -46,27 +46,16 @@ class Lease:
     cancel_requested: bool
 
 
-def quote(*, settings: Settings, quality: Quality, width: int, height: int) -> Price:
-    """The price of a run of the configured model on a width×height source."""
+def quote(*, settings: Settings, request: JobRequest, width: int, height: int) -> Price:
+    """The price of `request` on a width×height source."""
     return price(
-        base=base_cost(settings.model, settings.model_cost),
-        quality=quality,
+        base=request.base_credits,
+        quality=request.quality,
         width=width,
         height=height,
         max_side=settings.max_output_side,
+        upscale_factor=request.task.upscale_factor,
     )
-
-
-def check_request(params: Img2ImgParams, quality: Quality) -> None:
-    try:
-        params.check()
-    except PipelineInputError as exc:
-        raise SubmitRefused(str(exc)) from exc
-    tier = QUALITY_TIERS[quality]
-    if params.steps > tier.max_steps:
-        raise SubmitRefused(
-            f"{tier.label} quality covers up to {tier.max_steps} steps; {params.steps} steps need a higher tier."
-        )
 
 
 def submit_job(
@@ -77,45 +66,49 @@ def submit_job(
     user: User,
     upload: ValidatedImage,
     original_name: str | None,
-    params: Img2ImgParams,
-    quality: Quality = Quality.standard,
+    request: JobRequest,
+    mask: Image.Image | None = None,
     idempotency_key: str | None = None,
     now: datetime | None = None,
 ) -> Job:
-    """Price, charge and queue an img2img job in one transaction.
+    """Price, charge and queue a job in one transaction.
 
+    `mask` ("L", the upload's size, 255 = repaint; see pipelines.masks) goes with an inpaint request.
     The same idempotency key returns the job it created the first time, charging nothing again.
-    A refused submit (bad parameters, not enough credits) leaves no row, no file and no charge.
+    A refused submit (bad parameters or mask, a source too big to upscale, not enough credits)
+    leaves no row, no file and no charge.
     """
     now = now or utcnow()
     if idempotency_key is not None and (existing := _job_for_key(session, idempotency_key, user)):
         return existing
-    check_request(params, quality)
-    cost = quote(settings=settings, quality=quality, width=upload.width, height=upload.height).credits
+    request.check()
+    mask_png = _checked_mask_png(request, mask, upload)
+    if (factor := request.task.upscale_factor) is not None:
+        try:
+            check_upscale_size(upload.width, upload.height, factor)
+        except PipelineInputError as exc:
+            raise SubmitRefused(str(exc)) from exc
+    cost = quote(settings=settings, request=request, width=upload.width, height=upload.height).credits
 
     allocate_monthly(session=session, user=user, now=now)
-    source = Asset(
-        user_id=user.id,
-        kind=AssetKind.source,
-        sha256=sha256_hex(upload.png_bytes),
-        width=upload.width,
-        height=upload.height,
-        size_bytes=len(upload.png_bytes),
-        original_name=original_name,
-        created_at=now,
-    )
+    source = _asset(user, AssetKind.source, upload.png_bytes, upload.width, upload.height, now, original_name)
+    mask_asset = _asset(user, AssetKind.mask, mask_png, upload.width, upload.height, now) if mask_png else None
     session.add(source)
+    if mask_asset is not None:
+        session.add(mask_asset)
     session.flush()
     job = Job(
-        task="img2img",
-        model=settings.model,
-        params=asdict(params),
-        quality=quality.value,
+        task=request.task.value,
+        model=request.model,
+        style=request.style,
+        params=request.job_params(),
+        quality=request.quality.value,
         cost=cost,
         user_id=user.id,
         team_id=user.team_id,
         priority=queue_priority(user),
         source_asset_id=source.id,
+        mask_asset_id=mask_asset.id if mask_asset is not None else None,
         idempotency_key=idempotency_key,
         created_at=now,
     )
@@ -123,7 +116,10 @@ def submit_job(
     try:
         session.flush()
         reserve(session=session, user=user, job_id=job.id, cost=cost, now=now)
-        store.put(upload.png_bytes)  # last, so a refused submit never stores the file
+        # Files last, so a refused submit never stores one.
+        store.put(upload.png_bytes)
+        if mask_png is not None:
+            store.put(mask_png)
         session.commit()
     except InsufficientCredits as exc:
         session.rollback()
@@ -135,6 +131,41 @@ def submit_job(
             return existing
         raise
     return job
+
+
+def _checked_mask_png(request: JobRequest, mask: Image.Image | None, upload: ValidatedImage) -> bytes | None:
+    """The inpaint mask as PNG bytes, after checking it fits the request and the source."""
+    if (mask is not None) != (request.task == Task.inpaint):
+        raise SubmitRefused("Inpainting needs a mask, and only inpainting takes one.")
+    if mask is None:
+        return None
+    if mask.mode != "L" or mask.size != (upload.width, upload.height):
+        raise SubmitRefused(
+            f"The mask must be greyscale and the source's size ({upload.width}×{upload.height}); "
+            f"got {mask.mode} {mask.width}×{mask.height}."
+        )
+    try:
+        check_mask(mask)
+    except PipelineInputError as exc:
+        raise SubmitRefused(str(exc)) from exc
+    buffer = io.BytesIO()
+    mask.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _asset(
+    user: User, kind: AssetKind, png: bytes, width: int, height: int, now: datetime, original_name: str | None = None
+) -> Asset:
+    return Asset(
+        user_id=user.id,
+        kind=kind,
+        sha256=sha256_hex(png),
+        width=width,
+        height=height,
+        size_bytes=len(png),
+        original_name=original_name,
+        created_at=now,
+    )
 
 
 def _job_for_key(session: Session, key: str, user: User) -> Job | None:

@@ -8,7 +8,8 @@ import json
 from PIL import Image, PngImagePlugin
 
 RECIPE_CHUNK = "img2img-studio:recipe"
-RECIPE_VERSION = 1
+# 2: tasks (inpaint, upscale), style, ControlNet and inpaint options, user prompts, mask hash
+RECIPE_VERSION = 2
 
 
 def png_with_recipe(image: Image.Image, recipe: dict) -> bytes:

@@ -18,6 +18,7 @@ import streamlit_authenticator as stauth
 from PIL import Image
 from sqlmodel import Session
 
+from pipelines.params import Task
 from studio.bootstrap import BootstrapReport, ConfigError, bootstrap
 from studio.config import Settings, get_settings
 from studio.db import session_for, write_session
@@ -245,6 +246,19 @@ def _job_panel_body(job_id: int, user_id: int, was_live: bool) -> None:
 
 def _fraction(job: Job) -> float:
     return job.progress_step / job.progress_total if job.progress_total else 0.0
+
+
+def job_summary(job: Job) -> str:
+    """One line: what ran (task or style), what the user wrote, and the settings that matter for it."""
+    params = job.params
+    task = Task(job.task)
+    parts = [job.style.replace("-", " ").capitalize() if job.style else task.label]
+    if prompt := params.get("user_prompt", params.get("prompt", "")):
+        parts.append(f"“{prompt[:80]}”")
+    if task.upscale_factor is None:
+        parts.append(f"strength {params['strength']:.2f}")
+    parts += [f"{params['steps']} steps", f"seed {params['seed']}"]
+    return " · ".join(parts)
 
 
 def show_job_result(*, session: Session, job: Job) -> None:

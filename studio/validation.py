@@ -437,3 +437,27 @@ def validate_image_bytes(data: bytes, *, filename: str | None = None) -> Validat
         source_format=source_format,
         notes=tuple(notes),
     )
+
+
+def decode_mask_upload(data: bytes) -> Image.Image:
+    """An uploaded inpainting mask, decoded with the same safety checks as a source image, or
+    `UploadRejected` saying why not. It keeps its mode (transparency means something in a mask) and
+    may be any size up to MAX_SIDE: pipelines.masks.mask_from_upload fits it to the source.
+    """
+    _check_size(memoryview(data).nbytes)
+    data = bytes(data)
+    source_format = sniff_format(data)
+    if source_format is None:
+        raise UploadRejected(_describe_unsupported(data))
+    with _decoding_errors_rejected(), _open(data, source_format) as decoded:
+        width, height = decoded.size
+        if width > MAX_SIDE or height > MAX_SIDE:
+            raise UploadRejected(f"Mask too large: {width}×{height}, max {MAX_SIDE}×{MAX_SIDE}.")
+        _check_pixel_budget(width, height)
+        decoded.seek(0)
+        decoded.load()
+        orientation, _ = _read_orientation(decoded, [])
+        mask = _apply_orientation(decoded, orientation, [])
+        if mask.mode in _SIXTEEN_BIT_MODES:
+            mask = _sixteen_bit_to_eight(mask)
+        return mask.copy() if mask is decoded else mask

@@ -128,10 +128,13 @@ class Worker:
         try:
             with session_for(url) as session:
                 source = session.get(Asset, job.source_asset_id)
+                mask = session.get(Asset, job.mask_asset_id) if job.mask_asset_id is not None else None
             rendered = render_job(
                 job,
                 source_png=self.store.read(source.sha256),
                 source_sha256=source.sha256,
+                mask_png=self.store.read(mask.sha256) if mask is not None else None,
+                mask_sha256=mask.sha256 if mask is not None else None,
                 settings=self.settings,
                 on_step=keeper.record,
                 should_stop=keeper.should_stop,

@@ -12,6 +12,7 @@ from pathlib import Path
 from pipelines.params import Img2ImgParams
 from studio.config import Settings, load_settings
 from studio.db import write_session
+from studio.job_requests import custom_request
 from studio.models import User
 from studio.pricing import Quality
 from studio.queue import SubmitRefused, submit_job
@@ -31,8 +32,7 @@ def submit(settings: Settings, store: AssetStore, user_id: int, upload: Validate
             user=user,
             upload=upload,
             original_name="shoe.png",
-            params=PARAMS,
-            quality=Quality.standard,
+            request=custom_request(settings=settings, params=PARAMS, quality=Quality.standard),
         )
     return job.id
 

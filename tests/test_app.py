@@ -60,13 +60,13 @@ def test_login_transform_and_history(studio, studio_settings):
     assert at.title[0].value == "Transform"
     assert any("Preview model" in info for info in texts(at.info))
 
-    at.file_uploader(key="source_upload").set_value(("shoe.png", png_bytes(256, 320), "image/png"))
+    at.file_uploader(key="transform.source_upload").set_value(("shoe.png", png_bytes(256, 320), "image/png"))
     at.run()
     assert not at.error
-    at.text_area[0].input("a watercolor sneaker")
-    at.slider[0].set_value(0.5)  # strength
-    at.slider[1].set_value(4)  # steps
-    at.number_input[0].set_value(1234)  # seed
+    at.text_area(key="transform.prompt").input("a watercolor sneaker")
+    at.slider(key="transform.strength").set_value(0.5)
+    at.slider(key="transform.steps").set_value(4)
+    at.number_input(key="transform.seed").set_value(1234)
     at.run()
     assert any("Costs **1** credit" in c and "you have 10" in c for c in texts(at.caption))
     at.button(key="transform_button").click().run()
@@ -120,9 +120,9 @@ def test_not_enough_credits_is_a_clear_message_and_queues_nothing(studio, studio
         )
         session.commit()
     at = log_in("admin", ADMIN_PASSWORD)
-    at.file_uploader(key="source_upload").set_value(("shoe.png", png_bytes(256, 320), "image/png"))
+    at.file_uploader(key="transform.source_upload").set_value(("shoe.png", png_bytes(256, 320), "image/png"))
     at.run()
-    at.text_area[0].input("a watercolor sneaker")
+    at.text_area(key="transform.prompt").input("a watercolor sneaker")
     at.button(key="transform_button").click().run()
     assert any("this job costs 1, your balance is 0" in e for e in texts(at.error))
     with session_for(studio_settings.database_url) as session:
@@ -131,7 +131,7 @@ def test_not_enough_credits_is_a_clear_message_and_queues_nothing(studio, studio
 
 def test_an_invalid_upload_shows_why_and_stores_nothing(studio, studio_settings):
     at = log_in("admin", ADMIN_PASSWORD)
-    at.file_uploader(key="source_upload").set_value(("photo.png", b"<svg xmlns='x'></svg>", "image/png"))
+    at.file_uploader(key="transform.source_upload").set_value(("photo.png", b"<svg xmlns='x'></svg>", "image/png"))
     at.run()
     assert any("SVG" in e for e in texts(at.error))
     assert at.button(key="transform_button").disabled

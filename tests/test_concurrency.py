@@ -23,6 +23,7 @@ from pipelines.params import Img2ImgParams
 from studio.config import Settings
 from studio.credits import Account, adjust, balance, ledger_sum
 from studio.db import session_for, write_session
+from studio.job_requests import custom_request
 from studio.models import CreditEntry, CreditKind, Job, JobStatus, Plan, User, utcnow
 from studio.plans import TRIAL_CREDITS
 from studio.pricing import Quality
@@ -63,8 +64,7 @@ def submit(settings: Settings, user_id: int, upload: ValidatedImage) -> Job:
             user=user,
             upload=upload,
             original_name="shoe.png",
-            params=PARAMS,
-            quality=Quality.standard,
+            request=custom_request(settings=settings, params=PARAMS, quality=Quality.standard),
         )
 
 

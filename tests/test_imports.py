@@ -4,7 +4,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-PAGE_IMPORTS = "import studio.ui, studio.queue, studio.worker, studio.credits, studio.jobs, studio.validation"
+PAGE_IMPORTS = (
+    "import studio.ui, studio.ui_forms, studio.queue, studio.worker, studio.credits, studio.jobs, studio.validation, "
+    "studio.catalogue, studio.job_requests, pipelines.masks, pipelines.params"
+)
 
 
 def test_the_modules_pages_import_do_not_import_torch_or_diffusers():

@@ -12,6 +12,7 @@ from sqlmodel import select
 from pipelines.params import Img2ImgParams
 from studio.credits import Account, balance
 from studio.db import session_for, write_session
+from studio.job_requests import custom_request
 from studio.jobs import get_user_job, list_user_jobs
 from studio.models import Asset, CreditEntry, CreditKind, Job, JobStatus, utcnow
 from studio.pricing import Quality
@@ -47,8 +48,7 @@ def submit(env, params=PARAMS, quality=Quality.standard, **kwargs):
             user=env["user"],
             upload=validate_image_bytes(png_bytes(256, 384)),
             original_name="shoe.png",
-            params=params,
-            quality=quality,
+            request=custom_request(settings=env["settings"], params=params, quality=quality),
             **kwargs,
         )
 

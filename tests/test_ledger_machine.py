@@ -33,6 +33,7 @@ from studio.bootstrap import bootstrap
 from studio.config import load_settings
 from studio.credits import Account, InsufficientCredits, add_credits, adjust, balance, expire_lots, ledger_sum
 from studio.db import get_engine, session_for, write_session
+from studio.job_requests import custom_request
 from studio.models import Asset, AssetKind, CreditEntry, CreditKind, Job, JobStatus, Plan, Team, User
 from studio.plans import PLANS, allocation_key, month_start
 from studio.pricing import QUALITY_TIERS, Quality
@@ -331,8 +332,7 @@ class LedgerMachine(RuleBasedStateMachine):
                     user=user,
                     upload=UPLOAD,
                     original_name="photo.png",
-                    params=params,
-                    quality=quality,
+                    request=custom_request(settings=priced, params=params, quality=quality),
                     idempotency_key=key,
                     now=self.now,
                 )

@@ -9,6 +9,7 @@ from sqlmodel import func, select
 from pipelines.params import Img2ImgParams
 from studio.credits import Account, InsufficientCredits, adjust, balance, ledger_sum, lots, spendable
 from studio.db import session_for, write_session
+from studio.job_requests import custom_request
 from studio.models import Asset, AssetKind, CreditEntry, CreditKind, Job, JobStatus, Plan, Team
 from studio.plans import allocate_monthly, month_start
 from studio.pricing import Quality, price
@@ -61,8 +62,7 @@ class Studio:
                 user=user,
                 upload=UPLOAD,
                 original_name="a.png",
-                params=PARAMS,
-                quality=quality,
+                request=custom_request(settings=settings or self.settings, params=PARAMS, quality=quality),
                 now=now,
                 **kwargs,
             )
@@ -138,7 +138,7 @@ def test_steps_beyond_the_quality_tier_are_refused(s):
             user=user,
             upload=UPLOAD,
             original_name=None,
-            params=Img2ImgParams(prompt="x", strength=0.5, steps=50),
+            request=custom_request(settings=s.settings, params=Img2ImgParams(prompt="x", strength=0.5, steps=50)),
             now=T0,
         )
     assert s.count(Job) == 0

@@ -23,6 +23,7 @@ from pipelines.params import Img2ImgParams
 from studio.config import PROJECT_ROOT, Settings
 from studio.credits import Account, balance, ledger_sum
 from studio.db import session_for, write_session
+from studio.job_requests import custom_request
 from studio.models import Asset, AssetKind, CreditEntry, CreditKind, Job, JobStatus, User, utcnow
 from studio.pricing import Quality
 from studio.queue import submit_job
@@ -131,8 +132,7 @@ def submit(settings: Settings, user: User, params: Img2ImgParams, quality: Quali
             user=user,
             upload=validate_image_bytes(png_bytes(256, 256)),
             original_name="photo.png",
-            params=params,
-            quality=quality,
+            request=custom_request(settings=settings, params=params, quality=quality),
         )
 
 

@@ -1,0 +1,144 @@
+"""Upscale a picture 2× or 4× with Stable Diffusion's upscalers: the latent upscaler
+(stabilityai/sd-x2-latent-upscaler) and the 4× upscaler (stabilityai/stable-diffusion-x4-upscaler), or
+their tiny offline stand-ins "preview-upscaler-x2" and "preview-upscaler-x4".
+
+Same contract as run_img2img: progress, cancel, one run at a time, pixels fixed by model + source + params.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers import DiffusionPipeline, StableDiffusionLatentUpscalePipeline, StableDiffusionUpscalePipeline
+from PIL import Image
+
+from pipelines.cache import RUN_LOCK, get_pipeline
+from pipelines.errors import PipelineInputError, RunCancelled
+from pipelines.img2img import Img2ImgResult, check_source
+from pipelines.params import (
+    MAX_NOISE_LEVEL,
+    MIN_SOURCE_SIDE,
+    UPSCALE_FACTORS,
+    Img2ImgParams,
+    check_upscale_size,
+    upscale_source_size,
+)
+from pipelines.registry import ModelRef
+
+
+@dataclass(frozen=True)
+class UpscaleRequest:
+    image: Image.Image  # the source; converted to RGB
+    params: Img2ImgParams  # prompt (may be empty), negative prompt, steps, guidance, seed; strength is not used
+    factor: int  # 2 or 4
+    noise_level: int = 20  # 4× only: noise added to the source before upscaling (more = more invented detail)
+
+
+def run_upscale(
+    ref: ModelRef,
+    request: UpscaleRequest,
+    *,
+    on_step: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Img2ImgResult:
+    """Upscale the source `request.factor`×; on_step(step, total) after each denoising step, should_stop() to cancel.
+
+    The result is exactly factor × the source size when the source's sides are multiples of 32 px (2×) or
+    8 px (4×); otherwise the source is first resized down to the nearest such sides (at most 31 or 7 px
+    less), and the result is factor × that. Every step of params.steps runs (there is no strength).
+    Raises PipelineInputError for bad params or sizes, ModelUnavailableError when the model cannot be
+    loaded, and RunCancelled when should_stop() turned true during the run.
+    """
+    # 1. Check inputs (all before loading a model)
+    params, factor = request.params, request.factor
+    params.check(uses_strength=False, needs_prompt=False)
+    if factor not in UPSCALE_FACTORS:
+        raise PipelineInputError(f"Upscaling is 2× or 4×, got {factor}×.")
+    if not 0 <= request.noise_level <= MAX_NOISE_LEVEL:
+        raise PipelineInputError(f"Noise level must be between 0 and {MAX_NOISE_LEVEL}, got {request.noise_level}.")
+    source = request.image
+    check_source(source)
+    check_upscale_size(source.width, source.height, factor)
+    if min(source.size) < MIN_SOURCE_SIDE[factor]:
+        raise PipelineInputError(
+            f"Upscale {factor}× needs a source of at least {MIN_SOURCE_SIDE[factor]} px per side; "
+            f"this one is {source.width}×{source.height}."
+        )
+    width, height = upscale_source_size(source.width, source.height, factor)
+
+    # 2. Convert to RGB and resize to sides the upscaler takes
+    if source.mode != "RGB":
+        source = source.convert("RGB")
+    if source.size != (width, height):
+        source = source.resize((width, height), Image.Resampling.LANCZOS)
+
+    # 3. Get the cached upscaler. It is run directly, not derived per request like the SD base: no other
+    # task shares it, and RUN_LOCK keeps its scheduler to one run at a time.
+    call: dict[str, Any] = {"image": source}
+    if factor == 2:
+        pipe = get_pipeline(ref, StableDiffusionLatentUpscalePipeline)
+    else:
+        # No NSFW filter, as for the SD base (a checkpoint that ships one would otherwise load and run it).
+        pipe = get_pipeline(ref, StableDiffusionUpscalePipeline, safety_checker=None)
+        call["noise_level"] = request.noise_level
+
+    # 4. Denoise
+    image, seconds = _denoise(pipe, params, call, on_step=on_step, should_stop=should_stop)
+
+    # 5. Report what ran
+    return Img2ImgResult(
+        image=image,
+        width=image.width,
+        height=image.height,
+        denoising_steps=params.steps,
+        scheduler=type(pipe.scheduler).__name__,
+        device=pipe.device.type,
+        dtype=str(pipe.dtype).removeprefix("torch."),
+        seconds=round(seconds, 3),
+    )
+
+
+def _denoise(
+    pipe: DiffusionPipeline,
+    params: Img2ImgParams,
+    call: dict[str, Any],
+    *,
+    on_step: Callable[[int, int], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> tuple[Image.Image, float]:
+    """pipelines.img2img.denoise for the upscalers: same lock, seeding, progress and cancel.
+
+    Both upscale pipelines (diffusers 0.42) lack `callback_on_step_end`; they call the older
+    `callback(step, timestep, latents)` after each scheduler step instead, which can raise just the same.
+    """
+    total = params.steps
+
+    def on_step_end(step_index: int, timestep: torch.Tensor, latents: torch.Tensor) -> None:
+        if on_step is not None:
+            on_step(step_index + 1, total)
+        # Raising stops at once and skips the VAE decode.
+        if should_stop is not None and should_stop():
+            raise RunCancelled(f"Cancelled after step {step_index + 1} of {total}.")
+
+    with RUN_LOCK:
+        # The caller may have given up while waiting for the lock.
+        if should_stop is not None and should_stop():
+            raise RunCancelled(f"Cancelled before step 1 of {total}.")
+        started = time.perf_counter()
+        output = pipe(
+            prompt=params.prompt,
+            negative_prompt=params.negative_prompt or None,
+            num_inference_steps=params.steps,
+            guidance_scale=params.guidance,
+            # A CPU generator, so the pixels do not depend on the device.
+            generator=torch.Generator("cpu").manual_seed(params.seed),
+            output_type="pil",
+            callback=on_step_end,
+            callback_steps=1,
+            **call,
+        )
+        return output.images[0], time.perf_counter() - started

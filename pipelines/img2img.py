@@ -3,6 +3,7 @@ what ran out. `denoise` is the call every Stable Diffusion task shares (progress
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -106,17 +107,7 @@ def run_img2img(
     image, seconds = denoise(pipe, params, call, on_step=on_step, should_stop=should_stop)
 
     # 5. Report what ran
-    return Img2ImgResult(
-        image=image,
-        width=image.width,
-        height=image.height,
-        denoising_steps=params.denoising_steps,
-        scheduler=type(pipe.scheduler).__name__,
-        device=base.device.type,
-        dtype=str(base.dtype).removeprefix("torch."),
-        seconds=round(seconds, 3),
-        guide=guide,
-    )
+    return describe_run(pipe, image, denoising_steps=params.denoising_steps, seconds=seconds, guide=guide)
 
 
 def denoise(
@@ -124,23 +115,37 @@ def denoise(
     params: Img2ImgParams,
     call: dict[str, Any],
     *,
+    total: int | None = None,
     on_step: Callable[[int, int], None] | None,
     should_stop: Callable[[], bool] | None,
 ) -> tuple[Image.Image, float]:
     """Run `pipe` with the prompt, steps, guidance and seed of `params` plus the task's `call` arguments,
     one run at a time per process; returns the image and the seconds the call took.
 
-    The noise comes from a CPU generator seeded with params.seed, so the pixels do not depend on the device.
+    `total` is the number of denoising steps the run takes (default: int(steps × strength)). The noise
+    comes from a CPU generator seeded with params.seed, so the pixels do not depend on the device.
     """
-    total = params.denoising_steps
+    total = params.denoising_steps if total is None else total
 
-    def on_step_end(pipe: DiffusionPipeline, step_index: int, timestep: int, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def after_step(step_index: int) -> None:
         if on_step is not None:
             on_step(step_index + 1, total)
         # Raising here (rather than setting pipe._interrupt) stops at once and skips the VAE decode.
         if should_stop is not None and should_stop():
             raise RunCancelled(f"Cancelled after step {step_index + 1} of {total}.")
+
+    def on_step_end(_pipe: DiffusionPipeline, step_index: int, _timestep: int, kwargs: dict) -> dict:
+        after_step(step_index)
         return kwargs
+
+    def legacy_callback(step_index: int, _timestep: torch.Tensor, _latents: torch.Tensor) -> None:
+        after_step(step_index)
+
+    if "callback_on_step_end" in inspect.signature(pipe.__call__).parameters:
+        progress: dict[str, Any] = {"callback_on_step_end": on_step_end}
+    else:
+        # The upscale pipelines (diffusers 0.42) only call the older `callback(step, timestep, latents)`.
+        progress = {"callback": legacy_callback, "callback_steps": 1}
 
     with RUN_LOCK:
         # The caller may have given up while waiting for the lock.
@@ -154,10 +159,32 @@ def denoise(
             guidance_scale=params.guidance,
             generator=torch.Generator("cpu").manual_seed(params.seed),
             output_type="pil",
-            callback_on_step_end=on_step_end,
+            **progress,
             **call,
         )
         return output.images[0], time.perf_counter() - started
+
+
+def describe_run(
+    pipe: DiffusionPipeline,
+    image: Image.Image,
+    *,
+    denoising_steps: int,
+    seconds: float,
+    guide: Image.Image | None = None,
+) -> Img2ImgResult:
+    """The result of a run of `pipe`, with what ran (for recipes and the UI)."""
+    return Img2ImgResult(
+        image=image,
+        width=image.width,
+        height=image.height,
+        denoising_steps=denoising_steps,
+        scheduler=type(pipe.scheduler).__name__,
+        device=pipe.device.type,
+        dtype=str(pipe.dtype).removeprefix("torch."),
+        seconds=round(seconds, 3),
+        guide=guide,
+    )
 
 
 def library_versions() -> dict[str, str]:

@@ -21,7 +21,7 @@ from PIL import Image
 from pipelines.cache import get_base_pipeline, get_controlnet, request_pipeline
 from pipelines.errors import PipelineInputError
 from pipelines.guides import make_guide
-from pipelines.img2img import Img2ImgResult, check_control, check_source, denoise
+from pipelines.img2img import Img2ImgResult, check_control, check_source, denoise, describe_run
 from pipelines.masks import check_mask, feathered, keep_unmasked, masked_box, working_size
 from pipelines.params import ControlParams, Img2ImgParams, InpaintParams, output_size
 from pipelines.registry import ModelRef
@@ -109,14 +109,4 @@ def run_inpaint(
         image = generated.resize(source.size, Image.Resampling.LANCZOS) if generated.size != source.size else generated
 
     # 6. Report what ran
-    return Img2ImgResult(
-        image=image,
-        width=image.width,
-        height=image.height,
-        denoising_steps=params.denoising_steps,
-        scheduler=type(pipe.scheduler).__name__,
-        device=base.device.type,
-        dtype=str(base.dtype).removeprefix("torch."),
-        seconds=round(seconds, 3),
-        guide=guide,
-    )
+    return describe_run(pipe, image, denoising_steps=params.denoising_steps, seconds=seconds, guide=guide)

@@ -7,18 +7,16 @@ Same contract as run_img2img: progress, cancel, one run at a time, pixels fixed 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-from diffusers import DiffusionPipeline, StableDiffusionLatentUpscalePipeline, StableDiffusionUpscalePipeline
+from diffusers import StableDiffusionLatentUpscalePipeline, StableDiffusionUpscalePipeline
 from PIL import Image
 
-from pipelines.cache import RUN_LOCK, get_pipeline
-from pipelines.errors import PipelineInputError, RunCancelled
-from pipelines.img2img import Img2ImgResult, check_source
+from pipelines.cache import get_pipeline
+from pipelines.errors import PipelineInputError
+from pipelines.img2img import Img2ImgResult, check_source, denoise, describe_run
 from pipelines.params import (
     MAX_NOISE_LEVEL,
     MIN_SOURCE_SIDE,
@@ -86,59 +84,8 @@ def run_upscale(
         pipe = get_pipeline(ref, StableDiffusionUpscalePipeline, safety_checker=None)
         call["noise_level"] = request.noise_level
 
-    # 4. Denoise
-    image, seconds = _denoise(pipe, params, call, on_step=on_step, should_stop=should_stop)
+    # 4. Denoise: every step runs (an upscale has no strength)
+    image, seconds = denoise(pipe, params, call, total=params.steps, on_step=on_step, should_stop=should_stop)
 
     # 5. Report what ran
-    return Img2ImgResult(
-        image=image,
-        width=image.width,
-        height=image.height,
-        denoising_steps=params.steps,
-        scheduler=type(pipe.scheduler).__name__,
-        device=pipe.device.type,
-        dtype=str(pipe.dtype).removeprefix("torch."),
-        seconds=round(seconds, 3),
-    )
-
-
-def _denoise(
-    pipe: DiffusionPipeline,
-    params: Img2ImgParams,
-    call: dict[str, Any],
-    *,
-    on_step: Callable[[int, int], None] | None,
-    should_stop: Callable[[], bool] | None,
-) -> tuple[Image.Image, float]:
-    """pipelines.img2img.denoise for the upscalers: same lock, seeding, progress and cancel.
-
-    Both upscale pipelines (diffusers 0.42) lack `callback_on_step_end`; they call the older
-    `callback(step, timestep, latents)` after each scheduler step instead, which can raise just the same.
-    """
-    total = params.steps
-
-    def on_step_end(step_index: int, timestep: torch.Tensor, latents: torch.Tensor) -> None:
-        if on_step is not None:
-            on_step(step_index + 1, total)
-        # Raising stops at once and skips the VAE decode.
-        if should_stop is not None and should_stop():
-            raise RunCancelled(f"Cancelled after step {step_index + 1} of {total}.")
-
-    with RUN_LOCK:
-        # The caller may have given up while waiting for the lock.
-        if should_stop is not None and should_stop():
-            raise RunCancelled(f"Cancelled before step 1 of {total}.")
-        started = time.perf_counter()
-        output = pipe(
-            prompt=params.prompt,
-            negative_prompt=params.negative_prompt or None,
-            num_inference_steps=params.steps,
-            guidance_scale=params.guidance,
-            # A CPU generator, so the pixels do not depend on the device.
-            generator=torch.Generator("cpu").manual_seed(params.seed),
-            output_type="pil",
-            callback=on_step_end,
-            callback_steps=1,
-            **call,
-        )
-        return output.images[0], time.perf_counter() - started
+    return describe_run(pipe, image, denoising_steps=params.steps, seconds=seconds)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -46,6 +48,43 @@ def studio_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_mode
 def studio(studio_settings: Settings) -> BootstrapReport:
     """A bootstrapped studio: schema, cookie key and the admin account exist."""
     return bootstrap(studio_settings)
+
+
+@pytest.fixture(scope="session")
+def preview(shared_models_dir: Path):
+    """The tiny SD model (pipelines.registry.ModelRef), built once per run."""
+    from pipelines.registry import PREVIEW_MODEL, ensure_preview_model, resolve_model
+
+    ensure_preview_model(shared_models_dir)
+    return resolve_model(PREVIEW_MODEL, models_dir=shared_models_dir)
+
+
+@pytest.fixture(scope="session")
+def preview_controlnet(shared_models_dir: Path):
+    """The tiny ControlNet for the tiny SD model."""
+    from pipelines.registry import ensure_preview_model, resolve_model
+
+    ensure_preview_model(shared_models_dir, "preview-controlnet")
+    return resolve_model("preview-controlnet", models_dir=shared_models_dir)
+
+
+@pytest.fixture
+def unet_calls(preview) -> Iterator[list[int]]:
+    """Counts forward calls of the base pipeline's UNet (per-request pipelines share it)."""
+    from pipelines.cache import get_base_pipeline
+
+    calls: list[int] = []
+    handle = get_base_pipeline(preview).unet.register_forward_hook(lambda *_: calls.append(1))
+    yield calls
+    handle.remove()
+
+
+def gradient(width: int, height: int) -> Image.Image:
+    """A deterministic RGB source with structure in both directions."""
+    x = np.linspace(0, 255, width, dtype=np.float32)[None, :]
+    y = np.linspace(0, 255, height, dtype=np.float32)[:, None]
+    rgb = np.stack([x + 0 * y, y + 0 * x, (x + y) / 2], axis=-1)
+    return Image.fromarray(rgb.astype(np.uint8), "RGB")
 
 
 def png_bytes(width: int = 256, height: int = 256, color: tuple[int, int, int] = (200, 80, 40)) -> bytes:

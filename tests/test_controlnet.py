@@ -19,29 +19,13 @@ from pipelines.guides import make_guide
 from pipelines.img2img import Img2ImgRequest, Img2ImgResult, run_img2img
 from pipelines.inpaint import InpaintRequest, run_inpaint
 from pipelines.params import ControlParams, Guide, Img2ImgParams
-from pipelines.registry import PREVIEW_MODEL, ModelRef, ensure_preview_model, resolve_model
+from pipelines.registry import ModelRef
+from tests.conftest import gradient
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PARAMS = Img2ImgParams(prompt="a red sneaker, watercolor", strength=0.75, steps=4, guidance=7.5, seed=1)
 CONTROL = ControlParams("preview-controlnet")
 SOURCE_SIZE = (100, 76)  # img2img output: (96, 72)
-
-
-@pytest.fixture(scope="module")
-def models_dir(shared_models_dir: Path) -> Path:
-    ensure_preview_model(shared_models_dir)
-    ensure_preview_model(shared_models_dir, "preview-controlnet")
-    return shared_models_dir
-
-
-@pytest.fixture(scope="module")
-def preview(models_dir: Path) -> ModelRef:
-    return resolve_model(PREVIEW_MODEL, models_dir=models_dir)
-
-
-@pytest.fixture(scope="module")
-def preview_controlnet(models_dir: Path) -> ModelRef:
-    return resolve_model("preview-controlnet", models_dir=models_dir)
 
 
 @pytest.fixture
@@ -58,14 +42,6 @@ def denoise_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     monkeypatch.setattr(img2img, "denoise", recording)
     monkeypatch.setattr(inpaint, "denoise", recording)
     return calls
-
-
-def gradient(width: int, height: int) -> Image.Image:
-    """A deterministic RGB source with structure in both directions."""
-    x = np.linspace(0, 255, width, dtype=np.float32)[None, :]
-    y = np.linspace(0, 255, height, dtype=np.float32)[:, None]
-    rgb = np.stack([x + 0 * y, y + 0 * x, (x + y) / 2], axis=-1)
-    return Image.fromarray(rgb.astype(np.uint8), "RGB")
 
 
 def steps_image(width: int = 96, height: int = 72) -> Image.Image:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,29 +16,13 @@ from pipelines.img2img import Img2ImgResult
 from pipelines.inpaint import InpaintRequest, run_inpaint
 from pipelines.masks import feathered
 from pipelines.params import ControlParams, Img2ImgParams, InpaintParams
-from pipelines.registry import PREVIEW_MODEL, ModelRef, ensure_preview_model, resolve_model
+from pipelines.registry import ModelRef
+from tests.conftest import gradient
 
 PARAMS = Img2ImgParams(prompt="a red sneaker, watercolor", strength=0.75, steps=4, guidance=7.5, seed=1)
 SOURCE_SIZE = (100, 76)  # not multiples of 8
 MASK_BOX = (40, 24, 70, 52)
 DEFAULT_OPTIONS = InpaintParams()  # blur 4, whole image, keep unmasked
-
-
-@pytest.fixture(scope="module")
-def models_dir(shared_models_dir: Path) -> Path:
-    ensure_preview_model(shared_models_dir)
-    ensure_preview_model(shared_models_dir, "preview-controlnet")
-    return shared_models_dir
-
-
-@pytest.fixture(scope="module")
-def preview(models_dir: Path) -> ModelRef:
-    return resolve_model(PREVIEW_MODEL, models_dir=models_dir)
-
-
-@pytest.fixture(scope="module")
-def preview_controlnet(models_dir: Path) -> ModelRef:
-    return resolve_model("preview-controlnet", models_dir=models_dir)
 
 
 @pytest.fixture
@@ -56,23 +38,6 @@ def denoise_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
     monkeypatch.setattr(inpaint, "denoise", recording)
     return calls
-
-
-@pytest.fixture
-def unet_calls(preview: ModelRef) -> Iterator[list[int]]:
-    """Counts forward calls of the base pipeline's UNet (per-request pipelines share it)."""
-    calls: list[int] = []
-    handle = cache.get_base_pipeline(preview).unet.register_forward_hook(lambda *_: calls.append(1))
-    yield calls
-    handle.remove()
-
-
-def gradient(width: int, height: int) -> Image.Image:
-    """A deterministic RGB source with structure in both directions."""
-    x = np.linspace(0, 255, width, dtype=np.float32)[None, :]
-    y = np.linspace(0, 255, height, dtype=np.float32)[:, None]
-    rgb = np.stack([x + 0 * y, y + 0 * x, (x + y) / 2], axis=-1)
-    return Image.fromarray(rgb.astype(np.uint8), "RGB")
 
 
 def rect_mask(size: tuple[int, int] = SOURCE_SIZE, box: tuple[int, int, int, int] = MASK_BOX) -> Image.Image:

@@ -6,7 +6,6 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from pipelines.errors import ModelUnavailableError, PipelineInputError, RunCance
 from pipelines.img2img import Img2ImgRequest, library_versions, output_size, run_img2img
 from pipelines.params import Img2ImgParams
 from pipelines.registry import PREVIEW_MODEL, ModelRef, ensure_preview_model, resolve_model
+from tests.conftest import gradient
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PARAMS = Img2ImgParams(prompt="a red sneaker, watercolor", strength=0.5, steps=4, guidance=7.5, seed=1)
@@ -30,28 +30,6 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     models = tmp_path_factory.mktemp("models")
     ensure_preview_model(models)
     return models
-
-
-@pytest.fixture(scope="module")
-def preview(models_dir: Path) -> ModelRef:
-    return resolve_model(PREVIEW_MODEL, models_dir=models_dir)
-
-
-@pytest.fixture
-def unet_calls(preview: ModelRef) -> Iterator[list[int]]:
-    """Counts forward calls of the base pipeline's UNet (per-request pipelines share it)."""
-    calls: list[int] = []
-    handle = cache.get_base_pipeline(preview).unet.register_forward_hook(lambda *_: calls.append(1))
-    yield calls
-    handle.remove()
-
-
-def gradient(width: int, height: int) -> Image.Image:
-    """A deterministic RGB source with structure in both directions."""
-    x = np.linspace(0, 255, width, dtype=np.float32)[None, :]
-    y = np.linspace(0, 255, height, dtype=np.float32)[:, None]
-    rgb = np.stack([x + 0 * y, y + 0 * x, (x + y) / 2], axis=-1)
-    return Image.fromarray(rgb.astype(np.uint8), "RGB")
 
 
 def run(ref: ModelRef, params: Img2ImgParams = PARAMS, image: Image.Image | None = None, **kwargs):

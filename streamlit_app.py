@@ -40,6 +40,8 @@ ui.refresh_plan_credits(user)
 studio_pages = [
     st.Page("pages/transform.py", title="Transform", icon=":material/auto_fix_high:", default=True),
     st.Page("pages/inpaint.py", title="Inpaint", icon=":material/format_paint:"),
+    st.Page("pages/sweep.py", title="Sweep", icon=":material/view_comfy:"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
     st.Page("pages/history.py", title="History", icon=":material/history:"),
     st.Page("pages/account.py", title="Account", icon=":material/account_balance_wallet:"),
 ]

@@ -20,7 +20,7 @@ with source_col:
     source = ui_forms.source_uploader(PREFIX)
     mask = ui_forms.mask_editor(PREFIX, source) if source is not None else None
 
-    style = ui_forms.style_picker(PREFIX, catalogue, config, inpainting=True)
+    style = ui_forms.style_picker(PREFIX, catalogue, config, image_to_image_only=True)
     params, quality, _ = ui_forms.run_settings(PREFIX, style)
     inpaint = ui_forms.mask_options(PREFIX)
     control = ui_forms.control_settings(PREFIX, source, seed=params.seed)

@@ -46,12 +46,67 @@ def render_job(
     should_stop: Callable[[], bool] | None = None,
 ) -> Rendered:
     """Run a job's spec on its source (and mask). Raises what the pipeline raises (the worker decides)."""
-    from pipelines.img2img import library_versions
-
     spec = RunSpec.from_dict(job.params)
     source = Image.open(io.BytesIO(source_png)).convert("RGB")
     mask = Image.open(io.BytesIO(mask_png)).convert("L") if mask_png is not None else None
     result = _run(spec, job.model, source, mask, settings, on_step=on_step, should_stop=should_stop)
+    ran = {
+        "scheduler": result.scheduler,
+        "width": result.width,
+        "height": result.height,
+        "denoising_steps": result.denoising_steps,
+        "device": result.device,
+        "dtype": result.dtype,
+        "source_sha256": source_sha256,
+        "mask_sha256": mask_sha256,
+    }
+    return _rendered(job, spec, result.image, ran)
+
+
+def render_sweep(
+    jobs: list[Job],
+    *,
+    source_png: bytes,
+    source_sha256: str,
+    settings: Settings,
+    on_step: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[Rendered]:
+    """Run the cells of one sweep together (pipelines.sweep: one denoising pass), one result per job.
+
+    on_step(step, total) counts the shared loop's steps; see pipelines.sweep.run_sweep for each cell's own.
+    """
+    from pipelines.registry import resolve_model
+    from pipelines.sweep import SweepRequest, run_sweep
+
+    specs = [RunSpec.from_dict(job.params) for job in jobs]
+    source = Image.open(io.BytesIO(source_png)).convert("RGB")
+    request = SweepRequest(source, tuple(spec.params for spec in specs), max_side=settings.max_output_side)
+    result = run_sweep(
+        resolve_model(jobs[0].model, models_dir=settings.models_dir), request, on_step=on_step, should_stop=should_stop
+    )
+    rendered = []
+    for job, spec, image, steps in zip(jobs, specs, result.images, result.denoising_steps, strict=True):
+        ran = {
+            "scheduler": result.scheduler,
+            "width": result.width,
+            "height": result.height,
+            "denoising_steps": steps,
+            "device": result.device,
+            "dtype": result.dtype,
+            "source_sha256": source_sha256,
+            "mask_sha256": None,
+            # Batched with the other cells: pixels within 1/255 of a single run (pipelines.sweep).
+            "sweep": {"id": job.sweep_id, "cells": len(jobs), "mode": result.mode},
+        }
+        rendered.append(_rendered(job, spec, image, ran))
+    return rendered
+
+
+def _rendered(job: Job, spec: RunSpec, image: Image.Image, ran: dict) -> Rendered:
+    """The result PNG with its recipe (what was asked, `ran`: what ran) and the asset row for it."""
+    from pipelines.img2img import library_versions
+
     recipe = {
         "recipe_version": RECIPE_VERSION,
         "model": job.model,
@@ -60,23 +115,16 @@ def render_job(
         **spec.to_dict(),
         "user_prompt": job.params.get("user_prompt", spec.params.prompt),
         "user_negative_prompt": job.params.get("user_negative_prompt", spec.params.negative_prompt),
-        "scheduler": result.scheduler,
-        "width": result.width,
-        "height": result.height,
-        "denoising_steps": result.denoising_steps,
-        "source_sha256": source_sha256,
-        "mask_sha256": mask_sha256,
-        "device": result.device,
-        "dtype": result.dtype,
+        **ran,
         "versions": library_versions(),
     }
-    png = png_with_recipe(result.image, recipe)
+    png = png_with_recipe(image, recipe)
     asset = Asset(
         user_id=job.user_id,
         kind=AssetKind.result,
         sha256=sha256_hex(png),
-        width=result.width,
-        height=result.height,
+        width=image.width,
+        height=image.height,
         size_bytes=len(png),
     )
     return Rendered(png=png, asset=asset, recipe=recipe)

@@ -112,6 +112,8 @@ class Job(JobBase, table=True):
     team_id: int | None = Field(default=None, foreign_key="team.id", index=True)
     status: JobStatus = Field(default=JobStatus.queued)
     priority: int = Field(default=0)
+    # The strength sweep this job is one cell of (its members share it and run in one denoising pass).
+    sweep_id: str | None = Field(default=None, max_length=32, index=True)
     # Assets can outlive their retention period only as hashes in the recipe: retention deletes the
     # rows and sets these to None, while the job and its ledger rows stay for accounting.
     source_asset_id: int | None = Field(default=None, foreign_key="asset.id")

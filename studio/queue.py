@@ -16,6 +16,7 @@ Call these with a session from `studio.db.write_session`: on SQLite each call is
 from __future__ import annotations
 
 import io
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -26,9 +27,9 @@ from sqlmodel import Session, col, select
 
 from pipelines.errors import PipelineInputError
 from pipelines.masks import check_mask
-from pipelines.params import Task, check_upscale_size
+from pipelines.params import MAX_SWEEP_MEMBERS, Task, check_upscale_size
 from studio.config import Settings
-from studio.credits import InsufficientCredits, reserve, settle
+from studio.credits import InsufficientCredits, reserve, settle, spendable
 from studio.job_requests import JobRequest, SubmitRefused
 from studio.models import Asset, AssetKind, CreditKind, Job, JobStatus, User, utcnow
 from studio.plans import allocate_monthly, queue_priority
@@ -78,44 +79,100 @@ def submit_job(
     A refused submit (bad parameters or mask, a source too big to upscale, not enough credits)
     leaves no row, no file and no charge.
     """
+    [job] = _submit(session, store, settings, user, upload, original_name, [request], mask, idempotency_key, now)
+    return job
+
+
+def submit_sweep(
+    *,
+    session: Session,
+    store: AssetStore,
+    settings: Settings,
+    user: User,
+    upload: ValidatedImage,
+    original_name: str | None,
+    requests: list[JobRequest],
+    idempotency_key: str | None = None,
+    now: datetime | None = None,
+) -> list[Job]:
+    """Queue the cells of a strength sweep (studio.sweeps) as one job each, all or none, in one transaction.
+
+    Each cell is priced and charged on its own (a failed cell refunds only itself); they share a
+    sweep_id, so a worker that claims one claims them all and runs them in one denoising pass.
+    """
+    if not 1 <= len(requests) <= MAX_SWEEP_MEMBERS:
+        raise SubmitRefused(f"A sweep has 1 to {MAX_SWEEP_MEMBERS} cells, got {len(requests)}.")
+    return _submit(
+        session, store, settings, user, upload, original_name, requests, None, idempotency_key, now, sweep=True
+    )
+
+
+def _submit(
+    session: Session,
+    store: AssetStore,
+    settings: Settings,
+    user: User,
+    upload: ValidatedImage,
+    original_name: str | None,
+    requests: list[JobRequest],
+    mask: Image.Image | None,
+    idempotency_key: str | None,
+    now: datetime | None,
+    *,
+    sweep: bool = False,
+) -> list[Job]:
     now = now or utcnow()
-    if idempotency_key is not None and (existing := _job_for_key(session, idempotency_key, user)):
+    if idempotency_key is not None and (existing := _jobs_for_key(session, idempotency_key, user)):
         return existing
-    request.check()
-    mask_png = _checked_mask_png(request, mask, upload)
-    if (factor := request.task.upscale_factor) is not None:
-        try:
-            check_upscale_size(upload.width, upload.height, factor)
-        except PipelineInputError as exc:
-            raise SubmitRefused(str(exc)) from exc
-    cost = quote(settings=settings, request=request, width=upload.width, height=upload.height).credits
+    for request in requests:
+        request.check()
+        if (factor := request.task.upscale_factor) is not None:
+            try:
+                check_upscale_size(upload.width, upload.height, factor)
+            except PipelineInputError as exc:
+                raise SubmitRefused(str(exc)) from exc
+    mask_png = _checked_mask_png(requests[0], mask, upload)
+    prices = [quote(settings=settings, request=r, width=upload.width, height=upload.height).credits for r in requests]
+    cost = sum(prices)
 
     allocate_monthly(session=session, user=user, now=now)
+    if len(requests) > 1 and (available := spendable(session=session, user=user, now=now).total) < cost:
+        raise SubmitRefused(
+            f"Not enough credits: these {len(requests)} cells cost {cost} together, you can spend {available}. "
+            "Nothing was charged."
+        )
     source = _asset(user, AssetKind.source, upload.png_bytes, upload.width, upload.height, now, original_name)
     mask_asset = _asset(user, AssetKind.mask, mask_png, upload.width, upload.height, now) if mask_png else None
     session.add(source)
     if mask_asset is not None:
         session.add(mask_asset)
     session.flush()
-    job = Job(
-        task=request.task.value,
-        model=request.model,
-        style=request.style,
-        params=request.job_params(),
-        quality=request.quality.value,
-        cost=cost,
-        user_id=user.id,
-        team_id=user.team_id,
-        priority=queue_priority(user),
-        source_asset_id=source.id,
-        mask_asset_id=mask_asset.id if mask_asset is not None else None,
-        idempotency_key=idempotency_key,
-        created_at=now,
-    )
-    session.add(job)
+    sweep_id = uuid.uuid4().hex if sweep else None
+    jobs = [
+        Job(
+            task=request.task.value,
+            model=request.model,
+            style=request.style,
+            params=request.job_params(),
+            quality=request.quality.value,
+            cost=price,
+            user_id=user.id,
+            team_id=user.team_id,
+            priority=queue_priority(user),
+            source_asset_id=source.id,
+            mask_asset_id=mask_asset.id if mask_asset is not None else None,
+            sweep_id=sweep_id,
+            # The key names the submit: on the first job, which leads back to the others through sweep_id.
+            idempotency_key=idempotency_key if index == 0 else None,
+            created_at=now,
+        )
+        for index, (request, price) in enumerate(zip(requests, prices, strict=True))
+    ]
+    session.add_all(jobs)
     try:
         session.flush()
-        reserve(session=session, user=user, job_id=job.id, cost=cost, now=now)
+        for job in jobs:
+            reserve(session=session, user=user, job_id=job.id, cost=job.cost, now=now)
         # Files last, so a refused submit never stores one.
         store.put(upload.png_bytes)
         if mask_png is not None:
@@ -127,10 +184,10 @@ def submit_job(
     except IntegrityError:
         # Another submit with the same key won the race (PostgreSQL; SQLite serialises them).
         session.rollback()
-        if idempotency_key is not None and (existing := _job_for_key(session, idempotency_key, user)):
+        if idempotency_key is not None and (existing := _jobs_for_key(session, idempotency_key, user)):
             return existing
         raise
-    return job
+    return jobs
 
 
 def _checked_mask_png(request: JobRequest, mask: Image.Image | None, upload: ValidatedImage) -> bytes | None:
@@ -168,11 +225,16 @@ def _asset(
     )
 
 
-def _job_for_key(session: Session, key: str, user: User) -> Job | None:
+def _jobs_for_key(session: Session, key: str, user: User) -> list[Job]:
+    """The jobs an earlier submit with this idempotency key created (a sweep's cells, or one job)."""
     job = session.exec(select(Job).where(Job.idempotency_key == key)).first()
-    if job is not None and job.user_id != user.id:
+    if job is None:
+        return []
+    if job.user_id != user.id:
         raise SubmitRefused("That idempotency key belongs to another user's job.")
-    return job
+    if job.sweep_id is None:
+        return [job]
+    return list(session.exec(select(Job).where(Job.sweep_id == job.sweep_id).order_by(col(Job.id))).all())
 
 
 def _queue_order():
@@ -197,7 +259,7 @@ def queue_position(*, session: Session, job: Job) -> int | None:
 def claim_next(
     *, session: Session, worker: str, lease_seconds: float = LEASE_SECONDS, now: datetime | None = None
 ) -> Job | None:
-    """Take the next job (highest priority, then oldest) and lease it to `worker`."""
+    """Take the next job (highest priority, then oldest) and lease it to `worker` (with its sweep's other cells)."""
     now = now or utcnow()
     job = session.exec(
         select(Job)
@@ -209,14 +271,34 @@ def claim_next(
     if job is None:
         session.commit()
         return None
-    job.status = JobStatus.processing
-    job.worker = worker
-    job.attempt += 1
-    job.lease_until = now + timedelta(seconds=lease_seconds)
-    job.started_at = now
-    job.progress_step = job.progress_total = 0
+    claimed = [job]
+    if job.sweep_id is not None:
+        # A sweep's cells run together in one pass: whoever claims one claims every queued cell.
+        claimed += session.exec(
+            select(Job)
+            .where(Job.sweep_id == job.sweep_id, Job.status == JobStatus.queued, Job.id != job.id)
+            .with_for_update(skip_locked=True)
+        ).all()
+    for member in claimed:
+        member.status = JobStatus.processing
+        member.worker = worker
+        member.attempt += 1
+        member.lease_until = now + timedelta(seconds=lease_seconds)
+        member.started_at = now
+        member.progress_step = member.progress_total = 0
     session.commit()
     return job
+
+
+def claimed_sweep(*, session: Session, job: Job, worker: str) -> list[Job]:
+    """The cells of `job`'s sweep that `worker` holds now (claim_next claims them together), in cell order."""
+    return list(
+        session.exec(
+            select(Job)
+            .where(Job.sweep_id == job.sweep_id, Job.status == JobStatus.processing, Job.worker == worker)
+            .order_by(col(Job.id))
+        ).all()
+    )
 
 
 def _leased(session: Session, job_id: int, worker: str, attempt: int) -> Job | None:

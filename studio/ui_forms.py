@@ -80,9 +80,11 @@ def source_uploader(prefix: str) -> Source | None:
     return Source(upload=upload, name=uploaded.name, recipe=read_recipe(data))
 
 
-def style_picker(prefix: str, catalogue: Catalogue, config: Settings, *, inpainting: bool = False) -> Style | None:
+def style_picker(
+    prefix: str, catalogue: Catalogue, config: Settings, *, image_to_image_only: bool = False
+) -> Style | None:
     """A style from the catalogue, or None for the user's own settings on the configured model."""
-    styles = [s for s in catalogue.styles.values() if not inpainting or s.task.upscale_factor is None]
+    styles = [s for s in catalogue.styles.values() if not image_to_image_only or s.task.upscale_factor is None]
     ready = {s.id: catalogue.availability(s.model, config) for s in styles}
 
     def label(style_id: str) -> str:

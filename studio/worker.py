@@ -15,13 +15,15 @@ import threading
 import uuid
 
 from pipelines.errors import ModelUnavailableError, PipelineInputError, RunCancelled
+from pipelines.params import RunSpec
 from studio.config import Settings, get_settings
 from studio.db import init_db, session_for, write_session
-from studio.jobs import render_job
+from studio.jobs import Rendered, render_job, render_sweep
 from studio.models import Asset, Job
 from studio.queue import (
     LEASE_SECONDS,
     claim_next,
+    claimed_sweep,
     complete_job,
     fail_job,
     finish_cancelled,
@@ -65,6 +67,12 @@ class _LeaseKeeper(threading.Thread):
 
     def should_stop(self) -> bool:
         return not self.held or self.cancel_requested
+
+    def finish(self) -> None:
+        """Stop renewing the lease (the outcome is written next)."""
+        self.done.set()
+        self.progressed.set()
+        self.join()
 
     def beat(self) -> None:
         with write_session(self.settings.database_url) as session:
@@ -110,21 +118,25 @@ class Worker:
         self.store = AssetStore(settings.assets_dir)
 
     def run_once(self) -> Job | None:
-        """Reap expired leases, then claim and run one job; None when the queue is empty."""
+        """Reap expired leases, then claim and run one job (or one sweep); None when the queue is empty."""
         url = self.settings.database_url
         with write_session(url) as session:
             reap_expired(session=session)
         with write_session(url) as session:
             job = claim_next(session=session, worker=self.name, lease_seconds=self.lease_seconds)
+            cells = claimed_sweep(session=session, job=job, worker=self.name) if job and job.sweep_id else None
         if job is None:
             return None
-        self.process(job)
+        if cells:
+            self.process_sweep(cells)
+        else:
+            self.process(job)
         return job
 
     def process(self, job: Job) -> None:
         url = self.settings.database_url
-        keeper = _LeaseKeeper(self.settings, job, self.name, self.lease_seconds, self.heartbeat_seconds)
-        keeper.start()
+        keeper = self._keeper(job)
+        rendered = error = None
         try:
             with session_for(url) as session:
                 source = session.get(Asset, job.source_asset_id)
@@ -140,29 +152,72 @@ class Worker:
                 should_stop=keeper.should_stop,
             )
         except RunCancelled:
-            outcome = "cancelled" if keeper.held else "lost its lease"
+            pass
         except Exception as exc:
             log.exception("Job %s failed", job.id)
-            outcome, error = "failed", failure_message(exc)
-        else:
-            outcome = "complete"
+            error = failure_message(exc)
         finally:
-            keeper.done.set()
-            keeper.progressed.set()
-            keeper.join()
+            keeper.finish()
+        self._record(job, keeper, rendered, error)
 
-        with write_session(url) as session:
-            lease = dict(session=session, job_id=job.id, worker=self.name, attempt=job.attempt)
-            if outcome == "complete":
+    def process_sweep(self, cells: list[Job]) -> None:
+        """Run a sweep's cells in one pass; each cell ends (and is charged or refunded) on its own.
+
+        The pass stops early only when no cell still wants its result (all cancelled or leases lost);
+        a cell cancelled mid-pass is finished as cancelled and refunded when the pass ends.
+        """
+        keepers = [self._keeper(cell) for cell in cells]
+        steps = [RunSpec.from_dict(cell.params).denoising_steps for cell in cells]
+
+        def on_step(step: int, total: int) -> None:
+            # Every cell ends on the pass's last step; one of d steps starts d steps before the end.
+            for keeper, own in zip(keepers, steps, strict=True):
+                keeper.record(max(0, step - (total - own)), own)
+
+        rendered, error = [None] * len(cells), None
+        try:
+            with session_for(self.settings.database_url) as session:
+                source = session.get(Asset, cells[0].source_asset_id)
+            rendered = render_sweep(
+                cells,
+                source_png=self.store.read(source.sha256),
+                source_sha256=source.sha256,
+                settings=self.settings,
+                on_step=on_step,
+                should_stop=lambda: all(keeper.should_stop() for keeper in keepers),
+            )
+        except RunCancelled:
+            pass
+        except Exception as exc:
+            log.exception("Sweep %s failed", cells[0].sweep_id)
+            error = failure_message(exc)
+        finally:
+            for keeper in keepers:
+                keeper.finish()
+        for cell, keeper, result in zip(cells, keepers, rendered, strict=True):
+            self._record(cell, keeper, result, error)
+
+    def _keeper(self, job: Job) -> _LeaseKeeper:
+        keeper = _LeaseKeeper(self.settings, job, self.name, self.lease_seconds, self.heartbeat_seconds)
+        keeper.start()
+        return keeper
+
+    def _record(self, job: Job, keeper: _LeaseKeeper, rendered: Rendered | None, error: str | None) -> None:
+        """Write a job's outcome, fenced by its lease: its result, its failure, or its cancellation."""
+        lease = dict(job_id=job.id, worker=self.name, attempt=job.attempt)
+        with write_session(self.settings.database_url) as session:
+            if not keeper.held:
+                recorded, outcome = False, "lost its lease"
+            elif keeper.cancel_requested:
+                recorded, outcome = finish_cancelled(session=session, **lease), "cancelled"
+            elif error is not None or rendered is None:
+                outcome = "failed"
+                recorded = fail_job(session=session, **lease, error=error or "The run stopped without a result.")
+            else:
                 # The file first: a result whose row is missing is harmless, a row without its file is not.
                 self.store.put(rendered.png)
-                recorded = complete_job(**lease, result=rendered.asset, recipe=rendered.recipe)
-            elif outcome == "failed":
-                recorded = fail_job(**lease, error=error)
-            elif outcome == "cancelled":
-                recorded = finish_cancelled(**lease)
-            else:
-                recorded = False
+                outcome = "complete"
+                recorded = complete_job(session=session, **lease, result=rendered.asset, recipe=rendered.recipe)
         if not recorded:
             log.warning("Job %s attempt %s: lease lost, outcome %s discarded", job.id, job.attempt, outcome)
 

@@ -1,0 +1,87 @@
+"""Compare: a source and its result, or any two results, side by side, with a split slider, the same zoom
+on both, a difference heatmap, and what differs between their recipes."""
+
+import streamlit as st
+from PIL import Image
+
+from studio import ui
+from studio.compare import difference, recipe_differences, same_size, split_view, zoomed
+from studio.jobs import list_user_jobs
+
+SOURCE_AND_RESULT, TWO_RESULTS = "Source and result", "Two results"
+
+user = ui.require_user()
+store = ui.asset_store()
+
+st.title("Compare")
+
+with ui.db_session() as session:
+    finished = [
+        (job, source, result)
+        for job, source, result in list_user_jobs(session=session, user_id=user.id, limit=200)
+        if result is not None
+    ]
+if not finished:
+    st.info("Nothing to compare yet: finished results appear here.")
+    st.stop()
+by_id = {job.id: (job, source, result) for job, source, result in finished}
+ids = list(by_id)
+
+mode = st.segmented_control("Compare", [SOURCE_AND_RESULT, TWO_RESULTS], default=SOURCE_AND_RESULT, key="compare.mode")
+first_id = st.selectbox(
+    "Result", ids, format_func=lambda i: f"#{i} · {ui.job_summary(by_id[i][0])}", key="compare.first"
+)
+job, source, result = by_id[first_id]
+if mode == TWO_RESULTS:
+    second_id = st.selectbox(
+        "Against",
+        ids,
+        index=min(1, len(ids) - 1),
+        format_func=lambda i: f"#{i} · {ui.job_summary(by_id[i][0])}",
+        key="compare.second",
+    )
+    left, right = (result, f"#{first_id}"), (by_id[second_id][2], f"#{second_id}")
+    recipes = (job.recipe or {}, by_id[second_id][0].recipe or {})
+else:
+    if source is None:
+        st.warning("This job's source was deleted (retention); compare two results instead.")
+        st.stop()
+    left, right = (source, "source"), (result, f"result #{first_id}")
+    recipes = None
+
+first, second = same_size(Image.open(store.path(left[0].sha256)), Image.open(store.path(right[0].sha256)))
+
+view = st.segmented_control(
+    "View", ["Side by side", "Slider", "Difference"], default="Side by side", key="compare.view"
+)
+zoom_col, x_col, y_col = st.columns(3)
+zoom = zoom_col.slider("Zoom (both)", 1.0, 8.0, 1.0, 0.5, key="compare.zoom")
+center = (
+    x_col.slider("Centre x", 0.0, 1.0, 0.5, 0.05, key="compare.x", disabled=zoom == 1),
+    y_col.slider("Centre y", 0.0, 1.0, 0.5, 0.05, key="compare.y", disabled=zoom == 1),
+)
+first_view, second_view = zoomed(first, zoom, center), zoomed(second, zoom, center)
+
+if view == "Slider":
+    split = st.slider(f"◀ {left[1]} · {right[1]} ▶", 0, 100, 50, key="compare.split")
+    st.image(split_view(first_view, second_view, split / 100), width="stretch")
+elif view == "Difference":
+    diff = difference(first_view, second_view)
+    st.image(diff.heatmap, caption="Black: identical · red to yellow: more different", width="stretch")
+    st.caption(
+        f"Mean difference {diff.mean} / 255 per channel · {diff.changed:.1%} of pixels differ by more than 8 levels"
+    )
+else:
+    for column, image, label in zip(st.columns(2), (first_view, second_view), (left[1], right[1]), strict=True):
+        column.image(image, caption=label, width="stretch")
+
+if recipes is not None:
+    st.subheader("Recipes")
+    changes = recipe_differences(*recipes)
+    if changes:
+        st.dataframe([{"setting": k, left[1]: str(a), right[1]: str(b)} for k, a, b in changes], hide_index=True)
+    else:
+        st.caption("The recipes are identical.")
+    for column, recipe, label in zip(st.columns(2), recipes, (left[1], right[1]), strict=True):
+        with column.expander(f"Recipe of {label}"):
+            st.json(recipe)

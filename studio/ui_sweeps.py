@@ -1,0 +1,189 @@
+"""Streamlit pieces of the Sweep page: the sweep's axes, submitting its cells, and the live grid with scores
+and downloads. Logic lives in studio.sweeps; this module only draws it."""
+
+from __future__ import annotations
+
+import io
+
+import plotly.graph_objects as go
+import streamlit as st
+from PIL import Image
+
+from studio import ui
+from studio.job_requests import JobRequest, SubmitRefused
+from studio.models import Asset, Job, User
+from studio.queue import submit_sweep
+from studio.storage import AssetStore
+from studio.sweeps import (
+    SecondAxis,
+    Sweep,
+    SweepPlan,
+    cell_label,
+    get_user_sweep,
+    grid_image,
+    parse_values,
+    strength_range,
+    structure_score,
+    sweep_zip,
+)
+from studio.ui_forms import Source
+
+POLL_SECONDS = 1.0
+
+
+def plan_inputs(prefix: str) -> SweepPlan | None:
+    """Strengths (a range or a list) and an optional second axis; None (with the reason shown) if unusable."""
+    try:
+        if st.segmented_control("Strengths", ["Range", "List"], default="Range", key=f"{prefix}.mode") == "List":
+            text = st.text_input("Strengths", "0.2, 0.35, 0.5, 0.65, 0.8", key=f"{prefix}.strength_list")
+            strengths = parse_values(text, what="Strengths")
+        else:
+            start, stop = st.slider("From … to", 0.05, 1.0, (0.2, 0.8), 0.05, key=f"{prefix}.range")
+            step = st.number_input("Step", 0.01, 1.0, 0.15, 0.01, key=f"{prefix}.step")
+            strengths = strength_range(start, stop, step)
+        axis_name = st.selectbox(
+            "Second axis", ["none", *SecondAxis], format_func=lambda a: {"none": "None"}.get(a, a.capitalize())
+        )
+        axis, values = None, ()
+        if axis_name != "none":
+            axis = SecondAxis(axis_name)
+            default = "1, 2, 3" if axis is SecondAxis.seed else "5, 7.5, 10"
+            values = parse_values(st.text_input(f"{axis.value.capitalize()} values", default), what=axis.value)
+        return SweepPlan(strengths=strengths, axis=axis, values=values)
+    except SubmitRefused as exc:
+        st.error(str(exc))
+        return None
+
+
+def submit(config, user: User, source: Source, cells: list[JobRequest], *, sweep_key: str) -> None:
+    """Queue the sweep (the page then shows it under `sweep_key`), or show why it was refused.
+
+    As with a single job, a second click on the same inputs while the sweep runs is that sweep; once it
+    has ended, the same inputs make a new one.
+    """
+    try:
+        jobs = _submit_once(config, user, source, cells)
+        if all(job.status.is_final for job in jobs):
+            ui.allow_resubmit()
+            jobs = _submit_once(config, user, source, cells)
+        st.session_state[sweep_key] = jobs[0].sweep_id
+    except SubmitRefused as exc:
+        st.error(str(exc))
+
+
+def _submit_once(config, user: User, source: Source, cells: list[JobRequest]) -> list[Job]:
+    with ui.db_write_session() as session:
+        return submit_sweep(
+            session=session,
+            store=ui.asset_store(),
+            settings=config,
+            user=user,
+            upload=source.upload,
+            original_name=source.name,
+            requests=cells,
+            idempotency_key=ui.submit_key(
+                user_id=user.id,
+                source_png=source.upload.png_bytes,
+                recipe={"sweep": [cell.job_params() for cell in cells], "model": cells[0].model},
+            ),
+        )
+
+
+def sweep_panel(*, sweep_id: str, user_id: int) -> None:
+    """The grid: live progress per cell while the sweep runs, then images, scores and downloads."""
+    with ui.db_session() as session:
+        sweep = get_user_sweep(session=session, user_id=user_id, sweep_id=sweep_id)
+    if sweep is None:
+        return
+    live = not sweep.finished
+    st.fragment(_panel_body, run_every=POLL_SECONDS if live else None)(sweep_id, user_id, live)
+
+
+def _panel_body(sweep_id: str, user_id: int, was_live: bool) -> None:
+    with ui.db_session() as session:
+        sweep = get_user_sweep(session=session, user_id=user_id, sweep_id=sweep_id)
+    if sweep.finished and was_live:
+        st.rerun()  # once, so the fragment stops polling
+    total = sum(cell.job.cost for cell in sweep.cells)
+    st.caption(f"Sweep of {len(sweep.cells)} cells · {total} credits · {_mode(sweep)}")
+    for row in sweep.rows or (None,):
+        if row is not None:
+            st.markdown(f"**{sweep.axis.value} {row:g}**")
+        for column, strength in zip(st.columns(len(sweep.strengths)), sweep.strengths, strict=True):
+            with column:
+                _cell(sweep, sweep.cell(row, strength))
+    if sweep.finished:
+        _downloads_and_scores(sweep)
+
+
+def _mode(sweep: Sweep) -> str:
+    recipes = [cell.job.recipe for cell in sweep.cells if cell.job.recipe]
+    if not recipes:
+        return "runs in one denoising pass when a worker takes it"
+    mode = recipes[0].get("sweep", {}).get("mode", "one-pass")
+    return (
+        "ran in one denoising pass"
+        if mode == "one-pass"
+        else "ran cell by cell (this model or scheduler cannot share a pass)"
+    )
+
+
+def _cell(sweep: Sweep, cell) -> None:
+    if cell is None:
+        return
+    job: Job = cell.job
+    if cell.result is not None:
+        st.image(ui.thumbnail(cell.result.sha256, str(ui.asset_store().root)), caption=cell_label(sweep, cell))
+        if st.button("Enlarge", key=f"enlarge-{job.id}"):
+            _enlarge(job.id, cell_label(sweep, cell), cell.result.sha256)
+    elif job.status.is_final:
+        st.warning(f"{cell_label(sweep, cell)}: {job.status.value}. {job.error or ''} {job.cost} credits refunded.")
+    else:
+        fraction = job.progress_step / job.progress_total if job.progress_total else 0.0
+        st.progress(fraction, text=f"{cell_label(sweep, cell)} · {job.status.value}")
+
+
+@st.dialog("Cell", width="large")
+def _enlarge(job_id: int, label: str, sha256: str) -> None:
+    st.image(ui.asset_store().read(sha256), caption=f"Job #{job_id} · {label}")
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _score(source_sha256: str, result_sha256: str, _store_root: str) -> tuple[float, float]:
+    store = AssetStore(_store_root)
+    with Image.open(store.path(source_sha256)) as source, Image.open(store.path(result_sha256)) as result:
+        score = structure_score(source, result)
+    return score.ssim, score.edges
+
+
+def _downloads_and_scores(sweep: Sweep) -> None:
+    store = ui.asset_store()
+    with ui.db_session() as session:
+        source = session.get(Asset, sweep.cells[0].job.source_asset_id)
+    grid = io.BytesIO()
+    grid_image(sweep, store).save(grid, format="PNG")
+    grid_col, zip_col = st.columns(2)
+    grid_col.download_button("Download grid", grid.getvalue(), f"sweep-{sweep.id[:8]}.png", "image/png")
+    zip_col.download_button(
+        "Download ZIP (cells + manifest)", sweep_zip(sweep, store), f"sweep-{sweep.id[:8]}.zip", "application/zip"
+    )
+    if source is None:
+        return
+    figure = go.Figure()
+    for row in sweep.rows or (None,):
+        cells = [c for c in (sweep.cell(row, s) for s in sweep.strengths) if c is not None and c.result is not None]
+        scores = [_score(source.sha256, c.result.sha256, str(store.root)) for c in cells]
+        suffix = "" if row is None else f" ({sweep.axis.value} {row:g})"
+        strengths = [c.strength for c in cells]
+        figure.add_scatter(x=strengths, y=[s[0] for s in scores], mode="lines+markers", name=f"SSIM{suffix}")
+        figure.add_scatter(x=strengths, y=[s[1] for s in scores], mode="lines+markers", name=f"edge overlap{suffix}")
+    figure.update_layout(
+        title="Structure kept vs strength",
+        xaxis_title="strength",
+        yaxis_title="score (1 = as the source)",
+        yaxis_range=[0, 1.05],
+        height=360,
+        margin={"t": 50, "b": 40},
+    )
+    st.plotly_chart(figure, key=f"scores-{sweep.id}")
+    st.caption("SSIM compares luminance structure; edge overlap compares edge maps (F1, 1 px tolerance).")

@@ -19,16 +19,20 @@ ui.model_notice(config)
 settings_col, grid_col = st.columns([1, 2], gap="large")
 
 with settings_col:
-    source = ui_forms.source_uploader(PREFIX)
+    source = ui_forms.source_picker(PREFIX, user)
+    mask = inpaint = None
     if source is not None:
         st.image(source.upload.image, caption=f"{source.name} · {source.upload.width}×{source.upload.height}")
+        if st.toggle("Inpaint: repaint only a masked area", key="sweep.inpaint"):
+            mask = ui_forms.mask_editor(PREFIX, source)
+            inpaint = ui_forms.mask_options(PREFIX)
     style = ui_forms.style_picker(PREFIX, catalogue, config, image_to_image_only=True)
     params, quality, _ = ui_forms.run_settings(PREFIX, style)
     plan = ui_sweeps.plan_inputs(PREFIX)
 
     cells = None
-    if source is not None and plan is not None:
-        request = ui_forms.make_request(config, catalogue, style, params, quality)
+    if source is not None and plan is not None and (inpaint is None or mask is not None):
+        request = ui_forms.make_request(config, catalogue, style, params, quality, inpaint=inpaint)
         if request is not None:
             try:
                 cells = sweep_cells(request, plan)
@@ -43,7 +47,7 @@ with settings_col:
 
 with grid_col:
     if sweep_clicked:
-        ui_sweeps.submit(config, user, source, cells, sweep_key=SWEEP_KEY)
+        ui_sweeps.submit(config, user, source, cells, mask=mask, sweep_key=SWEEP_KEY)
     if sweep_id := st.session_state.get(SWEEP_KEY):
         ui_sweeps.sweep_panel(sweep_id=sweep_id, user_id=user.id)
     else:

@@ -16,7 +16,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from pipelines.errors import PipelineInputError
-from pipelines.params import RunSpec, Task
+from pipelines.params import InpaintParams, RunSpec, Task
 from studio.config import Settings
 from studio.models import Asset, AssetKind, Job, JobStatus
 from studio.recipes import RECIPE_VERSION, png_with_recipe
@@ -69,6 +69,8 @@ def render_sweep(
     source_png: bytes,
     source_sha256: str,
     settings: Settings,
+    mask_png: bytes | None = None,
+    mask_sha256: str | None = None,
     on_step: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> list[Rendered]:
@@ -81,7 +83,14 @@ def render_sweep(
 
     specs = [RunSpec.from_dict(job.params) for job in jobs]
     source = Image.open(io.BytesIO(source_png)).convert("RGB")
-    request = SweepRequest(source, tuple(spec.params for spec in specs), max_side=settings.max_output_side)
+    mask = Image.open(io.BytesIO(mask_png)).convert("L") if mask_png is not None else None
+    request = SweepRequest(
+        source,
+        tuple(spec.params for spec in specs),
+        max_side=settings.max_output_side,
+        mask=mask,
+        inpaint=specs[0].inpaint or InpaintParams(),
+    )
     result = run_sweep(
         resolve_model(jobs[0].model, models_dir=settings.models_dir), request, on_step=on_step, should_stop=should_stop
     )
@@ -95,7 +104,7 @@ def render_sweep(
             "device": result.device,
             "dtype": result.dtype,
             "source_sha256": source_sha256,
-            "mask_sha256": None,
+            "mask_sha256": mask_sha256,
             # Batched with the other cells: pixels within 1/255 of a single run (pipelines.sweep).
             "sweep": {"id": job.sweep_id, "cells": len(jobs), "mode": result.mode},
         }
@@ -195,6 +204,17 @@ def list_user_jobs(
     }
     assets = {a.id: a for a in session.exec(select(Asset).where(col(Asset.id).in_(asset_ids)))}
     return [(job, assets[job.source_asset_id], assets.get(job.result_asset_id)) for job in jobs]
+
+
+def recent_user_sources(*, session: Session, user_id: int, limit: int = 24) -> list[Asset]:
+    """The user's most recent distinct source images (the same file uploaded twice is listed once)."""
+    rows = session.exec(
+        select(Asset)
+        .where(Asset.user_id == user_id, Asset.kind == AssetKind.source)
+        .order_by(col(Asset.created_at).desc(), col(Asset.id).desc())
+        .limit(limit * 4)
+    ).all()
+    return list({asset.sha256: asset for asset in reversed(rows)}.values())[::-1][:limit]
 
 
 def count_user_jobs(*, session: Session, user_id: int) -> int:

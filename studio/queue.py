@@ -92,6 +92,7 @@ def submit_sweep(
     upload: ValidatedImage,
     original_name: str | None,
     requests: list[JobRequest],
+    mask: Image.Image | None = None,
     idempotency_key: str | None = None,
     now: datetime | None = None,
 ) -> list[Job]:
@@ -103,7 +104,7 @@ def submit_sweep(
     if not 1 <= len(requests) <= MAX_SWEEP_MEMBERS:
         raise SubmitRefused(f"A sweep has 1 to {MAX_SWEEP_MEMBERS} cells, got {len(requests)}.")
     return _submit(
-        session, store, settings, user, upload, original_name, requests, None, idempotency_key, now, sweep=True
+        session, store, settings, user, upload, original_name, requests, mask, idempotency_key, now, sweep=True
     )
 
 

@@ -94,9 +94,10 @@ def check_plan(plan: SweepPlan) -> None:
 def sweep_cells(request: JobRequest, plan: SweepPlan) -> list[JobRequest]:
     """One request per cell, row by row: the base request with the cell's strength (and seed or guidance)."""
     check_plan(plan)
-    if request.task != Task.img2img or request.spec.control is not None:
+    if request.task not in (Task.img2img, Task.inpaint) or request.spec.control is not None:
         raise SubmitRefused(
-            "Sweeps run image-to-image styles without structure guidance; turn ControlNet off or pick another style."
+            "Sweeps run image-to-image and inpainting without structure guidance; turn ControlNet off or pick "
+            "another style."
         )
     rows = plan.values or (None,)
     cells = []

@@ -33,7 +33,7 @@ from studio.catalogue import Catalogue, CatalogueError, Style, load_catalogue
 from studio.config import Settings
 from studio.credits import spendable
 from studio.job_requests import JobRequest, SubmitRefused, custom_request, recipe_request, style_request
-from studio.jobs import find_user_asset
+from studio.jobs import find_user_asset, recent_user_sources
 from studio.models import AssetKind, Job, User, utcnow
 from studio.pricing import QUALITY_TIERS, Quality
 from studio.queue import quote, submit_job
@@ -78,6 +78,34 @@ def source_uploader(prefix: str) -> Source | None:
     for note in upload.notes:
         st.caption(f":material/info: {note}")
     return Source(upload=upload, name=uploaded.name, recipe=read_recipe(data))
+
+
+def source_picker(prefix: str, user: User) -> Source | None:
+    """A new upload, or a source the user uploaded before (from their history)."""
+    origin = st.segmented_control("Source", ["Upload", "From history"], default="Upload", key=f"{prefix}.origin")
+    if origin != "From history":
+        return source_uploader(prefix)
+    with ui.db_session() as session:
+        assets = {asset.id: asset for asset in recent_user_sources(session=session, user_id=user.id)}
+    if not assets:
+        st.info("No earlier sources yet: upload one.")
+        return None
+    asset = assets[
+        st.selectbox(
+            "Earlier source",
+            list(assets),
+            format_func=lambda i: (
+                f"{assets[i].original_name or 'source'} · {assets[i].width}×{assets[i].height} · "
+                f"{assets[i].created_at:%Y-%m-%d %H:%M}"
+            ),
+            key=f"{prefix}.history_source",
+        )
+    ]
+    if not ui.asset_store().exists(asset.sha256):
+        st.warning("That file is no longer stored (retention); pick another or upload it again.")
+        return None
+    upload = ui.validated_upload(ui.asset_store().read(asset.sha256))
+    return Source(upload=upload, name=asset.original_name or f"source-{asset.id}.png", recipe=None)
 
 
 def style_picker(
@@ -460,7 +488,7 @@ def recipe_offer(
         load_col.button(
             "Load its settings",
             key=f"{prefix}.load_recipe",
-            on_click=_load_recipe_into_form,
+            on_click=load_recipe_into_form,
             args=(prefix, recipe, catalogue),
             help="Fills the form with the recipe's style, prompt and settings, to change and run.",
         )
@@ -495,7 +523,8 @@ def _original_inputs(user: User, recipe: dict) -> tuple[ValidatedImage, Image.Im
     return upload, (Image.open(store.path(mask.sha256)).convert("L") if mask is not None else None)
 
 
-def _load_recipe_into_form(prefix: str, recipe: dict, catalogue: Catalogue) -> None:
+def load_recipe_into_form(prefix: str, recipe: dict, catalogue: Catalogue) -> None:
+    """Set the form's widgets (of the page with `prefix`) to a recipe's style, prompt and settings."""
     spec = RunSpec.from_dict(recipe)  # readable: recipe_offer checked it
     style_id = recipe.get("style") if recipe.get("style") in catalogue.styles else OWN_SETTINGS
     state = st.session_state

@@ -3,6 +3,7 @@ and downloads. Logic lives in studio.sweeps; this module only draws it."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 
 import plotly.graph_objects as go
@@ -26,7 +27,7 @@ from studio.sweeps import (
     structure_score,
     sweep_zip,
 )
-from studio.ui_forms import Source
+from studio.ui_forms import Source, catalogue_or_stop, load_recipe_into_form
 
 POLL_SECONDS = 1.0
 
@@ -55,23 +56,25 @@ def plan_inputs(prefix: str) -> SweepPlan | None:
         return None
 
 
-def submit(config, user: User, source: Source, cells: list[JobRequest], *, sweep_key: str) -> None:
+def submit(
+    config, user: User, source: Source, cells: list[JobRequest], *, mask: Image.Image | None = None, sweep_key: str
+) -> None:
     """Queue the sweep (the page then shows it under `sweep_key`), or show why it was refused.
 
     As with a single job, a second click on the same inputs while the sweep runs is that sweep; once it
     has ended, the same inputs make a new one.
     """
     try:
-        jobs = _submit_once(config, user, source, cells)
+        jobs = _submit_once(config, user, source, cells, mask)
         if all(job.status.is_final for job in jobs):
             ui.allow_resubmit()
-            jobs = _submit_once(config, user, source, cells)
+            jobs = _submit_once(config, user, source, cells, mask)
         st.session_state[sweep_key] = jobs[0].sweep_id
     except SubmitRefused as exc:
         st.error(str(exc))
 
 
-def _submit_once(config, user: User, source: Source, cells: list[JobRequest]) -> list[Job]:
+def _submit_once(config, user: User, source: Source, cells: list[JobRequest], mask: Image.Image | None) -> list[Job]:
     with ui.db_write_session() as session:
         return submit_sweep(
             session=session,
@@ -81,10 +84,15 @@ def _submit_once(config, user: User, source: Source, cells: list[JobRequest]) ->
             upload=source.upload,
             original_name=source.name,
             requests=cells,
+            mask=mask,
             idempotency_key=ui.submit_key(
                 user_id=user.id,
                 source_png=source.upload.png_bytes,
-                recipe={"sweep": [cell.job_params() for cell in cells], "model": cells[0].model},
+                recipe={
+                    "sweep": [cell.job_params() for cell in cells],
+                    "model": cells[0].model,
+                    "mask": hashlib.sha256(mask.tobytes()).hexdigest() if mask is not None else None,
+                },
             ),
         )
 
@@ -134,8 +142,12 @@ def _cell(sweep: Sweep, cell) -> None:
     job: Job = cell.job
     if cell.result is not None:
         st.image(ui.thumbnail(cell.result.sha256, str(ui.asset_store().root)), caption=cell_label(sweep, cell))
-        if st.button("Enlarge", key=f"enlarge-{job.id}"):
+        enlarge_col, use_col = st.columns(2)
+        if enlarge_col.button("Enlarge", key=f"enlarge-{job.id}"):
             _enlarge(job.id, cell_label(sweep, cell), cell.result.sha256)
+        if use_col.button("Use this one", key=f"use-{job.id}", help="Open Transform with this cell's settings."):
+            load_recipe_into_form("transform", job.recipe, catalogue_or_stop(ui.settings()))
+            st.switch_page("pages/transform.py")
     elif job.status.is_final:
         st.warning(f"{cell_label(sweep, cell)}: {job.status.value}. {job.error or ''} {job.cost} credits refunded.")
     else:

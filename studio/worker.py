@@ -178,10 +178,13 @@ class Worker:
         try:
             with session_for(self.settings.database_url) as session:
                 source = session.get(Asset, cells[0].source_asset_id)
+                mask = session.get(Asset, cells[0].mask_asset_id) if cells[0].mask_asset_id is not None else None
             rendered = render_sweep(
                 cells,
                 source_png=self.store.read(source.sha256),
                 source_sha256=source.sha256,
+                mask_png=self.store.read(mask.sha256) if mask is not None else None,
+                mask_sha256=mask.sha256 if mask is not None else None,
                 settings=self.settings,
                 on_step=on_step,
                 should_stop=lambda: all(keeper.should_stop() for keeper in keepers),

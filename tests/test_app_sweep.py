@@ -38,6 +38,22 @@ def test_a_sweep_from_the_page_to_the_grid_and_a_comparison(studio, studio_setti
     assert {b.label for b in at.get("download_button")} >= {"Download grid", "Download ZIP (cells + manifest)"}
     assert len(at.get("plotly_chart")) == 1
 
+    # "Use this one" opens Transform with that cell's settings.
+    use = at.button(key=f"use-{jobs[1].id}")
+    use.click().run()
+    assert at.title[0].value == "Transform"
+    assert at.slider(key="transform.strength").value == 0.5
+    assert at.text_area(key="transform.prompt").value == "a watercolor sneaker"
+
+    # The next sweep can start from the same source, picked from history.
+    at.switch_page("pages/sweep.py").run()
+    at.segmented_control(key="sweep.origin").set_value("From history").run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="sweep.history_source").options == [
+        "shoe.png · 256×320 · " + jobs[0].created_at.strftime("%Y-%m-%d %H:%M")
+    ]
+    assert not at.button(key="sweep_button").disabled
+
     at.switch_page("pages/compare.py").run()
     assert not at.exception, at.exception
     assert len(at.image) >= 2  # the source and the result side by side

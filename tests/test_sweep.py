@@ -14,11 +14,14 @@ from diffusers import (
     PNDMScheduler,
     UniPCMultistepScheduler,
 )
+from PIL import Image
 
 from pipelines.cache import get_base_pipeline
 from pipelines.errors import PipelineInputError, RunCancelled
 from pipelines.img2img import Img2ImgRequest, run_img2img
-from pipelines.params import Img2ImgParams
+from pipelines.inpaint import InpaintRequest, run_inpaint
+from pipelines.masks import feathered
+from pipelines.params import Img2ImgParams, InpaintParams
 from pipelines.sweep import ONE_PASS, SEPARATE, SweepRequest, run_sweep
 from tests.conftest import gradient
 
@@ -115,3 +118,44 @@ def test_a_scheduler_without_shared_suffixes_runs_cells_one_by_one(preview, sche
 def test_bad_sweeps_are_refused_before_loading(preview, members, message):
     with pytest.raises(PipelineInputError, match=message):
         run_sweep(preview, SweepRequest(SOURCE, members))
+
+
+# Inpainting sweeps (the tiny UNet has 4 channels: the source is blended back outside the mask every step)
+
+
+def box_mask(size=(96, 64), box=(20, 12, 60, 44)) -> Image.Image:
+    mask = Image.new("L", size, 0)
+    mask.paste(255, box)
+    return mask
+
+
+@pytest.mark.parametrize(
+    "options",
+    [InpaintParams(mask_blur=2), InpaintParams(mask_blur=0, only_masked=True, padding=8)],
+    ids=["whole-image", "only-masked"],
+)
+@pytest.mark.parametrize("scheduler", [DDIMScheduler, EulerAncestralDiscreteScheduler], indirect=True)
+def test_inpainting_cells_match_their_single_runs(preview, scheduler, options, unet_calls):
+    mask = box_mask()
+    request = SweepRequest(SOURCE, MEMBERS, max_side=96, mask=mask, inpaint=options)
+    result = run_sweep(preview, request)
+    assert result.mode == ONE_PASS and len(unet_calls) == max(m.denoising_steps for m in MEMBERS)
+    outside = np.asarray(feathered(mask, options.mask_blur)) == 0
+    source = pixels(SOURCE)
+    for member, image in zip(MEMBERS, result.images, strict=True):
+        single = run_inpaint(preview, InpaintRequest(SOURCE, mask, member, options, max_side=96)).image
+        assert image.size == SOURCE.size
+        assert np.abs(pixels(image) - pixels(single)).max() <= TOLERANCE, member
+        assert np.array_equal(pixels(image)[outside], source[outside])
+
+
+def test_a_one_cell_inpainting_sweep_is_bitwise_a_single_run(preview):
+    mask, member = box_mask(), MEMBERS[3]  # strength 1.0: the pure-noise start
+    [image] = run_sweep(preview, SweepRequest(SOURCE, (member,), max_side=96, mask=mask)).images
+    single = run_inpaint(preview, InpaintRequest(SOURCE, mask, member, max_side=96)).image
+    assert np.array_equal(pixels(image), pixels(single))
+
+
+def test_an_empty_mask_is_refused(preview):
+    with pytest.raises(PipelineInputError, match="The mask is empty"):
+        run_sweep(preview, SweepRequest(SOURCE, MEMBERS, mask=Image.new("L", SOURCE.size, 0)))

@@ -118,16 +118,15 @@ def test_plans_that_cannot_run_are_refused(env, plan, message):
         sweep_cells(custom_request(settings=env["settings"], params=PARAMS), plan)
 
 
-def test_controlnet_inpaint_and_upscale_requests_are_not_swept_in_one_pass(env):
+def test_controlnet_and_upscale_requests_are_not_swept(env):
     catalogue = load_catalogue(env["settings"].catalogue_path)
     plan = SweepPlan(strengths=(0.3, 0.6))
     guided = style_request(
         settings=env["settings"], catalogue=catalogue, style_id="cartoon", params=PARAMS, control=ControlParams("")
     )
-    inpaint = custom_request(settings=env["settings"], params=PARAMS, task=Task.inpaint, inpaint=InpaintParams())
     upscale = style_request(settings=env["settings"], catalogue=catalogue, style_id="upscale-2x", params=PARAMS)
-    for request in (guided, inpaint, upscale):
-        with pytest.raises(SubmitRefused, match="Sweeps run image-to-image styles without structure guidance"):
+    for request in (guided, upscale):
+        with pytest.raises(SubmitRefused, match="Sweeps run image-to-image and inpainting without structure guidance"):
             sweep_cells(request, plan)
 
 
@@ -164,6 +163,37 @@ def test_a_sweep_is_charged_per_cell_and_runs_in_one_pass(env):
         archive.read(row["file"]) == env["store"].read(c.result.sha256)
         for row, c in zip(manifest, sweep.cells, strict=True)
     )
+
+
+def test_an_inpainting_sweep_keeps_the_unmasked_pixels_of_every_cell(env):
+    mask = Image.new("L", (256, 320), 0)
+    mask.paste(255, (64, 64, 192, 200))
+    options = InpaintParams(mask_blur=0)
+    request = custom_request(settings=env["settings"], params=PARAMS, task=Task.inpaint, inpaint=options)
+    cells = sweep_cells(request, SweepPlan(strengths=(0.5, 1.0)))
+    with write_session(env["settings"].database_url) as session:
+        jobs = submit_sweep(
+            session=session,
+            store=env["store"],
+            settings=env["settings"],
+            user=env["user"],
+            upload=env["upload"],
+            original_name="shoe.png",
+            requests=cells,
+            mask=mask,
+        )
+    assert len({job.mask_asset_id for job in jobs}) == 1 and jobs[0].mask_asset_id is not None
+    env["worker"].run_once()
+    sweep = sweep_of(env, jobs)
+    source = np.asarray(env["upload"].image)
+    outside = np.asarray(mask) == 0
+    for cell in sweep.cells:
+        assert cell.job.status is JobStatus.complete, cell.job.error
+        assert cell.job.recipe["task"] == "inpaint" and cell.job.recipe["mask_sha256"] is not None
+        assert cell.job.recipe["sweep"]["mode"] == "one-pass"
+        result = np.asarray(Image.open(env["store"].path(cell.result.sha256)).convert("RGB"))
+        assert np.array_equal(result[outside], source[outside])
+        assert not np.array_equal(result[~outside], source[~outside])
 
 
 def test_a_cell_cancelled_while_queued_is_refunded_alone(env):

@@ -34,6 +34,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 
+def gradient(width: int, height: int):
+    """A deterministic RGB source with structure in both directions."""
+    from PIL import Image
+
+    x = np.linspace(0, 255, width, dtype=np.float32)[None, :]
+    y = np.linspace(0, 255, height, dtype=np.float32)[:, None]
+    return Image.fromarray(np.stack([x + 0 * y, y + 0 * x, (x + y) / 2], axis=-1).astype(np.uint8), "RGB")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="ABBA pairs to time (default 3)")
@@ -54,7 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.params import Img2ImgParams
     from pipelines.registry import ensure_preview_model, resolve_model
     from pipelines.sweep import SweepRequest, run_sweep
-    from tests.conftest import gradient
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -82,14 +90,18 @@ def main(argv: list[str] | None = None) -> int:
         def separate():
             return [run_img2img(ref, Img2ImgRequest(source, m, max_side=args.size)).image for m in members]
 
+        def longest_alone():
+            longest = max(members, key=lambda m: m.denoising_steps)
+            return [run_img2img(ref, Img2ImgRequest(source, longest, max_side=args.size)).image]
+
         def timed(fn):
             calls.clear()
             started = time.perf_counter()
             images = fn()
             return time.perf_counter() - started, len(calls), sum(calls), images
 
-        timed(one_pass), timed(separate)  # warm-up: first-call costs out of the figures
-        times = {"one-pass": [], "separate": []}
+        timed(one_pass), timed(separate), timed(longest_alone)  # warm-up: first-call costs out of the figures
+        times = {"one-pass": [], "separate": [], "longest": []}
         counts = {}
         largest_difference = 0
         for pair in range(args.repeats):
@@ -100,11 +112,13 @@ def main(argv: list[str] | None = None) -> int:
                 times[name].append(seconds)
                 counts[name] = (unet_calls, rows)
                 results[name] = images
+            times["longest"].append(timed(longest_alone)[0])
             for a, b in zip(results["one-pass"], results["separate"], strict=True):
                 largest_difference = max(largest_difference, int(np.abs(np.asarray(a, int) - np.asarray(b, int)).max()))
 
     denoising = [m.denoising_steps for m in members]
-    print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}")
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
+    print(f"machine: {platform.machine()}, {device}, torch {torch.__version__}")
     print(
         f"sweep: {args.size}×{args.size}, {args.steps} steps, strengths {strengths} → denoising steps {denoising}, "
         f"guidance {args.guidance} (classifier-free: 2 rows per cell and step)"
@@ -115,6 +129,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:10} {statistics.median(times[name]):9.3f} {runs:>30} {counts[name][0]:11d} {counts[name][1]:13d}")
     ratio = statistics.median(times["one-pass"]) / statistics.median(times["separate"])
     print(f"wall ratio one-pass / separate: {ratio:.3f} (target on CPU ≤ 1.0)")
+    longest = statistics.median(times["longest"])
+    print(
+        f"longest cell alone (strength {max(strengths)}): {longest:.3f} s; one-pass / longest alone: "
+        f"{statistics.median(times['one-pass']) / longest:.2f} (on a GPU the sweep should approach 1.0)"
+    )
     print(
         f"UNet calls: one-pass {counts['one-pass'][0]} = max(member steps) {max(denoising)}; "
         f"separate {counts['separate'][0]} = sum {sum(denoising)}"

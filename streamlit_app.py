@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from studio import ui
+from studio import ui, ui_admin
 from studio.models import Role
 
 st.set_page_config(page_title="Img2Img Studio", page_icon=":material/palette:", layout="wide")
@@ -41,11 +41,17 @@ studio_pages = [
     st.Page("pages/transform.py", title="Transform", icon=":material/auto_fix_high:", default=True),
     st.Page("pages/inpaint.py", title="Inpaint", icon=":material/format_paint:"),
     st.Page("pages/sweep.py", title="Sweep", icon=":material/view_comfy:"),
+    st.Page("pages/batch.py", title="Batch", icon=":material/photo_library:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
     st.Page("pages/history.py", title="History", icon=":material/history:"),
     st.Page("pages/account.py", title="Account", icon=":material/account_balance_wallet:"),
 ]
-admin_pages = [st.Page("pages/admin_users.py", title="Users", icon=":material/group:")]
+admin_pages = [
+    st.Page("pages/admin_users.py", title="Users", icon=":material/group:"),
+    st.Page("pages/admin_teams.py", title="Teams", icon=":material/groups:"),
+    st.Page("pages/admin_credits.py", title="Credits", icon=":material/toll:"),
+    st.Page("pages/analytics.py", title="Analytics", icon=":material/bar_chart:"),
+]
 navigation = {"Studio": studio_pages}
 if user.role is Role.admin:
     navigation["Admin"] = admin_pages
@@ -53,5 +59,6 @@ if user.role is Role.admin:
 with st.sidebar:
     st.caption(f"Signed in as **{user.display_name}** ({user.username}, {user.role.value})")
     authenticator.logout("Log out", location="sidebar", key="studio_logout")
+    ui_admin.budget_alert(user)
 
 st.navigation(navigation).run()

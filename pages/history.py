@@ -1,45 +1,96 @@
-"""History: the user's past jobs, newest first, with thumbnails and downloads."""
-
-import math
+"""History: your jobs (an admin in a team can switch to the team's), filtered, newest first, with downloads,
+Remix into Transform, and Delete."""
 
 import streamlit as st
 
-from studio import ui
-from studio.jobs import count_user_jobs, list_user_jobs
+from studio import ui, ui_forms
+from studio.history import OWN_SETTINGS, HistoryFilter, history_page
+from studio.models import JobStatus, Role
+from studio.retention import delete_job
 
-PAGE_SIZE = 12
 COLUMNS = 4
+CURSORS = "history.cursors"  # the keyset cursor of each page shown so far (None: the first page)
 
 user = ui.require_user()
+config = ui.settings()
+catalogue = ui_forms.catalogue_or_stop(config)
 store = ui.asset_store()
 
 st.title("History")
 
-with ui.db_session() as session:
-    total = count_user_jobs(session=session, user_id=user.id)
-    if total == 0:
-        st.info("No jobs yet. Transform an image and it will appear here.")
-        st.page_link("pages/transform.py", label="Go to Transform", icon=":material/auto_fix_high:")
-        st.stop()
-    pages = math.ceil(total / PAGE_SIZE)
-    page = st.number_input(f"Page (of {pages})", 1, pages, 1) if pages > 1 else 1
-    rows = list_user_jobs(session=session, user_id=user.id, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
 
-st.caption(f"{total} job{'s' if total != 1 else ''}")
+def first_page() -> None:
+    st.session_state[CURSORS] = [None]
+
+
+with st.container(border=True):
+    date_col, status_col, style_col, text_col = st.columns([2, 2, 2, 3])
+    dates = date_col.date_input("Dates", value=(), key="history.dates", on_change=first_page)
+    statuses = status_col.multiselect(
+        "Status", [s.value for s in JobStatus], key="history.statuses", on_change=first_page
+    )
+    style = style_col.selectbox(
+        "Style",
+        [None, OWN_SETTINGS, *catalogue.styles],
+        format_func=lambda s: {None: "Any", OWN_SETTINGS: "Own settings"}.get(s) or catalogue.styles[s].name,
+        key="history.style",
+        on_change=first_page,
+    )
+    text = text_col.text_input("Prompt contains", key="history.text", on_change=first_page)
+    team = False
+    if user.role is Role.admin and user.team_id is not None:
+        team = st.toggle("My team's jobs", key="history.team", on_change=first_page)
+
+filters = HistoryFilter(
+    since=dates[0] if len(dates) > 0 else None,
+    until=dates[1] if len(dates) > 1 else (dates[0] if len(dates) == 1 else None),
+    statuses=tuple(JobStatus(s) for s in statuses),
+    style=style,
+    text=text,
+    team=team,
+)
+cursors = st.session_state.setdefault(CURSORS, [None])
+with ui.db_session() as session:
+    page = history_page(session=session, viewer=user, filters=filters, after=cursors[-1])
+
+if not page.rows:
+    st.info("No jobs match." if len(cursors) > 1 or filters != HistoryFilter() else "No jobs yet.")
+    st.page_link("pages/transform.py", label="Go to Transform", icon=":material/auto_fix_high:")
+
 columns = st.columns(COLUMNS)
-for index, (job, source, result) in enumerate(rows):
+for index, row in enumerate(page.rows):
+    job = row.job
     with columns[index % COLUMNS].container(border=True):
-        shown = result or source
-        st.image(ui.thumbnail(shown.sha256, str(store.root)), width="stretch")
+        shown = row.result or row.source
+        if shown is not None and store.exists(shown.sha256):
+            st.image(ui.thumbnail(shown.sha256, str(store.root)), width="stretch")
+        else:
+            st.caption(":material/hide_image: images deleted (retention)")
         st.markdown(f"**#{job.id}** · {job.status.value} · {job.created_at:%Y-%m-%d %H:%M}")
         st.caption(ui.job_summary(job))
         if job.error:
-            st.caption(f":material/error: {job.error}")
-        if result is not None:
-            st.download_button(
-                "Download",
-                data=store.read(result.sha256),
-                file_name=f"img2img-{job.id}.png",
-                mime="image/png",
-                key=f"history-download-{job.id}",
+            st.caption(f":material/error: {job.error} · {job.cost} credits refunded")
+        actions = st.columns(3)
+        if row.result is not None and store.exists(row.result.sha256):
+            actions[0].download_button(
+                "Download", store.read(row.result.sha256), f"img2img-{job.id}.png", "image/png", key=f"dl-{job.id}"
             )
+        if actions[1].button("Remix", key=f"remix-{job.id}", help="Open Transform with this job's settings."):
+            settings_used = {**job.params, "style": job.style, "quality": job.quality, **(job.recipe or {})}
+            ui_forms.load_recipe_into_form("transform", settings_used, catalogue)
+            st.switch_page("pages/transform.py")
+        if job.status.is_final and actions[2].button(
+            "Delete", key=f"delete-{job.id}", help="Its images go; the credits record stays."
+        ):
+            with ui.db_write_session() as session:
+                delete_job(session=session, store=store, user=user, job_id=job.id)
+            st.rerun()
+
+newer_col, page_col, older_col = st.columns([1, 2, 1])
+if len(cursors) > 1 and newer_col.button("← Newer", key="history.newer"):
+    cursors.pop()
+    st.rerun()
+page_col.caption(f"Page {len(cursors)}")
+if page.next_cursor is not None and older_col.button("Older →", key="history.older"):
+    cursors.append(page.next_cursor)
+    st.rerun()

@@ -30,7 +30,7 @@ with settings_col:
     params, quality, _ = ui_forms.run_settings(PREFIX, style)
     plan = ui_sweeps.plan_inputs(PREFIX)
 
-    cells = None
+    cells = request = None
     if source is not None and plan is not None and (inpaint is None or mask is not None):
         request = ui_forms.make_request(config, catalogue, style, params, quality, inpaint=inpaint)
         if request is not None:
@@ -38,6 +38,7 @@ with settings_col:
                 cells = sweep_cells(request, plan)
             except SubmitRefused as exc:
                 st.error(str(exc))
+    ui_forms.preset_bar(PREFIX, user, catalogue, request if inpaint is None else None)
     if cells:
         cost = sweep_cost(settings=config, cells=cells, width=source.upload.width, height=source.upload.height)
         st.caption(f"{len(cells)} cells · costs **{cost}** credits in all (each cell charged and refunded on its own)")

@@ -33,6 +33,7 @@ with source_col:
         request = ui_forms.make_request(
             config, catalogue, style, params, quality, noise_level=noise_level, control=control
         )
+    ui_forms.preset_bar(PREFIX, user, catalogue, request)
     if request is not None:
         ui_forms.price_caption(config, user, request, source.upload)
     steps = params.steps if upscaling else params.denoising_steps

@@ -36,6 +36,7 @@ class Settings:
     admin_password: str | None
     admin_email: str
     catalogue_path: Path  # the style catalogue (TOML), editable by admins without code
+    retention_days: int  # uploads and results are deleted after this many days (0: kept forever)
 
     @property
     def assets_dir(self) -> Path:
@@ -72,6 +73,11 @@ def load_settings(environ: dict[str, str] | None = None, secrets_path: Path | No
     if model_cost is not None and (not model_cost.isdigit() or not 1 <= int(model_cost) <= 5):
         raise ValueError(f"STUDIO_MODEL_COST must be a whole number 1–5 (credits per run), got {model_cost!r}")
     data_dir = Path(get("data_dir", str(PROJECT_ROOT / "data"))).expanduser().resolve()
+    retention_days = get("retention_days", "30")
+    if not retention_days.isdigit():
+        raise ValueError(
+            f"STUDIO_RETENTION_DAYS must be a whole number of days (0 keeps everything), got {retention_days!r}"
+        )
     max_side = get("max_output_side", "1024")
     if not max_side.isdigit() or not 256 <= int(max_side) <= 4096:
         raise ValueError(f"STUDIO_MAX_OUTPUT_SIDE must be a whole number 256–4096, got {max_side!r}")
@@ -90,6 +96,7 @@ def load_settings(environ: dict[str, str] | None = None, secrets_path: Path | No
         admin_password=get("admin_password"),
         admin_email=get("admin_email", "admin@example.com"),
         catalogue_path=Path(get("catalogue", str(PROJECT_ROOT / "data" / "styles.toml"))).expanduser().resolve(),
+        retention_days=int(retention_days),
     )
 
 

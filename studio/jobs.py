@@ -190,7 +190,7 @@ def find_user_asset(*, session: Session, user_id: int, sha256: str, kind: AssetK
 
 def list_user_jobs(
     *, session: Session, user_id: int, limit: int = 24, offset: int = 0
-) -> list[tuple[Job, Asset, Asset | None]]:
+) -> list[tuple[Job, Asset | None, Asset | None]]:
     """The user's jobs, newest first, with their source and result assets."""
     jobs = session.exec(
         select(Job)
@@ -199,11 +199,10 @@ def list_user_jobs(
         .offset(offset)
         .limit(limit)
     ).all()
-    asset_ids = {job.source_asset_id for job in jobs} | {
-        job.result_asset_id for job in jobs if job.result_asset_id is not None
-    }
+    asset_ids = {i for job in jobs for i in (job.source_asset_id, job.result_asset_id) if i is not None}
     assets = {a.id: a for a in session.exec(select(Asset).where(col(Asset.id).in_(asset_ids)))}
-    return [(job, assets[job.source_asset_id], assets.get(job.result_asset_id)) for job in jobs]
+    # Retention (or a delete) leaves a job without its images: None here.
+    return [(job, assets.get(job.source_asset_id), assets.get(job.result_asset_id)) for job in jobs]
 
 
 def recent_user_sources(*, session: Session, user_id: int, limit: int = 24) -> list[Asset]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import DDL, JSON, Column, Index, UniqueConstraint, event
 from sqlmodel import Field, SQLModel
 
 
@@ -30,6 +30,10 @@ class Plan(StrEnum):
 
 class TeamBase(SQLModel):
     name: str = Field(index=True, unique=True, min_length=1, max_length=80)
+    # Credits the team's members may spend per calendar month (None: no limit); see studio.budgets.
+    monthly_budget: int | None = Field(default=None, ge=0)
+    # Members and admins see an alert once this share of the monthly budget is spent.
+    budget_alert_percent: int = Field(default=80, ge=1, le=100)
 
 
 class Team(TeamBase, table=True):
@@ -105,7 +109,12 @@ class Job(JobBase, table=True):
     """A transformation request. The table is also the queue: workers claim the oldest
     `queued` job of the highest priority, holding a lease (`worker`, `attempt`, `lease_until`)."""
 
-    __table_args__ = (Index("ix_job_queue", "status", "priority", "id"),)
+    __table_args__ = (
+        Index("ix_job_queue", "status", "priority", "id"),
+        # History pages: a user's jobs, newest first, a page at a time (keyset: created_at, id).
+        Index("ix_job_user_created", "user_id", "created_at", "id"),
+        Index("ix_job_team_created", "team_id", "created_at", "id"),  # an admin's view of the team's history
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     user_id: int = Field(foreign_key="user.id", index=True)
@@ -114,6 +123,8 @@ class Job(JobBase, table=True):
     priority: int = Field(default=0)
     # The strength sweep this job is one cell of (its members share it and run in one denoising pass).
     sweep_id: str | None = Field(default=None, max_length=32, index=True)
+    # The batch this job is one image of (the Batch page and `python -m studio batch`).
+    batch_id: str | None = Field(default=None, max_length=32, index=True)
     # Assets can outlive their retention period only as hashes in the recipe: retention deletes the
     # rows and sets these to None, while the job and its ledger rows stay for accounting.
     source_asset_id: int | None = Field(default=None, foreign_key="asset.id")
@@ -134,6 +145,27 @@ class Job(JobBase, table=True):
     created_at: datetime = Field(default_factory=utcnow, index=True)
     started_at: datetime | None = Field(default=None)
     finished_at: datetime | None = Field(default=None)
+    # Deleted from the owner's history: its images are gone, the row stays for the ledger and analytics.
+    deleted_at: datetime | None = Field(default=None)
+
+
+class PresetBase(SQLModel):
+    name: str = Field(min_length=1, max_length=80)
+    # Everything that changes pixels (studio.presets.PresetSettings as a dict): style, prompts,
+    # strength, quality, steps, guidance, seed policy and seed, ControlNet.
+    settings: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class Preset(PresetBase, table=True):
+    """Saved settings, personal (team_id None) or shared with the owner's team."""
+
+    __table_args__ = (UniqueConstraint("owner_id", "name", name="uq_preset_owner_name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    owner_id: int = Field(foreign_key="user.id", index=True)
+    team_id: int | None = Field(default=None, foreign_key="team.id", index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
 
 
 class CreditKind(StrEnum):
@@ -170,3 +202,51 @@ class CreditEntry(SQLModel, table=True):
     reason: str | None = Field(default=None, max_length=500)
     actor_id: int | None = Field(default=None, foreign_key="user.id")
     created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class AuditAction(StrEnum):
+    user_create = "user_create"
+    user_deactivate = "user_deactivate"
+    user_reactivate = "user_reactivate"
+    user_role = "user_role"
+    user_plan = "user_plan"
+    user_team = "user_team"
+    user_password_reset = "user_password_reset"
+    team_create = "team_create"
+    team_rename = "team_rename"
+    team_budget = "team_budget"
+    credit_grant = "credit_grant"
+    credit_adjust = "credit_adjust"
+
+
+class AuditEntry(SQLModel, table=True):
+    """One admin action, written by `studio.admin` in the same transaction as the action itself.
+
+    Append-only like the credits ledger: no code path updates or deletes a row, the ORM refuses to,
+    and on SQLite triggers refuse UPDATE and DELETE from any client.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    actor_id: int = Field(foreign_key="user.id", index=True)
+    action: AuditAction = Field(index=True)
+    target: str = Field(max_length=120)  # who or what it was done to, readable: "user mia", "team Design"
+    # The values that changed (before → after), the amount and reason of a grant: never a password.
+    details: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+def _refuse_audit_change(*_) -> None:
+    raise PermissionError("The audit log is append-only: entries are never changed or deleted.")
+
+
+def _sqlite_refuses(statement: str) -> DDL:
+    return DDL(
+        f"CREATE TRIGGER auditentry_append_only_{statement.lower()} BEFORE {statement} ON auditentry "
+        "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"
+    ).execute_if(dialect="sqlite")
+
+
+event.listen(AuditEntry, "before_update", _refuse_audit_change)
+event.listen(AuditEntry, "before_delete", _refuse_audit_change)
+event.listen(AuditEntry.__table__, "after_create", _sqlite_refuses("UPDATE"))
+event.listen(AuditEntry.__table__, "after_create", _sqlite_refuses("DELETE"))

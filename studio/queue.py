@@ -28,16 +28,18 @@ from sqlmodel import Session, col, select
 from pipelines.errors import PipelineInputError
 from pipelines.masks import check_mask
 from pipelines.params import MAX_SWEEP_MEMBERS, Task, check_upscale_size
+from studio.budgets import check_team_budget
 from studio.config import Settings
 from studio.credits import InsufficientCredits, reserve, settle, spendable
 from studio.job_requests import JobRequest, SubmitRefused
 from studio.models import Asset, AssetKind, CreditKind, Job, JobStatus, User, utcnow
-from studio.plans import allocate_monthly, queue_priority
+from studio.plans import PLANS, allocate_monthly, queue_priority
 from studio.pricing import Price, price
 from studio.storage import AssetStore, sha256_hex
 from studio.validation import ValidatedImage
 
 LEASE_SECONDS = 30.0
+MAX_BATCH_IMAGES = 200  # per submit; larger catalogues go in several batches (or through the CLI)
 MAX_ATTEMPTS = 3
 
 
@@ -136,6 +138,7 @@ def _submit(
     prices = [quote(settings=settings, request=r, width=upload.width, height=upload.height).credits for r in requests]
     cost = sum(prices)
 
+    check_team_budget(session=session, user=user, cost=cost, now=now)
     allocate_monthly(session=session, user=user, now=now)
     if len(requests) > 1 and (available := spendable(session=session, user=user, now=now).total) < cost:
         raise SubmitRefused(
@@ -150,34 +153,138 @@ def _submit(
     session.flush()
     sweep_id = uuid.uuid4().hex if sweep else None
     jobs = [
-        Job(
-            task=request.task.value,
-            model=request.model,
-            style=request.style,
-            params=request.job_params(),
-            quality=request.quality.value,
-            cost=price,
-            user_id=user.id,
-            team_id=user.team_id,
-            priority=queue_priority(user),
-            source_asset_id=source.id,
-            mask_asset_id=mask_asset.id if mask_asset is not None else None,
+        _job_row(
+            request,
+            price,
+            user,
+            source,
+            mask_asset,
+            now,
             sweep_id=sweep_id,
             # The key names the submit: on the first job, which leads back to the others through sweep_id.
             idempotency_key=idempotency_key if index == 0 else None,
-            created_at=now,
         )
         for index, (request, price) in enumerate(zip(requests, prices, strict=True))
     ]
+    files = [upload.png_bytes] + ([mask_png] if mask_png is not None else [])
+    return _reserve_and_commit(session, store, user, jobs, files, idempotency_key, now)
+
+
+def submit_batch(
+    *,
+    session: Session,
+    store: AssetStore,
+    settings: Settings,
+    user: User,
+    images: list[tuple[str, ValidatedImage]],
+    requests: list[JobRequest],
+    idempotency_key: str | None = None,
+    now: datetime | None = None,
+) -> list[Job]:
+    """Queue one job per image (`requests[i]` for `images[i]`: one recipe, the seed may differ), all or none.
+
+    Batches are a Pro feature. Each job is priced, charged and refunded on its own, so one image that
+    fails gives back only its own credits; the jobs share a batch_id for progress and downloads.
+    """
+    now = now or utcnow()
+    if not PLANS[user.plan].batch:
+        raise SubmitRefused(
+            "Batches are part of the Pro plans (Pro monthly or annual): on Free, transform images one at a time. "
+            "Nothing was charged."
+        )
+    if not 1 <= len(images) <= MAX_BATCH_IMAGES or len(requests) != len(images):
+        raise SubmitRefused(f"A batch has 1 to {MAX_BATCH_IMAGES} images, one request each; got {len(images)}.")
+    if idempotency_key is not None and (existing := _jobs_for_key(session, idempotency_key, user)):
+        return existing
+    prices = []
+    for (name, upload), request in zip(images, requests, strict=True):
+        request.check()
+        if request.task == Task.inpaint:
+            raise SubmitRefused("A batch applies one recipe to many images; inpainting needs a mask per image.")
+        if (factor := request.task.upscale_factor) is not None:
+            try:
+                check_upscale_size(upload.width, upload.height, factor)
+            except PipelineInputError as exc:
+                raise SubmitRefused(f"{name}: {exc}") from exc
+        prices.append(quote(settings=settings, request=request, width=upload.width, height=upload.height).credits)
+    cost = sum(prices)
+
+    check_team_budget(session=session, user=user, cost=cost, now=now)
+    allocate_monthly(session=session, user=user, now=now)
+    if (available := spendable(session=session, user=user, now=now).total) < cost:
+        raise SubmitRefused(
+            f"Not enough credits: these {len(images)} images cost {cost} together, you can spend {available}. "
+            "Nothing was charged."
+        )
+    sources = [_asset(user, AssetKind.source, u.png_bytes, u.width, u.height, now, name) for name, u in images]
+    session.add_all(sources)
+    session.flush()
+    batch_id = uuid.uuid4().hex
+    jobs = [
+        _job_row(
+            request,
+            price,
+            user,
+            source,
+            None,
+            now,
+            batch_id=batch_id,
+            idempotency_key=idempotency_key if index == 0 else None,
+        )
+        for index, (request, price, source) in enumerate(zip(requests, prices, sources, strict=True))
+    ]
+    return _reserve_and_commit(session, store, user, jobs, [u.png_bytes for _, u in images], idempotency_key, now)
+
+
+def _job_row(
+    request: JobRequest,
+    price: int,
+    user: User,
+    source: Asset,
+    mask: Asset | None,
+    now: datetime,
+    *,
+    sweep_id: str | None = None,
+    batch_id: str | None = None,
+    idempotency_key: str | None = None,
+) -> Job:
+    return Job(
+        task=request.task.value,
+        model=request.model,
+        style=request.style,
+        params=request.job_params(),
+        quality=request.quality.value,
+        cost=price,
+        user_id=user.id,
+        team_id=user.team_id,
+        priority=queue_priority(user),
+        source_asset_id=source.id,
+        mask_asset_id=mask.id if mask is not None else None,
+        sweep_id=sweep_id,
+        batch_id=batch_id,
+        idempotency_key=idempotency_key,
+        created_at=now,
+    )
+
+
+def _reserve_and_commit(
+    session: Session,
+    store: AssetStore,
+    user: User,
+    jobs: list[Job],
+    files: list[bytes],
+    idempotency_key: str | None,
+    now: datetime,
+) -> list[Job]:
+    """Charge every job and store the files, then commit: all or nothing."""
     session.add_all(jobs)
     try:
         session.flush()
         for job in jobs:
             reserve(session=session, user=user, job_id=job.id, cost=job.cost, now=now)
         # Files last, so a refused submit never stores one.
-        store.put(upload.png_bytes)
-        if mask_png is not None:
-            store.put(mask_png)
+        for data in files:
+            store.put(data)
         session.commit()
     except InsufficientCredits as exc:
         session.rollback()
@@ -233,9 +340,11 @@ def _jobs_for_key(session: Session, key: str, user: User) -> list[Job]:
         return []
     if job.user_id != user.id:
         raise SubmitRefused("That idempotency key belongs to another user's job.")
-    if job.sweep_id is None:
-        return [job]
-    return list(session.exec(select(Job).where(Job.sweep_id == job.sweep_id).order_by(col(Job.id))).all())
+    if job.sweep_id is not None:
+        return list(session.exec(select(Job).where(Job.sweep_id == job.sweep_id).order_by(col(Job.id))).all())
+    if job.batch_id is not None:
+        return list(session.exec(select(Job).where(Job.batch_id == job.batch_id).order_by(col(Job.id))).all())
+    return [job]
 
 
 def _queue_order():

@@ -34,7 +34,16 @@ from studio.config import Settings
 from studio.credits import spendable
 from studio.job_requests import JobRequest, SubmitRefused, custom_request, recipe_request, style_request
 from studio.jobs import find_user_asset, recent_user_sources
-from studio.models import AssetKind, Job, User, utcnow
+from studio.models import AssetKind, Job, Role, User, utcnow
+from studio.presets import (
+    PresetError,
+    PresetSettings,
+    SeedPolicy,
+    delete_preset,
+    rename_preset,
+    save_preset,
+    visible_presets,
+)
 from studio.pricing import QUALITY_TIERS, Quality
 from studio.queue import quote, submit_job
 from studio.recipes import read_recipe
@@ -544,3 +553,72 @@ def load_recipe_into_form(prefix: str, recipe: dict, catalogue: Catalogue) -> No
         state[f"{prefix}.guide"] = spec.control.guide.value
         state[f"{prefix}.control_scale"] = spec.control.conditioning_scale
         state[f"{prefix}.canny"] = (spec.control.low_threshold, spec.control.high_threshold)
+
+
+def preset_bar(prefix: str, user: User, catalogue: Catalogue, current: JobRequest | None) -> None:
+    """Apply a saved preset to the form, save the current settings as one, rename or delete one."""
+    with st.expander("Presets", icon=":material/bookmarks:"):
+        with ui.db_session() as session:
+            presets = {p.id: p for p in visible_presets(session=session, user=user)}
+        if presets:
+            preset_id = st.selectbox(
+                "Preset",
+                list(presets),
+                format_func=lambda i: presets[i].name + ("" if presets[i].owner_id == user.id else " · shared"),
+                key=f"{prefix}.preset",
+            )
+            chosen = presets[preset_id]
+            st.button(
+                "Apply",
+                key=f"{prefix}.preset_apply",
+                on_click=_load_preset_into_form,
+                args=(prefix, PresetSettings.from_dict(chosen.settings), catalogue),
+            )
+            with st.popover("Rename or delete", disabled=chosen.owner_id != user.id and user.role is not Role.admin):
+                new_name = st.text_input("New name", chosen.name, key=f"{prefix}.preset_rename")
+                if st.button("Rename", key=f"{prefix}.preset_rename_button"):
+                    _preset_change(lambda s: rename_preset(session=s, user=user, preset_id=chosen.id, name=new_name))
+                if st.button("Delete", key=f"{prefix}.preset_delete"):
+                    _preset_change(lambda s: delete_preset(session=s, user=user, preset_id=chosen.id))
+        name = st.text_input("Save the current settings as", key=f"{prefix}.preset_name")
+        shared = st.checkbox("Share with my team", key=f"{prefix}.preset_shared", disabled=user.team_id is None)
+        policy = SeedPolicy(
+            st.radio(
+                "Seed for each image",
+                [p.value for p in SeedPolicy],
+                format_func=lambda p: {"fixed": "Fixed (most consistent)", "random": "New seed per image"}[p],
+                horizontal=True,
+                key=f"{prefix}.preset_policy",
+            )
+        )
+        if st.button("Save preset", key=f"{prefix}.preset_save", disabled=current is None or not name.strip()):
+            preset = PresetSettings.from_request(current, seed_policy=policy)
+            _preset_change(lambda s: save_preset(session=s, owner=user, name=name, preset=preset, shared=shared))
+        if current is None:
+            st.caption("Upload a source and fill in the form to save its settings.")
+
+
+def _preset_change(change) -> None:
+    try:
+        with ui.db_write_session() as session:
+            change(session)
+        st.rerun()
+    except PresetError as exc:
+        st.error(str(exc))
+
+
+def _load_preset_into_form(prefix: str, preset: PresetSettings, catalogue: Catalogue) -> None:
+    recipe = {
+        "style": preset.style,
+        "prompt": preset.prompt,
+        "negative_prompt": preset.negative_prompt,
+        "user_prompt": preset.prompt,
+        "user_negative_prompt": preset.negative_prompt,
+        "strength": preset.strength,
+        "steps": preset.steps,
+        "guidance": preset.guidance,
+        "seed": preset.seed,
+        "quality": preset.quality.value,
+        "control": {**preset.control, "model": ""} if preset.control else None,
+    }
+    load_recipe_into_form(prefix, recipe, catalogue)

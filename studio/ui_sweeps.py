@@ -11,8 +11,9 @@ import streamlit as st
 from PIL import Image
 
 from studio import ui
-from studio.job_requests import JobRequest, SubmitRefused
+from studio.job_requests import JobRequest, SubmitRefused, recipe_request
 from studio.models import Asset, Job, User
+from studio.presets import PresetError, PresetSettings, save_preset
 from studio.queue import submit_sweep
 from studio.storage import AssetStore
 from studio.sweeps import (
@@ -148,11 +149,33 @@ def _cell(sweep: Sweep, cell) -> None:
         if use_col.button("Use this one", key=f"use-{job.id}", help="Open Transform with this cell's settings."):
             load_recipe_into_form("transform", job.recipe, catalogue_or_stop(ui.settings()))
             st.switch_page("pages/transform.py")
+        with st.popover("Save as preset"):
+            _save_cell_preset(job)
     elif job.status.is_final:
         st.warning(f"{cell_label(sweep, cell)}: {job.status.value}. {job.error or ''} {job.cost} credits refunded.")
     else:
         fraction = job.progress_step / job.progress_total if job.progress_total else 0.0
         st.progress(fraction, text=f"{cell_label(sweep, cell)} · {job.status.value}")
+
+
+def _save_cell_preset(job: Job) -> None:
+    """Keep the winner: this cell's exact settings (its strength, seed, guidance) as a preset."""
+    config = ui.settings()
+    name = st.text_input(
+        "Name", f"{job.style or 'own'} strength {job.params['strength']:g}", key=f"preset-name-{job.id}"
+    )
+    shared = st.checkbox("Share with my team", key=f"preset-shared-{job.id}")
+    if st.button("Save", key=f"preset-save-{job.id}"):
+        try:
+            request = recipe_request(settings=config, catalogue=catalogue_or_stop(config), recipe=job.recipe)
+            with ui.db_write_session() as session:
+                owner = session.get(User, job.user_id)
+                save_preset(
+                    session=session, owner=owner, name=name, preset=PresetSettings.from_request(request), shared=shared
+                )
+            st.success(f"Saved the preset {name!r}.")
+        except (SubmitRefused, PresetError) as exc:
+            st.error(str(exc))
 
 
 @st.dialog("Cell", width="large")

@@ -12,7 +12,7 @@ import re
 import bcrypt
 from sqlmodel import Session, select
 
-from studio.models import Role, User, utcnow
+from studio.models import Plan, Role, User, utcnow
 from studio.plans import grant_trial
 
 USERNAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{2,31}")
@@ -45,6 +45,33 @@ def create_user(
     role: Role = Role.member,
     team_id: int | None = None,
 ) -> User:
+    user = add_user(
+        session=session,
+        username=username,
+        password=password,
+        email=email,
+        display_name=display_name,
+        role=role,
+        team_id=team_id,
+    )
+    session.commit()
+    session.refresh(user)
+    return user
+
+
+def add_user(
+    *,
+    session: Session,
+    username: str,
+    password: str,
+    email: str,
+    display_name: str | None = None,
+    role: Role = Role.member,
+    team_id: int | None = None,
+    plan: Plan = Plan.free,
+) -> User:
+    """`create_user` without the commit, for callers that write more in the same transaction
+    (`studio.admin.create_user` adds its audit entry)."""
     username = normalize_username(username)
     # bcrypt takes ~0.25 s: do it before the first query, so the write transaction stays short.
     password_hash = hash_password(password) if len(password) >= MIN_PASSWORD_LENGTH else ""
@@ -64,14 +91,13 @@ def create_user(
         email=email.strip(),
         display_name=(display_name or username).strip(),
         role=role,
+        plan=plan,
         team_id=team_id,
         password_hash=password_hash,
     )
     session.add(user)
     session.flush()
     grant_trial(session=session, user=user, now=utcnow())
-    session.commit()
-    session.refresh(user)
     return user
 
 

@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import threading
+import time
 import uuid
 
 from pipelines.errors import ModelUnavailableError, PipelineInputError, RunCancelled
@@ -30,9 +31,12 @@ from studio.queue import (
     heartbeat,
     reap_expired,
 )
+from studio.retention import purge_expired
 from studio.storage import AssetStore
 
 log = logging.getLogger(__name__)
+
+RETENTION_INTERVAL_SECONDS = 3600.0
 
 
 def failure_message(exc: BaseException) -> str:
@@ -116,6 +120,7 @@ class Worker:
         self.lease_seconds = lease_seconds
         self.heartbeat_seconds = heartbeat_seconds or min(1.0, lease_seconds / 3)
         self.store = AssetStore(settings.assets_dir)
+        self.next_purge = 0.0  # monotonic time of the next retention run
 
     def run_once(self) -> Job | None:
         """Reap expired leases, then claim and run one job (or one sweep); None when the queue is empty."""
@@ -224,9 +229,23 @@ class Worker:
         if not recorded:
             log.warning("Job %s attempt %s: lease lost, outcome %s discarded", job.id, job.attempt, outcome)
 
+    def purge_if_due(self) -> None:
+        """Apply the retention period about once an hour (any worker may; it is idempotent)."""
+        if time.monotonic() < self.next_purge or self.settings.retention_days <= 0:
+            return
+        self.next_purge = time.monotonic() + RETENTION_INTERVAL_SECONDS
+        with write_session(self.settings.database_url) as session:
+            purged = purge_expired(session=session, store=self.store, days=self.settings.retention_days)
+        if purged.assets:
+            log.info("Retention: deleted %s image rows and %s files", purged.assets, purged.files)
+
     def run_forever(self, stop: threading.Event, poll_seconds: float = 0.5) -> None:
         log.info("Worker %s started", self.name)
         while not stop.is_set():
+            try:
+                self.purge_if_due()
+            except Exception:  # retention retries next hour; the queue must go on
+                log.exception("Worker %s: retention failed", self.name)
             try:
                 job = self.run_once()
             except Exception:  # e.g. the database is briefly unavailable: wait and go on

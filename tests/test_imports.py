@@ -5,8 +5,10 @@ import sys
 from pathlib import Path
 
 PAGE_IMPORTS = (
-    "import studio.ui, studio.ui_forms, studio.queue, studio.worker, studio.credits, studio.jobs, studio.validation, "
-    "studio.catalogue, studio.job_requests, pipelines.masks, pipelines.params"
+    "import studio.ui, studio.ui_forms, studio.ui_sweeps, studio.ui_batches, studio.queue, studio.worker, "
+    "studio.credits, studio.jobs, studio.validation, studio.catalogue, studio.job_requests, studio.sweeps, "
+    "studio.compare, studio.batches, studio.presets, studio.history, studio.retention, studio.cli, "
+    "pipelines.masks, pipelines.params"
 )
 
 

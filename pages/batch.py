@@ -1,0 +1,78 @@
+"""Batch: one style or preset over many images (a product catalogue in one consistent look). Pro plans."""
+
+import random
+
+import streamlit as st
+
+from studio import ui, ui_batches, ui_forms
+from studio.batches import batch_cost, batch_requests, read_uploads
+from studio.plans import PLANS
+from studio.presets import SeedPolicy
+
+PREFIX = "batch"
+BATCH_KEY = "batch.last_batch_id"
+
+user = ui.require_user()
+config = ui.settings()
+catalogue = ui_forms.catalogue_or_stop(config)
+
+st.title("Batch")
+if not PLANS[user.plan].batch:
+    st.info(
+        "Batches are part of the Pro plans: one recipe over a whole folder of product photos, each image its own "
+        "job, with a ZIP of every result. On Free, transform images one at a time on the Transform page.",
+        icon=":material/lock:",
+    )
+    st.stop()
+ui.model_notice(config)
+
+settings_col, progress_col = st.columns([1, 1], gap="large")
+
+with settings_col:
+    files = st.file_uploader(
+        "Images (JPG, PNG, WebP) or ZIPs of them",
+        type=["jpg", "jpeg", "png", "webp", "zip"],
+        accept_multiple_files=True,
+        key="batch.files",
+    )
+    uploads = read_uploads([(f.name, f.getvalue()) for f in files or []])
+    if uploads.images:
+        st.caption(f"{len(uploads.images)} image(s) ready")
+    if uploads.rejected:
+        with st.expander(f"{len(uploads.rejected)} file(s) will be skipped", expanded=True):
+            for name, why in uploads.rejected:
+                st.caption(f"**{name}**: {why}")
+
+    style = ui_forms.style_picker(PREFIX, catalogue, config, image_to_image_only=False)
+    params, quality, noise_level = ui_forms.run_settings(PREFIX, style)
+    upscaling = style is not None and style.task.upscale_factor is not None
+    control = None if upscaling else ui_forms.control_settings(PREFIX, None, seed=params.seed)
+    request = ui_forms.make_request(config, catalogue, style, params, quality, noise_level=noise_level, control=control)
+    ui_forms.preset_bar(PREFIX, user, catalogue, request)
+    seed_policy = SeedPolicy(
+        st.radio(
+            "Seed",
+            [p.value for p in SeedPolicy],
+            horizontal=True,
+            key="batch.seed_policy",
+            format_func=lambda p: {"fixed": "The same for every image", "random": "A new one per image"}[p],
+        )
+    )
+    requests = []
+    if request is not None and uploads.images:
+        # Seeds drawn from a per-session salt: the same on every rerun, so a second click is the same batch.
+        rng = random.Random(st.session_state.setdefault("batch.seed_salt", random.getrandbits(64)))
+        requests = batch_requests(request, len(uploads.images), seed_policy=seed_policy, rng=rng)
+        cost = batch_cost(settings=config, images=uploads.images, requests=requests)
+        st.caption(f"{len(requests)} images · costs **{cost}** credits in all (each image charged on its own)")
+    run_clicked = st.button(
+        f"Run batch · {len(requests)} images", type="primary", disabled=not requests, key="batch_button"
+    )
+
+with progress_col:
+    if run_clicked:
+        ui_batches.submit(config, user, uploads.images, requests, key=BATCH_KEY)
+    if batch_id := st.session_state.get(BATCH_KEY):
+        ui_batches.batch_panel(batch_id=batch_id, user_id=user.id, label=style.name if style else "own settings")
+    else:
+        st.caption("Progress and the download of every result appear here.")

@@ -10,7 +10,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import streamlit as st
@@ -201,6 +201,16 @@ def submit_key(*, user_id: int, source_png: bytes, recipe: dict) -> str:
 def allow_resubmit() -> None:
     """After a failed or cancelled job, the same inputs may be submitted again as a new job."""
     st.session_state["submit_nonce"] = uuid.uuid4().hex
+
+
+def submit_or_resubmit(submit_once: Callable[[], list[Job]]) -> list[Job]:
+    """Submit with this session's idempotency key: a second click while the jobs are queued or running
+    returns them (no second charge); once they have all ended, the same inputs make new jobs."""
+    jobs = submit_once()
+    if all(job.status.is_final for job in jobs):
+        allow_resubmit()
+        jobs = submit_once()
+    return jobs
 
 
 def job_panel(*, job_id: int, user_id: int) -> None:

@@ -17,15 +17,9 @@ POLL_SECONDS = 1.0
 
 
 def submit(config, user: User, images: list[tuple[str, ValidatedImage]], requests: list[JobRequest], *, key: str):
-    """Queue the batch (the page then shows it under `key`), or show why it was refused.
-
-    A second click on the same inputs while the batch runs is that batch; once it has ended, a new one.
-    """
+    """Queue the batch (the page then shows it under `key`), or show why it was refused."""
     try:
-        jobs = _submit_once(config, user, images, requests)
-        if all(job.status.is_final for job in jobs):
-            ui.allow_resubmit()
-            jobs = _submit_once(config, user, images, requests)
+        jobs = ui.submit_or_resubmit(lambda: _submit_once(config, user, images, requests))
         st.session_state[key] = jobs[0].batch_id
     except SubmitRefused as exc:
         st.error(str(exc))

@@ -438,16 +438,9 @@ def submit(
     mask: Image.Image | None = None,
     job_key: str,
 ) -> None:
-    """Queue the job (the page then shows it under `job_key`), or show why it was refused.
-
-    A second click on the same inputs while their job is queued or running is that job (no second
-    charge); once it has ended, the same inputs make a new job.
-    """
+    """Queue the job (the page then shows it under `job_key`), or show why it was refused."""
     try:
-        job = _submit_once(config, user, source, request, mask)
-        if job.status.is_final:
-            ui.allow_resubmit()
-            job = _submit_once(config, user, source, request, mask)
+        [job] = ui.submit_or_resubmit(lambda: [_submit_once(config, user, source, request, mask)])
         st.session_state[job_key] = job.id
     except SubmitRefused as exc:
         st.error(str(exc))

@@ -60,16 +60,9 @@ def plan_inputs(prefix: str) -> SweepPlan | None:
 def submit(
     config, user: User, source: Source, cells: list[JobRequest], *, mask: Image.Image | None = None, sweep_key: str
 ) -> None:
-    """Queue the sweep (the page then shows it under `sweep_key`), or show why it was refused.
-
-    As with a single job, a second click on the same inputs while the sweep runs is that sweep; once it
-    has ended, the same inputs make a new one.
-    """
+    """Queue the sweep (the page then shows it under `sweep_key`), or show why it was refused."""
     try:
-        jobs = _submit_once(config, user, source, cells, mask)
-        if all(job.status.is_final for job in jobs):
-            ui.allow_resubmit()
-            jobs = _submit_once(config, user, source, cells, mask)
+        jobs = ui.submit_or_resubmit(lambda: _submit_once(config, user, source, cells, mask))
         st.session_state[sweep_key] = jobs[0].sweep_id
     except SubmitRefused as exc:
         st.error(str(exc))

@@ -223,7 +223,7 @@ class AuditEntry(SQLModel, table=True):
     """One admin action, written by `studio.admin` in the same transaction as the action itself.
 
     Append-only like the credits ledger: no code path updates or deletes a row, the ORM refuses to,
-    and on SQLite triggers refuse UPDATE and DELETE from any client.
+    and triggers (SQLite; a PL/pgSQL function on PostgreSQL) refuse UPDATE and DELETE from any client.
     """
 
     id: int | None = Field(default=None, primary_key=True)
@@ -250,3 +250,19 @@ event.listen(AuditEntry, "before_update", _refuse_audit_change)
 event.listen(AuditEntry, "before_delete", _refuse_audit_change)
 event.listen(AuditEntry.__table__, "after_create", _sqlite_refuses("UPDATE"))
 event.listen(AuditEntry.__table__, "after_create", _sqlite_refuses("DELETE"))
+event.listen(
+    AuditEntry.__table__,
+    "after_create",
+    DDL(
+        "CREATE OR REPLACE FUNCTION auditentry_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$"
+    ).execute_if(dialect="postgresql"),
+)
+event.listen(
+    AuditEntry.__table__,
+    "after_create",
+    DDL(
+        "CREATE TRIGGER auditentry_append_only BEFORE UPDATE OR DELETE ON auditentry "
+        "FOR EACH ROW EXECUTE FUNCTION auditentry_append_only()"
+    ).execute_if(dialect="postgresql"),
+)

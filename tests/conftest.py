@@ -23,7 +23,7 @@ from PIL import Image
 from studio import config
 from studio.bootstrap import BootstrapReport, bootstrap
 from studio.config import Settings, get_settings
-from tests.pgcluster import PgCluster, Unavailable
+from studio.pgcluster import PgCluster, Unavailable
 
 ADMIN_PASSWORD = "admin-password-for-tests"
 BACKENDS = ("sqlite", "postgresql")

@@ -277,6 +277,11 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="torch CPU threads (default: torch's choice); with several CPU workers per host use cores ÷ workers",
     )
+    parser.add_argument(
+        "--device",
+        help="torch device for this worker's models: cuda:0, cuda:1, … (one process per GPU), cpu, mps "
+        "(default: the first GPU if there is one, else cpu)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -284,6 +289,13 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.device:
+        from pipelines.cache import set_device
+
+        try:
+            set_device(args.device)
+        except (RuntimeError, ValueError) as exc:
+            parser.error(f"--device {args.device}: {exc}")
     settings = get_settings()
     init_db(settings.database_url)
     worker = Worker(settings, name=args.name, lease_seconds=args.lease)

@@ -266,3 +266,18 @@ event.listen(
         "FOR EACH ROW EXECUTE FUNCTION auditentry_append_only()"
     ).execute_if(dialect="postgresql"),
 )
+
+
+class WorkerHeartbeat(SQLModel, table=True):
+    """One row per queue worker (a `python -m studio.worker` process or the app's thread), rewritten every
+    few seconds while it runs (studio.heartbeats): the admin Models page shows who is alive and doing what."""
+
+    name: str = Field(primary_key=True, max_length=120)
+    host: str = Field(max_length=255)
+    pid: int
+    device: str = Field(max_length=32)  # the torch device its models run on: cuda:0, cpu, …
+    current_job_id: int | None = Field(default=None)
+    loaded_models: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    started_at: datetime = Field(default_factory=utcnow)
+    last_seen: datetime = Field(default_factory=utcnow, index=True)
+    stopped_at: datetime | None = Field(default=None)  # a graceful stop; a crash just stops the beats

@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -247,16 +248,19 @@ class Worker:
             log.info("Retention: deleted %s image rows and %s files", purged.assets, purged.files)
 
     def beat(self) -> None:
-        """Write this worker's heartbeat row: device, current job, loaded models (the admin Models page)."""
-        from pipelines.cache import loaded_models, pick_device
+        """Write this worker's heartbeat row: device, current job, loaded models (the admin Models page).
 
+        Reads the model cache only once a job has imported it: importing torch and diffusers just for a
+        heartbeat would hold up an idle worker's start and its SIGTERM by seconds.
+        """
+        cache = sys.modules.get("pipelines.cache")
         with write_session(self.settings.database_url) as session:
             beat(
                 session=session,
                 name=self.name,
-                device=pick_device(),
+                device=cache.pick_device() if cache is not None else "not loaded yet",
                 current_job_id=self.current_job_id,
-                loaded_models=loaded_models(),
+                loaded_models=cache.loaded_models() if cache is not None else [],
                 started_at=self.started_at,
             )
 
@@ -331,12 +335,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # init_db's migration chatter
 
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    if args.device:
+    if args.device:  # loads torch now; the heartbeat then reports this device from the first beat
         from pipelines.cache import set_device
 
         try:

@@ -30,12 +30,8 @@ def test_a_running_worker_is_listed_alive_and_stopped_after_a_graceful_stop(stud
                 break
             time.sleep(0.05)
         [state] = states
-        assert (state.row.name, state.status, state.row.device, state.row.current_job_id) == (
-            "gpu-0",
-            "alive",
-            "cpu",
-            None,
-        )
+        assert (state.row.name, state.status, state.row.current_job_id) == ("gpu-0", "alive", None)
+        assert state.row.device in ("cpu", "not loaded yet")  # "cpu" once a test has loaded a model
     finally:
         stop.set()
         thread.join(30)

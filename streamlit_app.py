@@ -51,6 +51,7 @@ admin_pages = [
     st.Page("pages/admin_teams.py", title="Teams", icon=":material/groups:"),
     st.Page("pages/admin_credits.py", title="Credits", icon=":material/toll:"),
     st.Page("pages/analytics.py", title="Analytics", icon=":material/bar_chart:"),
+    st.Page("pages/admin_models.py", title="Models", icon=":material/memory:"),
 ]
 navigation = {"Studio": studio_pages}
 if user.role is Role.admin:

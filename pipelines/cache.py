@@ -32,7 +32,23 @@ _Loadable = TypeVar("_Loadable")
 _Pipeline = TypeVar("_Pipeline", bound=DiffusionPipeline)
 
 
+# Set by `python -m studio.worker --device cuda:1` (one worker process per GPU); None: the best available.
+_device_override: str | None = None
+
+
+def set_device(device: str | None) -> None:
+    """Run every model of this process on `device` ("cpu", "cuda", "cuda:1", "mps"); None: pick_device's choice."""
+    global _device_override
+    if device is not None:
+        torch.device(device)  # refuse a malformed name now, not at the first job
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"Device {device!r} asked for, but CUDA is not available on this machine")
+    _device_override = device
+
+
 def pick_device() -> str:
+    if _device_override is not None:
+        return _device_override
     if torch.cuda.is_available():
         return "cuda"
     if torch.backends.mps.is_available():
@@ -42,7 +58,7 @@ def pick_device() -> str:
 
 def pick_dtype(device: str) -> torch.dtype:
     # Half precision halves memory and time on CUDA; CPU and MPS are slow or unreliable in fp16.
-    return torch.float16 if device == "cuda" else torch.float32
+    return torch.float16 if device.startswith("cuda") else torch.float32
 
 
 def _hub_offline() -> bool:

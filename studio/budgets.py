@@ -8,7 +8,8 @@ It counts every credit those jobs took, personal or from the team pool.
 
 `check_team_budget` runs inside `studio.queue.submit_job`'s transaction, before anything is charged:
 a job that would take its team over the budget is refused. On SQLite that transaction holds the write
-lock, so two submits cannot both squeeze under the limit.
+lock; on PostgreSQL the check locks the team's row (`SELECT … FOR UPDATE`) until the submit commits, so
+either way two submits cannot both squeeze under the limit.
 """
 
 from __future__ import annotations
@@ -107,9 +108,19 @@ def all_budget_statuses(*, session: Session, now: datetime) -> list[BudgetStatus
 
 
 def check_team_budget(*, session: Session, user: User, cost: int, now: datetime) -> None:
-    """Refuse a job of `cost` credits that would take the user's team over its monthly budget."""
-    status = user_budget_status(session=session, user=user, now=now)
-    if status is None or status.spent + cost <= status.budget:
+    """Refuse a job of `cost` credits that would take the user's team over its monthly budget.
+
+    Locks the team's row for the rest of the caller's transaction (PostgreSQL; SQLite's write lock is
+    already held), so concurrent submits by the team's members are checked — and draw on the team's
+    pool — one after another.
+    """
+    if user.team_id is None:
+        return
+    team = session.exec(select(Team).where(Team.id == user.team_id).with_for_update()).first()
+    if team is None or team.monthly_budget is None:
+        return
+    status = budget_status(session=session, team=team, now=now)
+    if status.spent + cost <= status.budget:
         return
     raise SubmitRefused(
         f"{status.describe()} This job costs {cost}, which would take the team over its budget, so it was "

@@ -37,10 +37,13 @@ class Settings:
     admin_email: str
     catalogue_path: Path  # the style catalogue (TOML), editable by admins without code
     retention_days: int  # uploads and results are deleted after this many days (0: kept forever)
+    # Where images are stored (STUDIO_STORAGE_DIR): a folder every worker and the app can reach — a shared
+    # mount when workers run on several hosts. None: `<data dir>/assets` on local disk.
+    storage_dir: Path | None = None
 
     @property
     def assets_dir(self) -> Path:
-        return self.data_dir / "assets"
+        return self.storage_dir if self.storage_dir is not None else self.data_dir / "assets"
 
     @property
     def uses_preview_model(self) -> bool:
@@ -97,7 +100,19 @@ def load_settings(environ: dict[str, str] | None = None, secrets_path: Path | No
         admin_email=get("admin_email", "admin@example.com"),
         catalogue_path=Path(get("catalogue", str(PROJECT_ROOT / "data" / "styles.toml"))).expanduser().resolve(),
         retention_days=int(retention_days),
+        storage_dir=_storage_dir(get("storage_dir")),
     )
+
+
+def _storage_dir(value: str | None) -> Path | None:
+    if value is None:
+        return None
+    if "://" in value:
+        raise ValueError(
+            f"STUDIO_STORAGE_DIR must be a folder (a shared mount for several hosts), got the URL {value!r}; "
+            "object stores are not supported yet"
+        )
+    return Path(value).expanduser().resolve()
 
 
 @lru_cache(maxsize=1)

@@ -223,7 +223,7 @@ class AuditEntry(SQLModel, table=True):
     """One admin action, written by `studio.admin` in the same transaction as the action itself.
 
     Append-only like the credits ledger: no code path updates or deletes a row, the ORM refuses to,
-    and on SQLite triggers refuse UPDATE and DELETE from any client.
+    and triggers (SQLite; a PL/pgSQL function on PostgreSQL) refuse UPDATE and DELETE from any client.
     """
 
     id: int | None = Field(default=None, primary_key=True)
@@ -250,3 +250,34 @@ event.listen(AuditEntry, "before_update", _refuse_audit_change)
 event.listen(AuditEntry, "before_delete", _refuse_audit_change)
 event.listen(AuditEntry.__table__, "after_create", _sqlite_refuses("UPDATE"))
 event.listen(AuditEntry.__table__, "after_create", _sqlite_refuses("DELETE"))
+event.listen(
+    AuditEntry.__table__,
+    "after_create",
+    DDL(
+        "CREATE OR REPLACE FUNCTION auditentry_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$"
+    ).execute_if(dialect="postgresql"),
+)
+event.listen(
+    AuditEntry.__table__,
+    "after_create",
+    DDL(
+        "CREATE TRIGGER auditentry_append_only BEFORE UPDATE OR DELETE ON auditentry "
+        "FOR EACH ROW EXECUTE FUNCTION auditentry_append_only()"
+    ).execute_if(dialect="postgresql"),
+)
+
+
+class WorkerHeartbeat(SQLModel, table=True):
+    """One row per queue worker (a `python -m studio.worker` process or the app's thread), rewritten every
+    few seconds while it runs (studio.heartbeats): the admin Models page shows who is alive and doing what."""
+
+    name: str = Field(primary_key=True, max_length=120)
+    host: str = Field(max_length=255)
+    pid: int
+    device: str = Field(max_length=32)  # the torch device its models run on: cuda:0, cpu, …
+    current_job_id: int | None = Field(default=None)
+    loaded_models: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    started_at: datetime = Field(default_factory=utcnow)
+    last_seen: datetime = Field(default_factory=utcnow, index=True)
+    stopped_at: datetime | None = Field(default=None)  # a graceful stop; a crash just stops the beats

@@ -138,6 +138,7 @@ def _submit(
     prices = [quote(settings=settings, request=r, width=upload.width, height=upload.height).credits for r in requests]
     cost = sum(prices)
 
+    _lock_payer(session, user)
     check_team_budget(session=session, user=user, cost=cost, now=now)
     allocate_monthly(session=session, user=user, now=now)
     if len(requests) > 1 and (available := spendable(session=session, user=user, now=now).total) < cost:
@@ -209,6 +210,7 @@ def submit_batch(
         prices.append(quote(settings=settings, request=request, width=upload.width, height=upload.height).credits)
     cost = sum(prices)
 
+    _lock_payer(session, user)
     check_team_budget(session=session, user=user, cost=cost, now=now)
     allocate_monthly(session=session, user=user, now=now)
     if (available := spendable(session=session, user=user, now=now).total) < cost:
@@ -234,6 +236,15 @@ def submit_batch(
         for index, (request, price, source) in enumerate(zip(requests, prices, sources, strict=True))
     ]
     return _reserve_and_commit(session, store, user, jobs, [u.png_bytes for _, u in images], idempotency_key, now)
+
+
+def _lock_payer(session: Session, user: User) -> None:
+    """Hold the user's row until the submit commits, so two submits never both spend the same credits.
+
+    SQLite's write transaction (BEGIN IMMEDIATE) already serialises submits; on PostgreSQL this
+    `SELECT … FOR UPDATE` does (the team's row is locked next, by check_team_budget: always user, then team).
+    """
+    session.exec(select(User.id).where(User.id == user.id).with_for_update()).first()
 
 
 def _job_row(

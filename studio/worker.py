@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -19,8 +20,9 @@ from pipelines.errors import ModelUnavailableError, PipelineInputError, RunCance
 from pipelines.params import RunSpec
 from studio.config import Settings, get_settings
 from studio.db import init_db, session_for, write_session
+from studio.heartbeats import HEARTBEAT_SECONDS, beat, mark_stopped
 from studio.jobs import Rendered, render_job, render_sweep
-from studio.models import Asset, Job
+from studio.models import Asset, Job, utcnow
 from studio.queue import (
     LEASE_SECONDS,
     claim_next,
@@ -121,6 +123,8 @@ class Worker:
         self.heartbeat_seconds = heartbeat_seconds or min(1.0, lease_seconds / 3)
         self.store = AssetStore(settings.assets_dir)
         self.next_purge = 0.0  # monotonic time of the next retention run
+        self.current_job_id: int | None = None  # for the heartbeat (the admin Models page)
+        self.started_at = utcnow()
 
     def run_once(self) -> Job | None:
         """Reap expired leases, then claim and run one job (or one sweep); None when the queue is empty."""
@@ -132,10 +136,14 @@ class Worker:
             cells = claimed_sweep(session=session, job=job, worker=self.name) if job and job.sweep_id else None
         if job is None:
             return None
-        if cells:
-            self.process_sweep(cells)
-        else:
-            self.process(job)
+        self.current_job_id = job.id
+        try:
+            if cells:
+                self.process_sweep(cells)
+            else:
+                self.process(job)
+        finally:
+            self.current_job_id = None
         return job
 
     def process(self, job: Job) -> None:
@@ -239,8 +247,52 @@ class Worker:
         if purged.assets:
             log.info("Retention: deleted %s image rows and %s files", purged.assets, purged.files)
 
+    def beat(self) -> None:
+        """Write this worker's heartbeat row: device, current job, loaded models (the admin Models page).
+
+        Reads the model cache only once a job has imported it: importing torch and diffusers just for a
+        heartbeat would hold up an idle worker's start and its SIGTERM by seconds.
+        """
+        cache = sys.modules.get("pipelines.cache")
+        with write_session(self.settings.database_url) as session:
+            beat(
+                session=session,
+                name=self.name,
+                device=cache.pick_device() if cache is not None else "not loaded yet",
+                current_job_id=self.current_job_id,
+                loaded_models=cache.loaded_models() if cache is not None else [],
+                started_at=self.started_at,
+            )
+
+    def _beat_until(self, stop: threading.Event, interval: float) -> None:
+        while True:
+            try:
+                self.beat()
+            except Exception:  # a busy database must not stop the worker; the next beat retries
+                log.exception("Worker %s: heartbeat failed", self.name)
+            if stop.wait(interval):
+                return
+
     def run_forever(self, stop: threading.Event, poll_seconds: float = 0.5) -> None:
         log.info("Worker %s started", self.name)
+        beats_done = threading.Event()
+        beating = threading.Thread(
+            target=self._beat_until, args=(beats_done, HEARTBEAT_SECONDS), name="heartbeat", daemon=True
+        )
+        beating.start()
+        try:
+            self._serve(stop, poll_seconds)
+        finally:
+            beats_done.set()
+            beating.join(HEARTBEAT_SECONDS)
+            try:
+                with write_session(self.settings.database_url) as session:
+                    mark_stopped(session=session, name=self.name)
+            except Exception:
+                log.exception("Worker %s: could not record its stop", self.name)
+        log.info("Worker %s stopped", self.name)
+
+    def _serve(self, stop: threading.Event, poll_seconds: float) -> None:
         while not stop.is_set():
             try:
                 self.purge_if_due()
@@ -253,7 +305,6 @@ class Worker:
                 job = None
             if job is None:
                 stop.wait(poll_seconds)
-        log.info("Worker %s stopped", self.name)
 
 
 def positive_seconds(value: str) -> float:
@@ -277,13 +328,26 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="torch CPU threads (default: torch's choice); with several CPU workers per host use cores ÷ workers",
     )
+    parser.add_argument(
+        "--device",
+        help="torch device for this worker's models: cuda:0, cuda:1, … (one process per GPU), cpu, mps "
+        "(default: the first GPU if there is one, else cpu)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # init_db's migration chatter
 
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.device:  # loads torch now; the heartbeat then reports this device from the first beat
+        from pipelines.cache import set_device
+
+        try:
+            set_device(args.device)
+        except (RuntimeError, ValueError) as exc:
+            parser.error(f"--device {args.device}: {exc}")
     settings = get_settings()
     init_db(settings.database_url)
     worker = Worker(settings, name=args.name, lease_seconds=args.lease)

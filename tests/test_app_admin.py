@@ -16,7 +16,7 @@ from tests.conftest import ADMIN_PASSWORD
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "streamlit_app.py")
-ADMIN_PAGES = ("admin_users", "admin_teams", "admin_credits", "analytics")
+ADMIN_PAGES = ("admin_users", "admin_teams", "admin_credits", "analytics", "admin_models")
 MEMBER_PASSWORD = "member-password"
 TIMEOUT = 60
 
@@ -66,13 +66,33 @@ def test_a_member_opening_an_admin_page_is_refused(mia, name):
 
 def test_admins_find_every_admin_page_in_the_navigation(studio, mia):
     at = log_in("admin", ADMIN_PASSWORD)
-    for name, title in zip(ADMIN_PAGES, ("Users", "Teams", "Credits", "Analytics"), strict=True):
+    for name, title in zip(ADMIN_PAGES, ("Users", "Teams", "Credits", "Analytics", "Models"), strict=True):
         at.switch_page(f"pages/{name}.py").run()
         assert not at.exception, at.exception
         assert at.title[0].value == title
     member = log_in("mia", MEMBER_PASSWORD)
     with pytest.raises(ValueError, match="Could not find a navigation page"):
         member.switch_page("pages/analytics.py")
+
+
+def test_the_models_page_lists_the_workers_with_device_job_and_models(studio, studio_settings):
+    from studio.heartbeats import beat
+
+    with session_for(studio_settings.database_url) as session:
+        beat(
+            session=session,
+            name="gpu-host:0",
+            device="cuda:0",
+            current_job_id=42,
+            loaded_models=["preview (cuda:0, float16)"],
+            started_at=utcnow(),
+        )
+    at = page("admin_models", "admin")
+    assert not at.exception, at.exception
+    [table] = at.dataframe
+    row = table.value.iloc[0]
+    assert (row["worker"], row["status"], row["device"], row["current job"]) == ("gpu-host:0", "alive", "cuda:0", 42)
+    assert row["loaded models"] == "preview (cuda:0, float16)"
 
 
 def test_the_analytics_page_draws_every_chart_with_its_csv_and_follows_the_filters(studio, studio_settings):

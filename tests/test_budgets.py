@@ -18,6 +18,8 @@ from studio.storage import AssetStore
 from studio.validation import validate_image_bytes
 from tests.conftest import png_bytes
 
+pytestmark = pytest.mark.both_databases
+
 T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 UPLOAD = validate_image_bytes(png_bytes(256, 256))
 

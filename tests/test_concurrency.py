@@ -1,4 +1,4 @@
-"""Concurrent submits and claims against one SQLite file, from threads and from processes.
+"""Concurrent submits and claims against one database (SQLite file and PostgreSQL), from threads and processes.
 
 A user with exactly 10 credits (the trial) and jobs costing 1 credit each can get exactly 10 jobs,
 however many writers race for them; every other submit is refused with SubmitRefused, never with
@@ -24,7 +24,7 @@ from studio.config import Settings
 from studio.credits import Account, adjust, balance, ledger_sum
 from studio.db import session_for, write_session
 from studio.job_requests import custom_request
-from studio.models import CreditEntry, CreditKind, Job, JobStatus, Plan, User, utcnow
+from studio.models import CreditEntry, CreditKind, Job, JobStatus, Plan, Team, User, utcnow
 from studio.plans import TRIAL_CREDITS
 from studio.pricing import Quality
 from studio.queue import SubmitRefused, claim_next, submit_job
@@ -33,6 +33,8 @@ from studio.users import create_user
 from studio.validation import ValidatedImage, validate_image_bytes
 from tests._concurrency_child import submit_many
 from tests.conftest import png_bytes
+
+pytestmark = pytest.mark.both_databases
 
 PARAMS = Img2ImgParams(prompt="a watercolor shoe", strength=0.5, steps=4)
 PNG = png_bytes(256, 256)  # 256×256 on the preview model at standard quality: 1 credit
@@ -116,6 +118,49 @@ def test_threads_racing_to_submit_get_exactly_the_credits_there_are(studio, stud
     assert_spent_exactly_the_trial(studio_settings, user_id, job_ids)
 
 
+def test_team_members_racing_to_submit_never_take_the_team_over_its_budget(studio, studio_settings, upload):
+    # Two members with 10 credits each, a team budget of 5: without the team row lock (PostgreSQL),
+    # concurrent submits each see the same spend and several squeeze in past the limit.
+    threads, attempts, budget = 8, 3, 5
+    with session_for(studio_settings.database_url) as session:
+        team = Team(name="racers", monthly_budget=budget)
+        session.add(team)
+        session.commit()
+        team_id = team.id
+    members = []
+    for name in ("racer-a", "racer-b"):
+        user_id = make_user(studio_settings, name)
+        with session_for(studio_settings.database_url) as session:
+            user = session.get(User, user_id)
+            user.team_id = team_id
+            session.add(user)
+            session.commit()
+        members.append(user_id)
+    start = threading.Barrier(threads)
+
+    def run(user_id: int) -> tuple[list[int], list[str]]:
+        ok, errors = [], []
+        start.wait()
+        for _ in range(attempts):
+            try:
+                ok.append(submit(studio_settings, user_id, upload).id)
+            except SubmitRefused as exc:
+                if "budget" not in str(exc):
+                    errors.append(str(exc))
+            except Exception as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+        return ok, errors
+
+    with ThreadPoolExecutor(threads) as pool:
+        outcomes = [f.result(timeout=120) for f in [pool.submit(run, members[n % 2]) for n in range(threads)]]
+    assert not [error for _, errors in outcomes for error in errors]
+    job_ids = [job_id for ok, _ in outcomes for job_id in ok]
+    assert len(job_ids) == len(set(job_ids)) == budget
+    with session_for(studio_settings.database_url) as session:
+        spent = session.exec(select(func.sum(Job.cost)).where(Job.team_id == team_id)).one()
+    assert spent == budget
+
+
 def test_processes_racing_to_submit_get_exactly_the_credits_there_are(studio, studio_settings, tmp_path, monkeypatch):
     processes, attempts = 4, 6
     user_id = make_user(studio_settings, "racer")
@@ -195,14 +240,18 @@ def test_concurrent_claims_take_every_job_once_in_queue_order(studio, studio_set
                 return claimed
             claimed.append(job)
             # The queue only shrinks, so once this claim committed no job it should have come
-            # after can still be queued.
-            with session_for(studio_settings.database_url) as session:
+            # after can still be queued — except one another worker is claiming right now: on
+            # PostgreSQL a claim skips rows locked by a concurrent claim (SKIP LOCKED), so skip them too.
+            with write_session(studio_settings.database_url) as session:
                 ahead = session.exec(
-                    select(Job).where(
+                    select(Job)
+                    .where(
                         Job.status == JobStatus.queued,
                         (Job.priority > job.priority) | ((Job.priority == job.priority) & (Job.id < job.id)),
                     )
+                    .with_for_update(skip_locked=True)
                 ).all()
+                session.rollback()
             if ahead:
                 overtaken.put(f"{worker} claimed #{job.id} while #{[j.id for j in ahead]} were ahead of it")
 

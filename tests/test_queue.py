@@ -30,6 +30,8 @@ from studio.users import create_user, get_user
 from studio.validation import validate_image_bytes
 from tests.conftest import png_bytes
 
+pytestmark = pytest.mark.both_databases
+
 T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 PARAMS = Img2ImgParams(prompt="x", strength=0.5, steps=4)
 UPLOAD = validate_image_bytes(png_bytes(256, 256))

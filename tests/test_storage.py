@@ -42,3 +42,14 @@ def test_delete_and_exists(tmp_path):
     store.delete(sha)
     assert not store.exists(sha)
     store.delete(sha)  # deleting twice is harmless
+
+
+def test_storage_dir_setting_moves_the_asset_store(tmp_path) -> None:
+    from studio.config import load_settings
+
+    env = {"STUDIO_DATA_DIR": str(tmp_path / "data")}
+    assert load_settings(env, secrets_path=tmp_path / "none.toml").assets_dir == tmp_path / "data" / "assets"
+    shared = load_settings({**env, "STUDIO_STORAGE_DIR": str(tmp_path / "shared")}, secrets_path=tmp_path / "x")
+    assert shared.assets_dir == tmp_path / "shared"
+    with pytest.raises(ValueError, match="must be a folder"):
+        load_settings({**env, "STUDIO_STORAGE_DIR": "s3://bucket/assets"}, secrets_path=tmp_path / "x")

@@ -285,8 +285,21 @@ def test_worker_help_documents_the_options() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "python -m studio.worker" in done.stdout
-    for option in ("--once", "--lease", "--poll", "--name"):
+    for option in ("--once", "--lease", "--poll", "--name", "--device"):
         assert option in done.stdout
+
+
+def test_worker_refuses_a_device_it_does_not_have() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "studio.worker", "--device", "no-such-device:0"],
+        cwd=PROJECT_ROOT,
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "--device no-such-device:0" in done.stderr
 
 
 @pytest.mark.parametrize("option", ["--lease", "--poll"])

@@ -40,9 +40,14 @@ def set_device(device: str | None) -> None:
     """Run every model of this process on `device` ("cpu", "cuda", "cuda:1", "mps"); None: pick_device's choice."""
     global _device_override
     if device is not None:
-        torch.device(device)  # refuse a malformed name now, not at the first job
-        if device.startswith("cuda") and not torch.cuda.is_available():
+        parsed = torch.device(device)  # refuse a malformed name now, not at the first job
+        if parsed.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"Device {device!r} asked for, but CUDA is not available on this machine")
+        if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"Device {device!r} asked for, but this machine has {torch.cuda.device_count()} CUDA device(s) "
+                f"(cuda:0 … cuda:{torch.cuda.device_count() - 1})"
+            )
     _device_override = device
 
 

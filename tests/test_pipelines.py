@@ -300,3 +300,16 @@ def test_bad_params_are_refused_before_loading(
 def test_empty_or_tiny_image_is_refused(preview: ModelRef, size: tuple[int, int]) -> None:
     with pytest.raises(PipelineInputError, match="needs at least 8 px per side"):
         run(preview, image=Image.new("RGB", size))
+
+
+def test_a_worker_device_the_machine_does_not_have_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelines import cache
+
+    monkeypatch.setattr(cache.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(cache.torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match=r"has 1 CUDA device\(s\) \(cuda:0 … cuda:0\)"):
+        cache.set_device("cuda:7")
+    monkeypatch.setattr(cache.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        cache.set_device("cuda:0")
+    assert cache._device_override is None  # a refusal sets nothing

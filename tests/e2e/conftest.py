@@ -148,13 +148,16 @@ def log_in(page, url: str, username: str = "admin", password: str = ADMIN_PASSWO
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     page.goto(url)
+    wait_for_idle(page)
+    page.wait_for_timeout(1500)  # the cookie component's rerun comes right after the first paint
     for attempt in range(3):
         wait_for_idle(page)
-        page.get_by_label("Username").fill(username)
-        page.get_by_role("textbox", name="Password").fill(password)
-        page.get_by_role("button", name="Login").click()
+        # `.last`: while a rerun replaces the form, the fading old one can still be in the page.
+        page.get_by_label("Username").last.fill(username)
+        page.get_by_role("textbox", name="Password").last.fill(password)
+        page.get_by_role("button", name="Login").last.click()
         try:
-            page.get_by_text(expect, exact=True).first.wait_for(timeout=30_000 if attempt < 2 else RUN_TIMEOUT_MS)
+            page.get_by_text(expect, exact=True).first.wait_for(timeout=60_000 if attempt < 2 else RUN_TIMEOUT_MS)
             break
         except PlaywrightTimeout:
             if attempt == 2:

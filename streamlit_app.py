@@ -16,22 +16,11 @@ if config.in_process_worker:
 
 authenticator = ui.authenticator(report)
 user = ui.current_user()
+ui.forget_other_users_state(user)
 if user is None:
-    if st.session_state.get("authentication_status"):
-        # Logged in by cookie or session, but the account is gone or deactivated.
-        authenticator.logout(location="unrendered")
-    st.title("Img2Img Studio")
-    authenticator.login(location="main", key="studio_login")
-    st.caption(
-        "First run? The admin password was printed once in the console that started the studio "
-        "(or set it beforehand with STUDIO_ADMIN_PASSWORD)."
-    )
-    if st.session_state.get("authentication_status") is False:
-        st.error("Username or password is incorrect.")
+    ui.login_form(authenticator)
     if ui.current_user() is not None:
         st.rerun()  # logged in just now: start over without the login form on screen
-
-if user is None:
     st.navigation([st.Page(lambda: None, title="Log in", icon=":material/login:")], position="hidden").run()
     st.stop()
 
@@ -59,7 +48,8 @@ if user.role is Role.admin:
 
 with st.sidebar:
     st.caption(f"Signed in as **{user.display_name}** ({user.username}, {user.role.value})")
-    authenticator.logout("Log out", location="sidebar", key="studio_logout")
+    if st.button("Log out", icon=":material/logout:", key="studio_logout"):
+        ui.log_out(authenticator)
     ui_admin.budget_alert(user)
 
 st.navigation(navigation).run()

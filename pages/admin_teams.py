@@ -4,7 +4,7 @@ import streamlit as st
 
 from studio import admin, ui, ui_admin
 from studio.budgets import all_budget_statuses
-from studio.models import Role, utcnow
+from studio.models import DEFAULT_ALERT_PERCENT, MAX_ALERT_PERCENT, MIN_ALERT_PERCENT, Role, utcnow
 from studio.users import list_users
 
 actor = ui.require_user(Role.admin)
@@ -16,7 +16,12 @@ with st.form("create_team", clear_on_submit=True):
     name = st.text_input("Name")
     budget_col, alert_col = st.columns(2)
     budget = budget_col.number_input("Monthly budget (credits; 0 = none)", min_value=0, step=100, value=0)
-    alert = alert_col.slider("Alert at (% of the budget)", 1, 100, 80)
+    alert = alert_col.slider(
+        "Alert at (% of the budget)",
+        min_value=MIN_ALERT_PERCENT,
+        max_value=MAX_ALERT_PERCENT,
+        value=DEFAULT_ALERT_PERCENT,
+    )
     if st.form_submit_button("Create team"):
         created = ui_admin.admin_action(
             admin.create_team, actor=actor, name=name, monthly_budget=budget or None, budget_alert_percent=alert
@@ -69,7 +74,12 @@ with rename_col.form("rename_team"):
         st.success(f"Renamed to {' '.join(new_name.split())}.")
 with budget_col.form("set_budget"):
     budget = st.number_input("Monthly budget (credits; 0 = none)", min_value=0, step=100, value=team.budget or 0)
-    alert = st.slider("Alert at (% of the budget)", 1, 100, team.alert_percent)
+    alert = st.slider(
+        "Alert at (% of the budget)",
+        min_value=MIN_ALERT_PERCENT,
+        max_value=MAX_ALERT_PERCENT,
+        value=team.alert_percent,
+    )
     if st.form_submit_button("Set budget") and ui_admin.admin_action(
         admin.set_team_budget,
         actor=actor,

@@ -43,7 +43,7 @@ with settings_col:
             for name, why in uploads.rejected:
                 st.caption(f"**{name}**: {why}")
 
-    style = ui_forms.style_picker(PREFIX, catalogue, config, image_to_image_only=False)
+    style = ui_forms.style_picker(PREFIX, catalogue, config)
     params, quality, noise_level = ui_forms.run_settings(PREFIX, style)
     upscaling = style is not None and style.task.upscale_factor is not None
     control = None if upscaling else ui_forms.control_settings(PREFIX, None, seed=params.seed)

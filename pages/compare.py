@@ -5,7 +5,16 @@ import streamlit as st
 from PIL import Image
 
 from studio import ui
-from studio.compare import difference, recipe_differences, same_size, split_view, zoomed
+from studio.compare import (
+    CENTRE_STEP,
+    MAX_ZOOM,
+    ZOOM_STEP,
+    difference,
+    recipe_differences,
+    same_size,
+    split_view,
+    zoomed,
+)
 from studio.jobs import list_user_jobs
 
 SOURCE_AND_RESULT, TWO_RESULTS = "Source and result", "Two results"
@@ -55,15 +64,23 @@ view = st.segmented_control(
     "View", ["Side by side", "Slider", "Difference"], default="Side by side", key="compare.view"
 )
 zoom_col, x_col, y_col = st.columns(3)
-zoom = zoom_col.slider("Zoom (both)", 1.0, 8.0, 1.0, 0.5, key="compare.zoom")
-center = (
-    x_col.slider("Centre x", 0.0, 1.0, 0.5, 0.05, key="compare.x", disabled=zoom == 1),
-    y_col.slider("Centre y", 0.0, 1.0, 0.5, 0.05, key="compare.y", disabled=zoom == 1),
+zoom = zoom_col.slider("Zoom (both)", min_value=1.0, max_value=MAX_ZOOM, value=1.0, step=ZOOM_STEP, key="compare.zoom")
+center = tuple(
+    column.slider(
+        f"Centre {axis}",
+        min_value=0.0,
+        max_value=1.0,
+        value=0.5,
+        step=CENTRE_STEP,
+        key=f"compare.{axis}",
+        disabled=zoom == 1,
+    )
+    for column, axis in ((x_col, "x"), (y_col, "y"))
 )
 first_view, second_view = zoomed(first, zoom, center), zoomed(second, zoom, center)
 
 if view == "Slider":
-    split = st.slider(f"◀ {left[1]} · {right[1]} ▶", 0, 100, 50, key="compare.split")
+    split = st.slider(f"◀ {left[1]} · {right[1]} ▶", min_value=0, max_value=100, value=50, key="compare.split")
     st.image(split_view(first_view, second_view, split / 100), width="stretch")
 elif view == "Difference":
     diff = difference(first_view, second_view)

@@ -70,17 +70,25 @@ for index, row in enumerate(page.rows):
         st.caption(ui.job_summary(job))
         if job.error:
             st.caption(f":material/error: {job.error} · {job.cost} credits refunded")
-        actions = st.columns(3)
+        # Buttons side by side while they fit, wrapping below each other when the card is narrow.
+        actions = st.container(horizontal=True, gap="small")
         if row.result is not None and store.exists(row.result.sha256):
-            actions[0].download_button(
-                "Download", store.read(row.result.sha256), f"img2img-{job.id}.png", "image/png", key=f"dl-{job.id}"
+            actions.download_button(
+                "Download",
+                store.read(row.result.sha256),
+                file_name=f"img2img-{job.id}.png",
+                mime="image/png",
+                icon=":material/download:",
+                key=f"dl-{job.id}",
             )
-        if actions[1].button("Remix", key=f"remix-{job.id}", help="Open Transform with this job's settings."):
+        if actions.button(
+            "Remix", icon=":material/tune:", key=f"remix-{job.id}", help="Open Transform with this job's settings."
+        ):
             settings_used = {**job.params, "style": job.style, "quality": job.quality, **(job.recipe or {})}
             ui_forms.load_recipe_into_form("transform", settings_used, catalogue)
             st.switch_page("pages/transform.py")
-        if job.status.is_final and actions[2].button(
-            "Delete", key=f"delete-{job.id}", help="Its images go; the credits record stays."
+        if job.status.is_final and actions.button(
+            "Delete", icon=":material/delete:", key=f"delete-{job.id}", help="Its images go; the credits record stays."
         ):
             with ui.db_write_session() as session:
                 delete_job(session=session, store=store, user=user, job_id=job.id)

@@ -18,9 +18,11 @@ source_col, result_col = st.columns(2, gap="large")
 
 with source_col:
     source = ui_forms.source_uploader(PREFIX)
+    if source is not None and source.recipe is not None:
+        ui_forms.recipe_offer(PREFIX, source, catalogue, config, user, job_key=JOB_KEY)
     mask = ui_forms.mask_editor(PREFIX, source) if source is not None else None
 
-    style = ui_forms.style_picker(PREFIX, catalogue, config, image_to_image_only=True)
+    style = ui_forms.style_picker(PREFIX, catalogue, config)
     params, quality, _ = ui_forms.run_settings(PREFIX, style)
     inpaint = ui_forms.mask_options(PREFIX)
     control = ui_forms.control_settings(PREFIX, source, seed=params.seed)
@@ -28,6 +30,7 @@ with source_col:
     request = None
     if source is not None and mask is not None:
         request = ui_forms.make_request(config, catalogue, style, params, quality, control=control, inpaint=inpaint)
+    ui_forms.preset_bar(PREFIX, user, catalogue, request)
     if request is not None:
         ui_forms.price_caption(config, user, request, source.upload)
     inpaint_clicked = st.button(

@@ -23,11 +23,13 @@ with settings_col:
     mask = inpaint = None
     if source is not None:
         st.image(source.upload.image, caption=f"{source.name} · {source.upload.width}×{source.upload.height}")
+        if source.recipe is not None:  # a sweep varies the strength: the recipe's settings, not a re-run
+            ui_forms.recipe_offer(PREFIX, source, catalogue, config, user, job_key=SWEEP_KEY, rerun=False)
         if st.toggle("Inpaint: repaint only a masked area", key="sweep.inpaint"):
             mask = ui_forms.mask_editor(PREFIX, source)
             inpaint = ui_forms.mask_options(PREFIX)
-    style = ui_forms.style_picker(PREFIX, catalogue, config, image_to_image_only=True)
-    params, quality, _ = ui_forms.run_settings(PREFIX, style)
+    style = ui_forms.style_picker(PREFIX, catalogue, config)
+    params, quality, _ = ui_forms.run_settings(PREFIX, style, with_strength=False)
     plan = ui_sweeps.plan_inputs(PREFIX)
 
     cells = request = None

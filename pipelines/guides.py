@@ -38,6 +38,14 @@ def _controlnet_aux() -> None:
     sys.modules["controlnet_aux"] = package
 
 
+def import_detectors() -> None:
+    """Import the detectors `make_guide` uses (see pipelines.import_model_stack)."""
+    _controlnet_aux()
+    from controlnet_aux.canny import CannyDetector  # noqa: F401
+    from controlnet_aux.lineart_standard import LineartStandardDetector  # noqa: F401
+    from controlnet_aux.shuffle import ContentShuffleDetector  # noqa: F401
+
+
 def make_guide(image: Image.Image, control: ControlParams, *, seed: int = 0) -> Image.Image:
     """The guide image for `image` (RGB, same size), as the ControlNet of `control.guide` expects it.
 

@@ -5,16 +5,22 @@ Torch-free, so the web app validates a request before storing anything or loadin
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import math
+from dataclasses import MISSING, asdict, dataclass, fields
 from enum import StrEnum
 from typing import Any
 
 from pipelines.errors import PipelineInputError
 
+# The limits every run is checked against. The web forms' widgets take their ranges from these same
+# constants, so a value the studio accepts anywhere (a recipe, a preset, a sweep cell) fits every form.
 MAX_PROMPT_CHARS = 2000
 MAX_STEPS = 150
 MAX_GUIDANCE = 30.0
+MAX_STRENGTH = 1.0
 MAX_SEED = 2**32 - 1
+MAX_CONTROL_SCALE = 2.0  # ControlNet conditioning scale
+MAX_CANNY_THRESHOLD = 255
 # The VAE maps 8×8 pixels to one latent, so both sides must be multiples of 8.
 SIZE_MULTIPLE = 8
 # Upscalers decode the whole output at once; beyond this long side the VAE decode of a real
@@ -32,6 +38,7 @@ MAX_SWEEP_MEMBERS = 12  # cells of one strength sweep
 MAX_MASK_BLUR = 64
 MAX_MASK_PADDING = 256
 MAX_NOISE_LEVEL = 350  # the 4× upscaler's max_noise_level
+DEFAULT_NOISE_LEVEL = 20
 
 
 class Task(StrEnum):
@@ -75,8 +82,8 @@ class Img2ImgParams:
             raise PipelineInputError("Write a prompt: it describes what the result should look like.")
         if len(self.prompt) > MAX_PROMPT_CHARS or len(self.negative_prompt) > MAX_PROMPT_CHARS:
             raise PipelineInputError(f"Prompts are limited to {MAX_PROMPT_CHARS} characters.")
-        if not 0.0 <= self.strength <= 1.0:
-            raise PipelineInputError(f"Strength must be between 0 and 1, got {self.strength}.")
+        if not 0.0 <= self.strength <= MAX_STRENGTH:
+            raise PipelineInputError(f"Strength must be between 0 and {MAX_STRENGTH:g}, got {self.strength}.")
         if not 1 <= self.steps <= MAX_STEPS:
             raise PipelineInputError(f"Steps must be between 1 and {MAX_STEPS}, got {self.steps}.")
         if uses_strength and self.denoising_steps < 1:
@@ -113,11 +120,13 @@ class ControlParams:
     high_threshold: int = 200  # canny only
 
     def check(self) -> None:
-        if not 0.0 <= self.conditioning_scale <= 2.0:
-            raise PipelineInputError(f"ControlNet strength must be between 0 and 2, got {self.conditioning_scale}.")
-        if not 0 <= self.low_threshold < self.high_threshold <= 255:
+        if not 0.0 <= self.conditioning_scale <= MAX_CONTROL_SCALE:
             raise PipelineInputError(
-                "Edge thresholds need 0 ≤ low < high ≤ 255, "
+                f"ControlNet strength must be between 0 and {MAX_CONTROL_SCALE:g}, got {self.conditioning_scale}."
+            )
+        if not 0 <= self.low_threshold < self.high_threshold <= MAX_CANNY_THRESHOLD:
+            raise PipelineInputError(
+                f"Edge thresholds need 0 ≤ low < high ≤ {MAX_CANNY_THRESHOLD}, "
                 f"got low {self.low_threshold} and high {self.high_threshold}."
             )
 
@@ -148,7 +157,7 @@ class RunSpec:
     params: Img2ImgParams
     control: ControlParams | None = None  # img2img and inpaint only
     inpaint: InpaintParams | None = None  # inpaint only
-    noise_level: int = 20  # 4× upscaler only: noise added to the low-res input
+    noise_level: int = DEFAULT_NOISE_LEVEL  # 4× upscaler only: noise added to the low-res input
 
     @property
     def denoising_steps(self) -> int:
@@ -156,8 +165,18 @@ class RunSpec:
         return self.params.steps if self.task.upscale_factor is not None else self.params.denoising_steps
 
     def check(self) -> None:
+        """Everything a run needs: values in range, a prompt and at least one denoising step."""
         upscaling = self.task.upscale_factor is not None
         self.params.check(uses_strength=not upscaling, needs_prompt=not upscaling)
+        self._check_options()
+
+    def check_ranges(self) -> None:
+        """Every value within the studio's limits; a form being filled in may still lack a prompt or steps."""
+        self.params.check(uses_strength=False, needs_prompt=False)
+        self._check_options()
+
+    def _check_options(self) -> None:
+        upscaling = self.task.upscale_factor is not None
         if self.control is not None:
             if upscaling:
                 raise PipelineInputError("ControlNet guidance applies to image-to-image and inpainting, not upscaling.")
@@ -180,20 +199,57 @@ class RunSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSpec:
-        """Read back `to_dict` (or a recipe, which holds it plus what ran); unknown keys are ignored."""
+        """Read back `to_dict` (or a recipe, which holds it plus what ran); unknown keys are ignored.
+
+        A recipe may come from an uploaded file, so every value's type is checked here: a wrong one is a
+        PipelineInputError naming the key, never a TypeError deep inside a check or a pipeline.
+        """
+        if not isinstance(data, dict):
+            raise PipelineInputError(f"Not a usable recipe: expected a JSON object, got {type(data).__name__}.")
         try:
-            params = Img2ImgParams(**{f.name: data[f.name] for f in fields(Img2ImgParams) if f.name in data})
-            control = data.get("control")
-            inpaint = data.get("inpaint")
+            control, inpaint = data.get("control"), data.get("inpaint")
             return cls(
-                task=Task(data.get("task", Task.img2img)),
-                params=params,
-                control=ControlParams(**{**control, "guide": Guide(control["guide"])}) if control else None,
-                inpaint=InpaintParams(**inpaint) if inpaint else None,
-                noise_level=int(data.get("noise_level", 20)),
+                task=Task(_typed(data, "task", str, Task.img2img.value)),
+                params=_read(Img2ImgParams, data, "recipe"),
+                control=_read(ControlParams, _table(control, "control"), "control") if control else None,
+                inpaint=_read(InpaintParams, _table(inpaint, "inpaint"), "inpaint") if inpaint else None,
+                noise_level=_typed(data, "noise_level", int, DEFAULT_NOISE_LEVEL),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except ValueError as exc:  # PipelineInputError, or an unknown task or guide
             raise PipelineInputError(f"Not a usable recipe: {exc}") from exc
+
+
+def _table(value: object, key: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise PipelineInputError(f"{key} should be a table of settings, got {value!r}.")
+    return value
+
+
+def _typed(data: dict[str, Any], key: str, kind: type, default: object = MISSING) -> Any:
+    """data[key] if it is a `kind` (an int counts as a float, a bool as neither); `default` if absent."""
+    if key not in data:
+        if default is MISSING:
+            raise PipelineInputError(f"{key} is missing.")
+        return default
+    value = data[key]
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is float and numeric and math.isfinite(value):
+        return float(value)
+    if kind is not float and isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+        return value
+    name = {str: "text", int: "a whole number", float: "a finite number", bool: "true or false"}[kind]
+    raise PipelineInputError(f"{key} should be {name}, got {value!r}.")
+
+
+def _read(cls: type, data: dict[str, Any], where: str):
+    """A `cls` dataclass from `data`, every field type-checked (unknown keys in `data` ignored)."""
+    values = {}
+    for field in fields(cls):
+        kind = {"str": str, "int": int, "float": float, "bool": bool, "Guide": str}[field.type]
+        values[field.name] = _typed(data, field.name, kind, field.default)
+    if "guide" in values:
+        values["guide"] = Guide(values["guide"])
+    return cls(**values)
 
 
 def check_upscale_size(width: int, height: int, factor: int) -> None:

@@ -20,7 +20,20 @@ from datetime import datetime
 from sqlmodel import Session, col, select
 
 from studio.credits import Account, InsufficientCredits, add_credits, adjust
-from studio.models import AuditAction, AuditEntry, CreditEntry, CreditKind, Plan, Role, Team, User, utcnow
+from studio.models import (
+    DEFAULT_ALERT_PERCENT,
+    MAX_ALERT_PERCENT,
+    MIN_ALERT_PERCENT,
+    AuditAction,
+    AuditEntry,
+    CreditEntry,
+    CreditKind,
+    Plan,
+    Role,
+    Team,
+    User,
+    utcnow,
+)
 from studio.users import MIN_PASSWORD_LENGTH, UserError, add_user, hash_password
 
 TEMPORARY_PASSWORD_BYTES = 12  # token_urlsafe: 16 characters
@@ -223,7 +236,12 @@ def temporary_password() -> str:
 
 
 def create_team(
-    *, session: Session, actor: User, name: str, monthly_budget: int | None = None, budget_alert_percent: int = 80
+    *,
+    session: Session,
+    actor: User,
+    name: str,
+    monthly_budget: int | None = None,
+    budget_alert_percent: int = DEFAULT_ALERT_PERCENT,
 ) -> Team:
     with _audited(session, actor, AuditAction.team_create, utcnow()) as entry:
         name = _team_name(name)
@@ -291,8 +309,11 @@ def _name_free(session: Session, name: str) -> None:
 def _check_budget(monthly_budget: int | None, alert_percent: int) -> None:
     if monthly_budget is not None and (not isinstance(monthly_budget, int) or monthly_budget < 0):
         raise AdminError(f"A monthly budget is a whole number of credits, 0 or more; got {monthly_budget!r}.")
-    if not isinstance(alert_percent, int) or not 1 <= alert_percent <= 100:
-        raise AdminError(f"The alert threshold is a percentage from 1 to 100; got {alert_percent!r}.")
+    if not isinstance(alert_percent, int) or not MIN_ALERT_PERCENT <= alert_percent <= MAX_ALERT_PERCENT:
+        raise AdminError(
+            f"The alert threshold is a percentage from {MIN_ALERT_PERCENT} to {MAX_ALERT_PERCENT}; "
+            f"got {alert_percent!r}."
+        )
 
 
 # Credits

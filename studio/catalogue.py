@@ -18,6 +18,9 @@ from pipelines.registry import PREVIEW_MODELS
 from studio.config import Settings
 from studio.pricing import Quality
 
+# Base credits per run of a model (the quality tier and high resolution multiply it: studio.pricing).
+MIN_CREDITS, MAX_CREDITS = 1, 20
+
 
 class CatalogueError(ValueError):
     """The catalogue file is missing or malformed; the message says where."""
@@ -61,6 +64,7 @@ class ModelEntry:
     location: str  # hub id or folder
     about: str = ""
     family: str = "sd15"
+    credits: int = 0  # base credits per run (0 for a ControlNet, which only steers another model's run)
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,7 @@ class Style:
     strength: float
     guidance: float
     qualities: tuple[Quality, ...]
-    credits: int
+    credits: int  # its model's: a price follows what runs, not a style's label
 
     def prompt_for(self, user_prompt: str) -> str:
         """The template filled with what the user wrote; an empty prompt leaves no dangling commas."""
@@ -106,6 +110,11 @@ class Catalogue:
         """What the worker loads for a model: the preview stand-in of its kind in preview mode."""
         entry = self.models[model]
         return entry.kind.preview if settings.uses_preview_model else entry.location
+
+    @staticmethod
+    def kind_for(task: Task) -> ModelKind:
+        """The kind of model that runs `task` (inpainting runs on the sd models too)."""
+        return _TASK_KINDS[task]
 
     def controlnet_for(self, guide: Guide) -> ModelEntry:
         if guide not in self.controlnets:
@@ -213,12 +222,22 @@ def _model(name: str, entry: object, source: str) -> ModelEntry:
     location = _field(entry, "location", str, where).strip()
     if not location:
         raise CatalogueError(f"{where}: `location` is empty.")
+    credits = 0
+    if kind is not ModelKind.controlnet:
+        credits = _field(entry, "credits", int, where)
+        if not MIN_CREDITS <= credits <= MAX_CREDITS:
+            raise CatalogueError(
+                f"{where}: credits must be a whole number from {MIN_CREDITS} to {MAX_CREDITS}, got {credits}."
+            )
+    elif "credits" in entry:
+        raise CatalogueError(f"{where}: a ControlNet has no price of its own; it steers the run of a style's model.")
     return ModelEntry(
         name=name,
         kind=kind,
         location=location,
         about=_field(entry, "about", str, where, ""),
         family=_field(entry, "family", str, where, "sd15"),
+        credits=credits,
     )
 
 
@@ -241,16 +260,18 @@ def _style(style_id: str, entry: object, models: dict[str, ModelEntry], source: 
     prompt = _field(entry, "prompt", str, where)
     if "{prompt}" not in prompt:
         raise CatalogueError(f"{where}: the prompt template must contain {{prompt}} (where the user's words go).")
+    if "credits" in entry:
+        raise CatalogueError(
+            f"{where}: a style has no price of its own; set `credits` on its model, [models.{model}] "
+            "(a price follows the model that runs)."
+        )
     strength = _field(entry, "strength", float, where, 0.6)
     guidance = _field(entry, "guidance", float, where, 7.5)
-    credits = _field(entry, "credits", int, where)
     qualities = _field(entry, "qualities", list, where, ["standard"])
     if not 0.0 < strength <= 1.0:
         raise CatalogueError(f"{where}: strength must be in (0, 1], got {strength}.")
     if not 0.0 <= guidance <= MAX_GUIDANCE:
         raise CatalogueError(f"{where}: guidance must be between 0 and {MAX_GUIDANCE:g}, got {guidance}.")
-    if not 1 <= credits <= 20:
-        raise CatalogueError(f"{where}: credits must be a whole number from 1 to 20, got {credits}.")
     try:
         tiers = tuple(Quality(q) for q in qualities)
     except ValueError:
@@ -268,5 +289,5 @@ def _style(style_id: str, entry: object, models: dict[str, ModelEntry], source: 
         strength=strength,
         guidance=guidance,
         qualities=tiers,
-        credits=credits,
+        credits=models[model].credits,
     )

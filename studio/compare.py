@@ -10,6 +10,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 DIVIDER = (255, 255, 255)
+MAX_ZOOM, ZOOM_STEP = 8.0, 0.5  # the Compare page's zoom: up to 8× on the same centre for both images
+CENTRE_STEP = 0.05
 
 
 def same_size(first: Image.Image, second: Image.Image) -> tuple[Image.Image, Image.Image]:

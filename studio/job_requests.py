@@ -1,9 +1,10 @@
 """What a user asks the studio to run, before it is priced and queued: a `JobRequest`.
 
-A request is built from a catalogue style (its model, prompt template, negative prompt and credits),
-from the user's own settings on the configured model, or from a result's recipe (an exact re-run).
-Building one resolves every model to what the worker will load and refuses what cannot run here,
-with a message that says why; nothing is stored or charged until `studio.queue.submit_job`.
+A request is built from a catalogue style (its model, prompt template and negative prompt), from the
+user's own settings on the configured model, or from a result's recipe (an exact re-run). Building one
+resolves every model to what the worker will load and refuses what cannot run here, with a message that
+says why; nothing is stored or charged until `studio.queue.submit_job`. The price follows the model that
+runs: its catalogue entry's credits, or the configured model's (STUDIO_MODEL_COST).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from typing import Any
 
 from pipelines.errors import PipelineInputError
 from pipelines.params import ControlParams, Img2ImgParams, InpaintParams, RunSpec, Task
-from studio.catalogue import Catalogue, CatalogueError, Style
+from studio.catalogue import Catalogue, CatalogueError, ModelEntry, ModelKind, Style
 from studio.config import Settings
-from studio.pricing import QUALITY_TIERS, Quality, base_cost
+from studio.pricing import QUALITY_TIERS, Quality, configured_model_credits
+
+CANNOT_RERUN = "This file's recipe cannot be re-run"
 
 
 class SubmitRefused(ValueError):
@@ -27,7 +30,10 @@ class JobRequest:
     spec: RunSpec  # what runs: the final prompts (style template applied) and the ControlNet's location
     model: str  # what the worker loads: a preview model name, a hub id or a folder
     quality: Quality
-    base_credits: int  # before the quality and high-resolution multipliers (studio.pricing)
+    # The running model's price per run, before the quality and high-resolution multipliers
+    # (studio.pricing): its catalogue entry's credits, or the configured model's. Never a style's label.
+    base_credits: int
+    catalogue_model: str | None = None  # the [models] entry that runs; None: the configured model (STUDIO_MODEL)
     style: str | None = None  # the catalogue style, None for the user's own settings
     user_prompt: str = ""  # what the user wrote, before the style's template
     user_negative_prompt: str = ""
@@ -54,6 +60,7 @@ class JobRequest:
         return self.spec.to_dict() | {
             "user_prompt": self.user_prompt,
             "user_negative_prompt": self.user_negative_prompt,
+            "catalogue_model": self.catalogue_model,
         }
 
 
@@ -82,7 +89,7 @@ def custom_request(
         ),
         model=settings.model,
         quality=quality,
-        base_credits=base_cost(settings.model, settings.model_cost),
+        base_credits=configured_model_credits(settings),
         user_prompt=params.prompt,
         user_negative_prompt=params.negative_prompt,
     )
@@ -134,7 +141,8 @@ def style_request(
         ),
         model=catalogue.location(style.model, settings),
         quality=quality,
-        base_credits=style.credits,
+        base_credits=entry.credits,
+        catalogue_model=entry.name,
         style=style.id,
         user_prompt=params.prompt,
         user_negative_prompt=params.negative_prompt,
@@ -142,37 +150,131 @@ def style_request(
 
 
 def recipe_request(*, settings: Settings, catalogue: Catalogue, recipe: dict[str, Any]) -> JobRequest:
-    """The request that made a result, read back from its recipe: same model, prompts, settings and seed.
+    """The request that made a result, read back from its recipe: same model, prompts, settings and seed,
+    priced by the model that runs (never by the style the recipe names).
 
     Only models this studio offers are accepted (the configured model and the catalogue's, or their
     preview stand-ins): a recipe comes from an uploaded file, and loading whatever folder or hub id a
-    file names would let a stranger's PNG decide what code and weights the worker loads.
+    file names would let a stranger's PNG decide what code and weights the worker loads. The style is
+    kept as the job's label only when that style runs the same model today.
     """
-    try:
-        spec = RunSpec.from_dict(recipe)
-        quality = Quality(recipe.get("quality", Quality.standard))
-    except (PipelineInputError, ValueError) as exc:
-        raise SubmitRefused(f"This file's recipe cannot be re-run: {exc}") from exc
-    model = str(recipe.get("model", ""))
-    offered = {settings.model} | {catalogue.location(name, settings) for name in catalogue.models}
-    if model not in offered:
-        raise SubmitRefused(
-            f"This recipe was made with the model {model!r}, which this studio does not offer. "
-            "Ask an admin to add it to the style catalogue."
-        )
-    if spec.control is not None and spec.control.model not in offered:
-        raise SubmitRefused(f"This recipe's ControlNet {spec.control.model!r} is not one this studio offers.")
+    spec, quality = read_recipe_spec(recipe, refusal=CANNOT_RERUN)
+    model = recipe.get("model")
+    if not isinstance(model, str) or not model:
+        raise SubmitRefused("This file's recipe names no model, so it cannot be re-run.")
+    entry = _recipe_model(settings, catalogue, recipe, model, spec.task)
+    if entry is None:
+        base_credits = configured_model_credits(settings)
+    else:
+        _require_available(catalogue, entry.name, settings, what=f"This recipe runs the model {entry.name!r}")
+        base_credits = entry.credits
+    if spec.control is not None:
+        _recipe_control(settings, catalogue, spec.control, entry)
     style_id = recipe.get("style")
     style = catalogue.styles.get(style_id) if isinstance(style_id, str) else None
+    if style is not None and (entry is None or style.model != entry.name):
+        style = None  # the style runs another model now: the job is this recipe's run, not that style's
     return JobRequest(
         spec=spec,
         model=model,
         quality=quality,
-        base_credits=style.credits if style is not None else base_cost(model, settings.model_cost),
+        base_credits=base_credits,
+        catalogue_model=entry.name if entry is not None else None,
         style=style.id if style is not None else None,
-        user_prompt=str(recipe.get("user_prompt", spec.params.prompt)),
-        user_negative_prompt=str(recipe.get("user_negative_prompt", spec.params.negative_prompt)),
+        user_prompt=recipe_text(recipe, "user_prompt", spec.params.prompt, refusal=CANNOT_RERUN),
+        user_negative_prompt=recipe_text(
+            recipe, "user_negative_prompt", spec.params.negative_prompt, refusal=CANNOT_RERUN
+        ),
     )
+
+
+def read_recipe_spec(recipe: dict[str, Any], *, refusal: str) -> tuple[RunSpec, Quality]:
+    """What a recipe (or a job's params) asks to run, and its quality tier; SubmitRefused("<refusal>: why")."""
+    try:
+        return RunSpec.from_dict(recipe), Quality(recipe.get("quality", Quality.standard))
+    except (PipelineInputError, ValueError) as exc:
+        raise SubmitRefused(f"{refusal}: {exc}") from exc
+
+
+def recipe_text(recipe: dict[str, Any], key: str, default: str, *, refusal: str) -> str:
+    """A text entry of a recipe (`default` when absent); SubmitRefused("<refusal>: why") when it is not text."""
+    value = recipe.get(key, default)
+    if not isinstance(value, str):
+        raise SubmitRefused(f"{refusal}: {key} should be text, got {value!r}.")
+    return value
+
+
+def _recipe_model(
+    settings: Settings, catalogue: Catalogue, recipe: dict[str, Any], model: str, task: Task
+) -> ModelEntry | None:
+    """The catalogue model a recipe runs (None: the configured model), checked against what the worker loads.
+
+    Recipes name their catalogue model; older ones only name what the worker loaded, so that is matched to the
+    style's model, the configured model, or the one catalogue model at that location.
+    """
+    named = recipe.get("catalogue_model")
+    if named is not None:
+        if not isinstance(named, str) or named not in catalogue.models:
+            raise SubmitRefused(
+                f"This recipe was made with the catalogue model {named!r}, which this studio does not offer. "
+                "Ask an admin to add it to the style catalogue."
+            )
+        if catalogue.location(named, settings) != model:
+            raise SubmitRefused(
+                f"This recipe says the catalogue model {named!r} ran, but names {model!r} as what was loaded; "
+                f"{named!r} is {catalogue.location(named, settings)!r} here. It cannot be re-run as it is."
+            )
+        entry = catalogue.models[named]
+    else:
+        entry = _legacy_recipe_model(settings, catalogue, recipe, model)
+    if entry is None:
+        if task.upscale_factor is not None:
+            raise SubmitRefused("The configured model does not upscale; upscaling runs through the Upscale styles.")
+        return None
+    if catalogue.kind_for(task) is not entry.kind:
+        raise SubmitRefused(
+            f"This recipe asks the {entry.kind.value} model {entry.name!r} to run {task.label}, which it cannot do."
+        )
+    return entry
+
+
+def _legacy_recipe_model(
+    settings: Settings, catalogue: Catalogue, recipe: dict[str, Any], model: str
+) -> ModelEntry | None:
+    style_id = recipe.get("style")
+    style = catalogue.styles.get(style_id) if isinstance(style_id, str) else None
+    if style is not None and catalogue.location(style.model, settings) == model:
+        return catalogue.models[style.model]
+    if model == settings.model:
+        return None
+    matches = [entry for entry in catalogue.models.values() if catalogue.location(entry.name, settings) == model]
+    if len({entry.credits for entry in matches}) == 1 and matches[0].kind is not ModelKind.controlnet:
+        return matches[0]
+    if matches:
+        raise SubmitRefused(
+            f"This recipe names {model!r}, which several catalogue models run here at different prices; "
+            "it cannot tell which one made the result."
+        )
+    raise SubmitRefused(
+        f"This recipe was made with the model {model!r}, which this studio does not offer. "
+        "Ask an admin to add it to the style catalogue."
+    )
+
+
+def _recipe_control(settings: Settings, catalogue: Catalogue, control: ControlParams, entry: ModelEntry | None) -> None:
+    """A recipe's ControlNet must be one the catalogue offers, for the family of the model that runs."""
+    offered = [
+        controlnet
+        for controlnet in catalogue.models.values()
+        if controlnet.kind is ModelKind.controlnet and catalogue.location(controlnet.name, settings) == control.model
+    ]
+    if not offered:
+        raise SubmitRefused(f"This recipe's ControlNet {control.model!r} is not one this studio offers.")
+    if entry is not None and all(controlnet.family != entry.family for controlnet in offered):
+        raise SubmitRefused(
+            f"This recipe's ControlNet {control.model!r} is made for {offered[0].family} models, and "
+            f"{entry.name!r} is a {entry.family} model."
+        )
 
 
 def _require_available(catalogue: Catalogue, model: str, settings: Settings, *, what: str) -> None:

@@ -15,6 +15,7 @@ from PIL import Image
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from pipelines import import_model_stack
 from pipelines.errors import PipelineInputError
 from pipelines.params import InpaintParams, RunSpec, Task
 from studio.config import Settings
@@ -46,6 +47,7 @@ def render_job(
     should_stop: Callable[[], bool] | None = None,
 ) -> Rendered:
     """Run a job's spec on its source (and mask). Raises what the pipeline raises (the worker decides)."""
+    import_model_stack()
     spec = RunSpec.from_dict(job.params)
     source = Image.open(io.BytesIO(source_png)).convert("RGB")
     mask = Image.open(io.BytesIO(mask_png)).convert("L") if mask_png is not None else None
@@ -78,6 +80,7 @@ def render_sweep(
 
     on_step(step, total) counts the shared loop's steps; see pipelines.sweep.run_sweep for each cell's own.
     """
+    import_model_stack()
     from pipelines.registry import resolve_model
     from pipelines.sweep import SweepRequest, run_sweep
 
@@ -119,6 +122,7 @@ def _rendered(job: Job, spec: RunSpec, image: Image.Image, ran: dict) -> Rendere
     recipe = {
         "recipe_version": RECIPE_VERSION,
         "model": job.model,
+        "catalogue_model": job.params.get("catalogue_model"),
         "style": job.style,
         "quality": job.quality,
         **spec.to_dict(),

@@ -28,12 +28,16 @@ class Plan(StrEnum):
     pro_annual = "pro_annual"
 
 
+# A team's budget alert: the share of its monthly budget spent at which members and admins are warned.
+MIN_ALERT_PERCENT, MAX_ALERT_PERCENT, DEFAULT_ALERT_PERCENT = 1, 100, 80
+
+
 class TeamBase(SQLModel):
     name: str = Field(index=True, unique=True, min_length=1, max_length=80)
     # Credits the team's members may spend per calendar month (None: no limit); see studio.budgets.
     monthly_budget: int | None = Field(default=None, ge=0)
     # Members and admins see an alert once this share of the monthly budget is spent.
-    budget_alert_percent: int = Field(default=80, ge=1, le=100)
+    budget_alert_percent: int = Field(default=DEFAULT_ALERT_PERCENT, ge=MIN_ALERT_PERCENT, le=MAX_ALERT_PERCENT)
 
 
 class Team(TeamBase, table=True):

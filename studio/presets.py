@@ -1,7 +1,8 @@
 """Presets: saved settings, personal or shared with the team, that pin everything that changes pixels.
 
 A preset keeps the style (or "own settings"), the user's prompt and negative prompt, strength, quality,
-steps, guidance, the seed policy and seed, the ControlNet settings, and the model they resolved to.
+steps, guidance, the seed policy and seed, the ControlNet settings, the 4× upscaler's noise level, and the
+model they resolved to.
 Applying it to a new image gives the same look; if an admin has since pointed the style at another
 model, applying it is refused, so a campaign never changes look silently.
 """
@@ -16,7 +17,7 @@ from sqlalchemy import or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from pipelines.params import ControlParams, Guide, Img2ImgParams
+from pipelines.params import DEFAULT_NOISE_LEVEL, ControlParams, Guide, Img2ImgParams
 from studio.catalogue import Catalogue
 from studio.config import Settings
 from studio.job_requests import JobRequest, SubmitRefused, custom_request, style_request
@@ -46,6 +47,7 @@ class PresetSettings:
     seed: int
     seed_policy: SeedPolicy = SeedPolicy.fixed
     control: dict[str, Any] | None = None  # guide, conditioning_scale, low_threshold, high_threshold
+    noise_level: int = DEFAULT_NOISE_LEVEL  # the 4× upscaler's (presets saved before it had none: the default)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"quality": self.quality.value, "seed_policy": self.seed_policy.value}
@@ -69,6 +71,7 @@ class PresetSettings:
             seed=params.seed,
             seed_policy=seed_policy,
             control=None if control is None else {k: v for k, v in asdict(control).items() if k != "model"},
+            noise_level=request.spec.noise_level,
         )
 
 
@@ -99,6 +102,7 @@ def preset_request(
             params=params,
             quality=preset.quality,
             control=control,
+            noise_level=preset.noise_level,
         )
     if request.model != preset.model:
         raise SubmitRefused(

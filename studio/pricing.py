@@ -12,7 +12,7 @@ from enum import StrEnum
 from fractions import Fraction
 
 from pipelines.params import output_size, upscale_source_size
-from studio.config import PREVIEW_MODEL
+from studio.config import PREVIEW_MODEL, Settings
 
 # Basic models cost 1–2 credits a run, advanced ones 3–5 (the style catalogue sets them per style).
 PREVIEW_MODEL_COST = 1
@@ -60,6 +60,11 @@ def base_cost(model: str, configured_cost: int | None = None) -> int:
     if configured_cost is not None:
         return configured_cost
     return PREVIEW_MODEL_COST if model == PREVIEW_MODEL else DEFAULT_MODEL_COST
+
+
+def configured_model_credits(settings: Settings) -> int:
+    """Base credits per run of the configured model (STUDIO_MODEL): STUDIO_MODEL_COST, or by kind."""
+    return base_cost(settings.model, settings.model_cost)
 
 
 def price(

@@ -9,7 +9,8 @@ from PIL import Image, PngImagePlugin
 
 RECIPE_CHUNK = "img2img-studio:recipe"
 # 2: tasks (inpaint, upscale), style, ControlNet and inpaint options, user prompts, mask hash
-RECIPE_VERSION = 2
+# 3: the catalogue model that ran (None: the configured model), which a re-run is priced by
+RECIPE_VERSION = 3
 
 
 def png_with_recipe(image: Image.Image, recipe: dict) -> bytes:

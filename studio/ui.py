@@ -17,8 +17,10 @@ import streamlit as st
 import streamlit_authenticator as stauth
 from PIL import Image
 from sqlmodel import Session
+from streamlit_authenticator.utilities import LoginError
 
-from pipelines.params import Task
+from pipelines import import_model_stack
+from pipelines.params import RunSpec
 from studio.bootstrap import BootstrapReport, ConfigError, bootstrap
 from studio.config import Settings, get_settings
 from studio.db import session_for, write_session
@@ -60,6 +62,7 @@ def start_model_warmup(config: Settings) -> threading.Thread:
 
     def warm() -> None:
         try:
+            import_model_stack()
             from pipelines.cache import get_base_pipeline
             from pipelines.registry import resolve_model
 
@@ -111,6 +114,54 @@ def authenticator(report: BootstrapReport) -> stauth.Authenticate:
         auto_hash=False,
         login_sleep_time=0,
     )
+
+
+def login_form(authenticator: stauth.Authenticate) -> None:
+    """The login form, with the first-run hint and a clear message for a wrong password."""
+    if st.session_state.get("authentication_status"):
+        # Logged in by cookie or session, but the account is gone or deactivated since.
+        authenticator.logout(location="unrendered")
+    st.title("Img2Img Studio")
+    try:
+        authenticator.login(location="main", key="studio_login")
+    except LoginError:
+        # The browser holds a login cookie of an account that is gone or deactivated: forget it (`logout`
+        # makes the authenticator ignore the cookie for this session) and offer the form.
+        st.session_state["logout"] = True
+        authenticator.cookie_controller.delete_cookie()
+        authenticator.login(location="main", key="studio_login")
+    st.caption(
+        "First run? The admin password was printed once in the console that started the studio "
+        "(or set it beforehand with STUDIO_ADMIN_PASSWORD)."
+    )
+    if st.session_state.get("authentication_status") is False:
+        st.error("Username or password is incorrect.")
+
+
+def log_out(authenticator: stauth.Authenticate) -> None:
+    """Sign out and start over at the login form, leaving nothing of this user's forms behind."""
+    authenticator.logout(location="unrendered")
+    forget_other_users_state(None)
+    st.rerun()
+
+
+# What streamlit-authenticator keeps in the session (its login state and cookie component); everything
+# else in a browser session's state belongs to whoever is signed in.
+_AUTHENTICATOR_STATE = frozenset(
+    {"authentication_status", "username", "name", "email", "roles", "logout", "password_hint", "init"}
+)
+_STATE_OWNER = "studio.state_owner"
+
+
+def forget_other_users_state(user: User | None) -> None:
+    """Clear the forms, uploads and jobs shown in this browser session when they belong to someone else:
+    after a logout (`user` None), the next person at this browser sees empty forms."""
+    owner = user.username if user is not None else None
+    if st.session_state.get(_STATE_OWNER, owner) != owner:
+        for key in list(st.session_state):
+            if key not in _AUTHENTICATOR_STATE:
+                del st.session_state[key]
+    st.session_state[_STATE_OWNER] = owner
 
 
 def current_user() -> User | None:
@@ -261,30 +312,41 @@ def _fraction(job: Job) -> float:
 def job_summary(job: Job) -> str:
     """One line: what ran (task or style), what the user wrote, and the settings that matter for it."""
     params = job.params
-    task = Task(job.task)
-    parts = [job.style.replace("-", " ").capitalize() if job.style else task.label]
+    spec = RunSpec.from_dict(params)
+    parts = [job.style.replace("-", " ").capitalize() if job.style else spec.task.label]
     if prompt := params.get("user_prompt", params.get("prompt", "")):
         parts.append(f"“{prompt[:80]}”")
-    if task.upscale_factor is None:
-        parts.append(f"strength {params['strength']:.2f}")
-    parts += [f"{params['steps']} steps", f"seed {params['seed']}"]
+    # The denoising steps that ran (a finished job's recipe says), not the schedule's length.
+    ran = (job.recipe or {}).get("denoising_steps", spec.denoising_steps)
+    if spec.task.upscale_factor is None:
+        parts += [f"strength {spec.params.strength:.2f}", f"{ran} of {spec.params.steps} steps"]
+    else:
+        parts.append(f"{ran} steps")
+    parts.append(f"seed {spec.params.seed}")
     return " · ".join(parts)
 
 
 def show_job_result(*, session: Session, job: Job) -> None:
     """A job's outcome: the image with its download and recipe, or why it failed."""
     if job.status is JobStatus.complete:
-        result = session.get(Asset, job.result_asset_id)
-        png = asset_store().read(result.sha256)
-        st.image(png, caption=f"Job #{job.id} · {result.width}×{result.height} · seed {job.params['seed']}")
-        st.download_button(
-            "Download PNG",
-            data=png,
-            file_name=f"img2img-{job.id}.png",
-            mime="image/png",
-            key=f"download-{job.id}",
-            help="The recipe that made it is stored inside the PNG.",
-        )
+        result = session.get(Asset, job.result_asset_id) if job.result_asset_id is not None else None
+        if result is None or not asset_store().exists(result.sha256):
+            st.info(
+                f"Job #{job.id} completed; its images have since been deleted (from History, or by retention). "
+                "Its recipe is below.",
+                icon=":material/hide_image:",
+            )
+        else:
+            png = asset_store().read(result.sha256)
+            st.image(png, caption=f"Job #{job.id} · {result.width}×{result.height} · seed {job.params['seed']}")
+            st.download_button(
+                "Download PNG",
+                data=png,
+                file_name=f"img2img-{job.id}.png",
+                mime="image/png",
+                key=f"download-{job.id}",
+                help="The recipe that made it is stored inside the PNG.",
+            )
         with st.expander("Recipe"):
             st.json(job.recipe)
     elif job.status is JobStatus.failed:

@@ -103,7 +103,10 @@ def usage_filter_inputs(choices: FilterChoices) -> tuple[UsageFilter, Bucket, Br
     today = utcnow().date()
     left, middle, right = st.columns(3)
     picked = left.date_input(
-        "Dates", (today - timedelta(days=DEFAULT_RANGE_DAYS - 1), today), max_value=today, key="analytics.dates"
+        "Dates",
+        value=(today - timedelta(days=DEFAULT_RANGE_DAYS - 1), today),
+        max_value=today,
+        key="analytics.dates",
     )
     first, last = picked if isinstance(picked, tuple) and len(picked) == 2 else (picked[0], picked[0])
     team_id = middle.selectbox(

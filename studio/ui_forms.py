@@ -17,21 +17,26 @@ from PIL import Image
 from pipelines.errors import PipelineInputError
 from pipelines.masks import ERASE_COLOUR, PAINT_COLOUR, check_mask, mask_from_canvas, mask_from_upload
 from pipelines.params import (
+    DEFAULT_NOISE_LEVEL,
+    MAX_CANNY_THRESHOLD,
+    MAX_CONTROL_SCALE,
+    MAX_GUIDANCE,
     MAX_MASK_BLUR,
     MAX_MASK_PADDING,
     MAX_NOISE_LEVEL,
     MAX_SEED,
+    MAX_STRENGTH,
     ControlParams,
     Guide,
     Img2ImgParams,
     InpaintParams,
-    RunSpec,
     Task,
 )
 from studio import ui
 from studio.catalogue import Catalogue, CatalogueError, Style, load_catalogue
 from studio.config import Settings
 from studio.credits import spendable
+from studio.form_settings import FormSettings
 from studio.job_requests import JobRequest, SubmitRefused, custom_request, recipe_request, style_request
 from studio.jobs import find_user_asset, recent_user_sources
 from studio.models import AssetKind, Job, Role, User, utcnow
@@ -53,6 +58,13 @@ OWN_SETTINGS = ""  # the style picker's "no style" choice
 GUIDE_PREVIEW_SIDE = 512
 CANVAS_SIDE = 512  # the mask canvas's long side on screen; the mask is scaled to the source
 MASK_OVERLAY = (255, 0, 255)  # the colour that shows the mask over the image
+# Forms of these pages repaint part of a source, so they offer only image-to-image styles (no upscalers).
+IMAGE_TO_IMAGE_PAGES = frozenset({"inpaint", "sweep"})
+# Widget steps and defaults for what the user chooses (the ranges are the studio's limits, pipelines.params).
+STRENGTH_STEP, GUIDANCE_STEP, CONTROL_SCALE_STEP = 0.01, 0.5, 0.05
+DEFAULT_STRENGTH, DEFAULT_GUIDANCE = 0.6, 7.5
+DEFAULT_CANNY = (ControlParams.low_threshold, ControlParams.high_threshold)
+MIN_BRUSH, MAX_BRUSH, DEFAULT_BRUSH = 2, 100, 30
 
 
 @dataclass(frozen=True)
@@ -117,12 +129,19 @@ def source_picker(prefix: str, user: User) -> Source | None:
     return Source(upload=upload, name=asset.original_name or f"source-{asset.id}.png", recipe=None)
 
 
-def style_picker(
-    prefix: str, catalogue: Catalogue, config: Settings, *, image_to_image_only: bool = False
-) -> Style | None:
+def offered_styles(catalogue: Catalogue, prefix: str) -> list[Style]:
+    """The styles the form of page `prefix` offers, in catalogue order."""
+    styles = list(catalogue.styles.values())
+    if prefix in IMAGE_TO_IMAGE_PAGES:
+        return [style for style in styles if style.task.upscale_factor is None]
+    return styles
+
+
+def style_picker(prefix: str, catalogue: Catalogue, config: Settings) -> Style | None:
     """A style from the catalogue, or None for the user's own settings on the configured model."""
-    styles = [s for s in catalogue.styles.values() if not image_to_image_only or s.task.upscale_factor is None]
-    ready = {s.id: catalogue.availability(s.model, config) for s in styles}
+    if refused := st.session_state.pop(_load_refused_key(prefix), None):
+        st.error(refused)  # settings someone tried to load into this form (a recipe, a preset, a remix)
+    ready = {s.id: catalogue.availability(s.model, config) for s in offered_styles(catalogue, prefix)}
 
     def label(style_id: str) -> str:
         if style_id == OWN_SETTINGS:
@@ -169,12 +188,17 @@ def _apply_quality_defaults(prefix: str) -> None:
     st.session_state[f"{prefix}.steps"] = QUALITY_TIERS[quality].steps
 
 
-def run_settings(prefix: str, style: Style | None) -> tuple[Img2ImgParams, Quality, int]:
-    """Prompt, strength, quality, steps, guidance, seed (and the 4× upscaler's noise level)."""
+def run_settings(prefix: str, style: Style | None, *, with_strength: bool = True) -> tuple[Img2ImgParams, Quality, int]:
+    """Prompt, strength, quality, steps, guidance, seed (and the 4× upscaler's noise level).
+
+    Without `with_strength` (a sweep, whose cells set their own) there is no strength slider.
+    """
     upscaling = style is not None and style.task.upscale_factor is not None
-    st.session_state.setdefault(f"{prefix}.strength", style.strength if style else 0.6)
-    st.session_state.setdefault(f"{prefix}.guidance", style.guidance if style else 7.5)
-    st.session_state.setdefault(f"{prefix}.seed", random.randint(0, MAX_SEED))
+    state = st.session_state
+    state.setdefault(f"{prefix}.strength", style.strength if style else DEFAULT_STRENGTH)
+    state.setdefault(f"{prefix}.guidance", style.guidance if style else DEFAULT_GUIDANCE)
+    state.setdefault(f"{prefix}.seed", random.randint(0, MAX_SEED))
+    state.setdefault(f"{prefix}.noise_level", DEFAULT_NOISE_LEVEL)
 
     if upscaling:
         prompt = st.text_input("Prompt (optional)", placeholder="what the image shows", key=f"{prefix}.prompt")
@@ -187,12 +211,20 @@ def run_settings(prefix: str, style: Style | None) -> tuple[Img2ImgParams, Quali
     negative_prompt = st.text_input(
         "Negative prompt", placeholder="blurry, low quality, watermark", key=f"{prefix}.negative"
     )
-    strength = 1.0
-    if not upscaling:
-        strength = st.slider("Strength", 0.0, 1.0, step=0.05, help=ui.STRENGTH_HELP, key=f"{prefix}.strength")
+    strength = 1.0 if upscaling else state[f"{prefix}.strength"]
+    if not upscaling and with_strength:
+        strength = st.slider(
+            "Strength",
+            min_value=0.0,
+            max_value=MAX_STRENGTH,
+            step=STRENGTH_STEP,
+            help=ui.STRENGTH_HELP,
+            key=f"{prefix}.strength",
+        )
         st.caption(ui.strength_hint(strength))
     offered = style.qualities if style else tuple(Quality)
-    st.session_state.setdefault(f"{prefix}.quality", offered[0].value)
+    if state.get(f"{prefix}.quality") not in offered:
+        state[f"{prefix}.quality"] = offered[0].value
     quality = Quality(
         st.segmented_control(
             "Quality",
@@ -205,23 +237,23 @@ def run_settings(prefix: str, style: Style | None) -> tuple[Img2ImgParams, Quali
         or offered[0].value
     )
     tier = QUALITY_TIERS[quality]
-    st.session_state.setdefault(f"{prefix}.steps", tier.steps)
-    if st.session_state[f"{prefix}.steps"] > tier.max_steps:
-        st.session_state[f"{prefix}.steps"] = tier.steps
-    noise_level = 20
+    state.setdefault(f"{prefix}.steps", tier.steps)
+    if state[f"{prefix}.steps"] > tier.max_steps:
+        state[f"{prefix}.steps"] = tier.steps
+    noise_level = DEFAULT_NOISE_LEVEL
     with st.expander("Advanced"):
         steps = st.slider(
             "Steps",
-            1,
-            tier.max_steps,
+            min_value=1,
+            max_value=tier.max_steps,
             help="Schedule length; from a source, int(steps × strength) run.",
             key=f"{prefix}.steps",
         )
         guidance = st.slider(
             "Guidance",
-            0.0,
-            20.0,
-            step=0.5,
+            min_value=0.0,
+            max_value=MAX_GUIDANCE,
+            step=GUIDANCE_STEP,
             help="How strictly to follow the prompt (≤ 1 turns it off).",
             key=f"{prefix}.guidance",
         )
@@ -235,11 +267,8 @@ def run_settings(prefix: str, style: Style | None) -> tuple[Img2ImgParams, Quali
         if style is not None and style.task.upscale_factor == 4:
             noise_level = st.slider(
                 "Noise level",
-                0,
-                MAX_MASK_BLUR,
-                MAX_MASK_PADDING,
-                MAX_NOISE_LEVEL,
-                20,
+                min_value=0,
+                max_value=MAX_NOISE_LEVEL,
                 help="Noise added to the source first: higher invents more detail.",
                 key=f"{prefix}.noise_level",
             )
@@ -263,20 +292,21 @@ def control_settings(prefix: str, source: Source | None, *, seed: int) -> Contro
         guide = Guide(
             st.radio("Guide", [g.value for g in Guide], format_func=lambda g: Guide(g).label, key=f"{prefix}.guide")
         )
-        control = ControlParams(
-            model="",  # the catalogue names the ControlNet for the guide (studio.job_requests)
-            guide=guide,
-            conditioning_scale=st.slider("Guidance strength", 0.0, 2.0, 1.0, 0.05, key=f"{prefix}.control_scale"),
+        # Defaults through the state, not value=: loading a recipe or preset sets these keys too.
+        st.session_state.setdefault(f"{prefix}.control_scale", ControlParams.conditioning_scale)
+        st.session_state.setdefault(f"{prefix}.canny", DEFAULT_CANNY)
+        scale = st.slider(
+            "Guidance strength",
+            min_value=0.0,
+            max_value=MAX_CONTROL_SCALE,
+            step=CONTROL_SCALE_STEP,
+            key=f"{prefix}.control_scale",
         )
+        low, high = DEFAULT_CANNY
         if guide == Guide.canny:
-            low, high = st.slider("Edge thresholds", 0, 255, (100, 200), key=f"{prefix}.canny")
-            control = ControlParams(
-                model="",
-                guide=guide,
-                conditioning_scale=control.conditioning_scale,
-                low_threshold=low,
-                high_threshold=high,
-            )
+            low, high = st.slider("Edge thresholds", min_value=0, max_value=MAX_CANNY_THRESHOLD, key=f"{prefix}.canny")
+        # The model is left empty: the catalogue names the ControlNet for the guide (studio.job_requests).
+        control = ControlParams(model="", guide=guide, conditioning_scale=scale, low_threshold=low, high_threshold=high)
         if source is not None and st.button("Show the guide", key=f"{prefix}.show_guide"):
             st.image(_guide_preview(source.upload, control, seed), caption=f"{guide.label} guide", width="content")
         return control
@@ -315,7 +345,9 @@ def _painted_mask(prefix: str, source: Source) -> Image.Image | None:
     from streamlit_drawable_canvas import st_canvas  # registers its component on first use
 
     brush_col, mode_col, clear_col = st.columns([2, 2, 1], vertical_alignment="bottom")
-    brush = brush_col.slider("Brush size", 2, 100, 30, key=f"{prefix}.brush")
+    brush = brush_col.slider(
+        "Brush size", min_value=MIN_BRUSH, max_value=MAX_BRUSH, value=DEFAULT_BRUSH, key=f"{prefix}.brush"
+    )
     mode = mode_col.segmented_control("Brush", ["Paint", "Erase"], default="Paint", key=f"{prefix}.brush_mode")
     round_key = f"{prefix}.canvas_round"
     if clear_col.button("Clear", key=f"{prefix}.clear"):
@@ -343,10 +375,18 @@ def _painted_mask(prefix: str, source: Source) -> Image.Image | None:
 
 
 def mask_options(prefix: str) -> InpaintParams:
+    # Defaults through the state, not value=: loading a recipe sets these keys too.
+    defaults = InpaintParams()
+    for name in ("mask_blur", "only_masked", "padding", "keep_unmasked"):
+        st.session_state.setdefault(f"{prefix}.{name}", getattr(defaults, name))
     with st.expander("Mask options"):
         return InpaintParams(
             mask_blur=st.slider(
-                "Mask blur (px)", 0, MAX_MASK_BLUR, 4, key=f"{prefix}.mask_blur", help="Feathers the edge."
+                "Mask blur (px)",
+                min_value=0,
+                max_value=MAX_MASK_BLUR,
+                key=f"{prefix}.mask_blur",
+                help="Feathers the edge.",
             ),
             only_masked=st.toggle(
                 "Only masked area",
@@ -354,10 +394,11 @@ def mask_options(prefix: str) -> InpaintParams:
                 help="Renders just the mask's box (plus padding) at full resolution and pastes it back: "
                 "more detail for small areas.",
             ),
-            padding=st.slider("Masked area padding (px)", 0, MAX_MASK_PADDING, 32, key=f"{prefix}.padding"),
+            padding=st.slider(
+                "Masked area padding (px)", min_value=0, max_value=MAX_MASK_PADDING, key=f"{prefix}.padding"
+            ),
             keep_unmasked=st.toggle(
                 "Keep unmasked pixels exactly",
-                value=True,
                 key=f"{prefix}.keep_unmasked",
                 help="Outside the (feathered) mask the result is the source, byte for byte.",
             ),
@@ -365,7 +406,10 @@ def mask_options(prefix: str) -> InpaintParams:
 
 
 def _guide_preview(upload: ValidatedImage, control: ControlParams, seed: int) -> Image.Image:
-    from pipelines.guides import make_guide  # controlnet-aux imports torch: only when asked
+    from pipelines import import_model_stack
+
+    import_model_stack()  # controlnet-aux imports torch: only when asked
+    from pipelines.guides import make_guide
 
     preview = upload.image.copy()
     preview.thumbnail((GUIDE_PREVIEW_SIDE, GUIDE_PREVIEW_SIDE))
@@ -471,13 +515,20 @@ def _mask_digest(mask: Image.Image | None) -> str | None:
 
 
 def recipe_offer(
-    prefix: str, source: Source, catalogue: Catalogue, config: Settings, user: User, *, job_key: str
+    prefix: str,
+    source: Source,
+    catalogue: Catalogue,
+    config: Settings,
+    user: User,
+    *,
+    job_key: str,
+    rerun: bool = True,
 ) -> None:
-    """For a result made by this studio: load its settings into the form, or run it again exactly."""
+    """For a result made by this studio: load its settings into the form, or (with `rerun`) run it again exactly."""
     recipe = source.recipe
     try:
-        RunSpec.from_dict(recipe)
-    except PipelineInputError as exc:
+        settings = FormSettings.from_recipe(recipe, catalogue)
+    except SubmitRefused as exc:
         st.caption(f":material/receipt_long: This image carries a studio recipe that cannot be read: {exc}")
         return
     with st.container(border=True):
@@ -490,10 +541,12 @@ def recipe_offer(
         load_col.button(
             "Load its settings",
             key=f"{prefix}.load_recipe",
-            on_click=load_recipe_into_form,
-            args=(prefix, recipe, catalogue),
+            on_click=load_into_form,
+            args=(prefix, settings, catalogue),
             help="Fills the form with the recipe's style, prompt and settings, to change and run.",
         )
+        if not rerun:
+            return
         original = _original_inputs(user, recipe)
         if original is None:
             rerun_col.caption("Its source image is no longer in your library, so it cannot be re-run exactly.")
@@ -525,27 +578,49 @@ def _original_inputs(user: User, recipe: dict) -> tuple[ValidatedImage, Image.Im
     return upload, (Image.open(store.path(mask.sha256)).convert("L") if mask is not None else None)
 
 
-def load_recipe_into_form(prefix: str, recipe: dict, catalogue: Catalogue) -> None:
-    """Set the form's widgets (of the page with `prefix`) to a recipe's style, prompt and settings."""
-    spec = RunSpec.from_dict(recipe)  # readable: recipe_offer checked it
-    style_id = recipe.get("style") if recipe.get("style") in catalogue.styles else OWN_SETTINGS
+def _load_refused_key(prefix: str) -> str:
+    return f"{prefix}.load_refused"
+
+
+def load_into_form(prefix: str, settings: FormSettings, catalogue: Catalogue) -> bool:
+    """Fill the form of page `prefix` with `settings`: all of them, or (with the reason shown above the
+    form) none when the page cannot show them. Safe as a widget callback and before switching pages."""
     state = st.session_state
-    state[f"{prefix}.style"] = style_id
-    state[f"{prefix}.prompt"] = recipe.get("user_prompt", spec.params.prompt) if style_id else spec.params.prompt
-    state[f"{prefix}.negative"] = (
-        recipe.get("user_negative_prompt", spec.params.negative_prompt) if style_id else spec.params.negative_prompt
-    )
-    state[f"{prefix}.strength"] = spec.params.strength
-    state[f"{prefix}.guidance"] = spec.params.guidance
-    state[f"{prefix}.seed"] = spec.params.seed
-    if recipe.get("quality") in tuple(Quality):
-        state[f"{prefix}.quality"] = recipe["quality"]
-    state[f"{prefix}.steps"] = spec.params.steps
-    state[f"{prefix}.use_control"] = spec.control is not None
-    if spec.control is not None:
-        state[f"{prefix}.guide"] = spec.control.guide.value
-        state[f"{prefix}.control_scale"] = spec.control.conditioning_scale
-        state[f"{prefix}.canny"] = (spec.control.low_threshold, spec.control.high_threshold)
+    try:
+        settings.check(catalogue, offered_styles(catalogue, prefix))
+    except SubmitRefused as exc:
+        state[_load_refused_key(prefix)] = str(exc)
+        return False
+    state[f"{prefix}.style"] = settings.style if settings.style is not None else OWN_SETTINGS
+    state[f"{prefix}.prompt"] = settings.prompt
+    state[f"{prefix}.negative"] = settings.negative_prompt
+    state[f"{prefix}.strength"] = settings.strength
+    state[f"{prefix}.guidance"] = settings.guidance
+    state[f"{prefix}.seed"] = settings.seed
+    state[f"{prefix}.quality"] = settings.quality.value
+    state[f"{prefix}.steps"] = settings.steps
+    state[f"{prefix}.noise_level"] = settings.noise_level
+    state[f"{prefix}.use_control"] = settings.control is not None
+    if settings.control is not None:
+        state[f"{prefix}.guide"] = settings.control.guide.value
+        state[f"{prefix}.control_scale"] = settings.control.conditioning_scale
+        state[f"{prefix}.canny"] = (settings.control.low_threshold, settings.control.high_threshold)
+    if settings.inpaint is not None:
+        state[f"{prefix}.mask_blur"] = settings.inpaint.mask_blur
+        state[f"{prefix}.only_masked"] = settings.inpaint.only_masked
+        state[f"{prefix}.padding"] = settings.inpaint.padding
+        state[f"{prefix}.keep_unmasked"] = settings.inpaint.keep_unmasked
+    return True
+
+
+def load_recipe_into_form(prefix: str, recipe: dict, catalogue: Catalogue) -> bool:
+    """A recipe or a job's settings (History *Remix*, a sweep cell's *Use this one*) into a page's form."""
+    try:
+        settings = FormSettings.from_recipe(recipe, catalogue)
+    except SubmitRefused as exc:
+        st.session_state[_load_refused_key(prefix)] = str(exc)
+        return False
+    return load_into_form(prefix, settings, catalogue)
 
 
 def preset_bar(prefix: str, user: User, catalogue: Catalogue, current: JobRequest | None) -> None:
@@ -564,8 +639,8 @@ def preset_bar(prefix: str, user: User, catalogue: Catalogue, current: JobReques
             st.button(
                 "Apply",
                 key=f"{prefix}.preset_apply",
-                on_click=_load_preset_into_form,
-                args=(prefix, PresetSettings.from_dict(chosen.settings), catalogue),
+                on_click=load_into_form,
+                args=(prefix, FormSettings.from_preset(PresetSettings.from_dict(chosen.settings)), catalogue),
             )
             with st.popover("Rename or delete", disabled=chosen.owner_id != user.id and user.role is not Role.admin):
                 new_name = st.text_input("New name", chosen.name, key=f"{prefix}.preset_rename")
@@ -598,20 +673,3 @@ def _preset_change(change) -> None:
         st.rerun()
     except PresetError as exc:
         st.error(str(exc))
-
-
-def _load_preset_into_form(prefix: str, preset: PresetSettings, catalogue: Catalogue) -> None:
-    recipe = {
-        "style": preset.style,
-        "prompt": preset.prompt,
-        "negative_prompt": preset.negative_prompt,
-        "user_prompt": preset.prompt,
-        "user_negative_prompt": preset.negative_prompt,
-        "strength": preset.strength,
-        "steps": preset.steps,
-        "guidance": preset.guidance,
-        "seed": preset.seed,
-        "quality": preset.quality.value,
-        "control": {**preset.control, "model": ""} if preset.control else None,
-    }
-    load_recipe_into_form(prefix, recipe, catalogue)

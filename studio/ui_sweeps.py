@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
+from pipelines.params import MAX_STRENGTH
 from studio import ui
 from studio.job_requests import JobRequest, SubmitRefused, recipe_request
 from studio.models import Asset, Job, User
@@ -31,26 +32,47 @@ from studio.sweeps import (
 from studio.ui_forms import Source, catalogue_or_stop, load_recipe_into_form
 
 POLL_SECONDS = 1.0
+# The strength range's widgets: strengths are in (0, MAX_STRENGTH], picked on a grid of RANGE_STEP.
+RANGE_STEP, MIN_STEP = 0.05, 0.01
+DEFAULT_RANGE, DEFAULT_STEP = (0.2, 0.8), 0.15
 
 
 def plan_inputs(prefix: str) -> SweepPlan | None:
     """Strengths (a range or a list) and an optional second axis; None (with the reason shown) if unusable."""
     try:
         if st.segmented_control("Strengths", ["Range", "List"], default="Range", key=f"{prefix}.mode") == "List":
-            text = st.text_input("Strengths", "0.2, 0.35, 0.5, 0.65, 0.8", key=f"{prefix}.strength_list")
+            text = st.text_input("Strengths", value="0.2, 0.35, 0.5, 0.65, 0.8", key=f"{prefix}.strength_list")
             strengths = parse_values(text, what="Strengths")
         else:
-            start, stop = st.slider("From … to", 0.05, 1.0, (0.2, 0.8), 0.05, key=f"{prefix}.range")
-            step = st.number_input("Step", 0.01, 1.0, 0.15, 0.01, key=f"{prefix}.step")
+            start, stop = st.slider(
+                "From … to",
+                min_value=RANGE_STEP,
+                max_value=MAX_STRENGTH,
+                value=DEFAULT_RANGE,
+                step=RANGE_STEP,
+                key=f"{prefix}.range",
+            )
+            step = st.number_input(
+                "Step",
+                min_value=MIN_STEP,
+                max_value=MAX_STRENGTH,
+                value=DEFAULT_STEP,
+                step=MIN_STEP,
+                key=f"{prefix}.step",
+            )
             strengths = strength_range(start, stop, step)
         axis_name = st.selectbox(
-            "Second axis", ["none", *SecondAxis], format_func=lambda a: {"none": "None"}.get(a, a.capitalize())
+            "Second axis",
+            ["none", *SecondAxis],
+            format_func=lambda a: {"none": "None"}.get(a, a.capitalize()),
+            key=f"{prefix}.axis",
         )
         axis, values = None, ()
         if axis_name != "none":
             axis = SecondAxis(axis_name)
             default = "1, 2, 3" if axis is SecondAxis.seed else "5, 7.5, 10"
-            values = parse_values(st.text_input(f"{axis.value.capitalize()} values", default), what=axis.value)
+            text = st.text_input(f"{axis.value.capitalize()} values", value=default, key=f"{prefix}.axis_values")
+            values = parse_values(text, what=axis.value)
         return SweepPlan(strengths=strengths, axis=axis, values=values)
     except SubmitRefused as exc:
         st.error(str(exc))

@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 
+from pipelines import import_model_stack, model_stack_ready
 from pipelines.errors import ModelUnavailableError, PipelineInputError, RunCancelled
 from pipelines.params import RunSpec
 from studio.config import Settings, get_settings
@@ -253,7 +254,7 @@ class Worker:
         Reads the model cache only once a job has imported it: importing torch and diffusers just for a
         heartbeat would hold up an idle worker's start and its SIGTERM by seconds.
         """
-        cache = sys.modules.get("pipelines.cache")
+        cache = sys.modules["pipelines.cache"] if model_stack_ready() else None
         with write_session(self.settings.database_url) as session:
             beat(
                 session=session,
@@ -341,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    if args.device:  # loads torch now; the heartbeat then reports this device from the first beat
+    if args.device:  # loads the model code now; the heartbeat then reports this device from the first beat
+        import_model_stack()
         from pipelines.cache import set_device
 
         try:

@@ -173,3 +173,31 @@ def test_an_admin_creates_a_member_who_can_log_in(studio):
     create.click().run()
     assert "Created noah (member)." in texts(at.success)
     assert log_in("noah", "noah-password").title[0].value == "Transform"
+
+
+def test_transform_shows_a_finished_job_whose_images_were_deleted(studio, studio_settings):
+    at = log_in("admin", ADMIN_PASSWORD)
+    at.file_uploader(key="transform.source_upload").set_value(("shoe.png", png_bytes(256, 320), "image/png"))
+    at.run()
+    at.text_area(key="transform.prompt").input("a watercolor sneaker")
+    at.slider(key="transform.steps").set_value(4)
+    at.button(key="transform_button").click().run()
+    Worker(studio_settings, name="test-worker").run_once()
+    at.switch_page("pages/history.py").run()
+    with session_for(studio_settings.database_url) as session:
+        [job] = session.exec(select(Job)).all()
+    at.button(key=f"delete-{job.id}").click().run()
+    at.switch_page("pages/transform.py").run()
+    assert not at.exception, at.exception
+    assert any("its images have since been deleted" in i for i in texts(at.info))
+
+
+def test_a_history_card_says_the_denoising_steps_that_ran(studio, studio_settings):
+    from studio.ui import job_summary
+
+    job = Job(model="preview", params={"prompt": "x", "strength": 0.65, "steps": 20, "seed": 3}, user_id=1)
+    assert "13 of 20 steps" in job_summary(job)  # int(20 × 0.65) = 13 ran
+    job.recipe = {"denoising_steps": 12}  # once finished, what its recipe says ran
+    assert "12 of 20 steps" in job_summary(job)
+    upscale = Job(model="preview-upscaler-x4", params={"task": "upscale_4x", "prompt": "", "steps": 20}, user_id=1)
+    assert "20 steps" in job_summary(upscale) and "strength" not in job_summary(upscale)

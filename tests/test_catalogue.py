@@ -20,6 +20,7 @@ MINIMAL = """
 [models.base]
 kind = "sd"
 location = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+credits = 2
 
 [models.edges]
 kind = "controlnet"
@@ -33,7 +34,6 @@ name = "Paint"
 task = "img2img"
 model = "base"
 prompt = "{prompt}, oil painting"
-credits = 2
 """
 
 
@@ -58,6 +58,7 @@ def test_the_repository_catalogue_has_the_seed_styles_with_sensible_defaults():
     assert enhance.task is Task.img2img and enhance.strength <= 0.3
     assert set(catalogue.controlnets) == set(Guide)
     for style in catalogue.styles.values():
+        assert style.credits == catalogue.models[style.model].credits, style.id  # a price follows the model
         assert 1 <= style.credits <= 5, style.id
         assert Quality.standard in style.qualities
 
@@ -72,8 +73,11 @@ def test_a_style_fills_its_template_and_adds_its_negative_prompt():
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (("credits = 2", "credits = 0"), "[styles.paint]: credits must be a whole number from 1 to 20"),
-        (("credits = 2", 'credits = "2"'), "[styles.paint]: `credits` should be a int"),
+        (("credits = 2", "credits = 0"), "[models.base]: credits must be a whole number from 1 to 20"),
+        (("credits = 2", 'credits = "2"'), "[models.base]: `credits` should be a int"),
+        (("credits = 2\n", ""), "[models.base]: `credits` is missing"),
+        (('prompt = "{prompt}, oil painting"', 'prompt = "{prompt}"\ncredits = 1'), "set `credits` on its model"),
+        (('location = "lllyasviel/control_v11p_sd15_canny"', 'location = "x/y"\ncredits = 1'), "no price of its own"),
         (('model = "base"', 'model = "nope"'), "[styles.paint]: model 'nope' is not in [models]"),
         (('model = "base"', 'model = "edges"'), "a img2img style needs a sd model, not 'edges'"),
         (('"{prompt}, oil painting"', '"oil painting"'), "must contain {prompt}"),
@@ -83,9 +87,9 @@ def test_a_style_fills_its_template_and_adds_its_negative_prompt():
         (('canny = "edges"', 'canny = "base"'), "[controlnets] canny: 'base' is not a controlnet"),
         (('canny = "edges"', 'depth = "edges"'), "[controlnets] depth: unknown guide"),
         (('kind = "sd"', 'kind = "sdxl"'), "[models.base]: kind 'sdxl' is not one of"),
-        (("credits = 2", "credits = 2\nqualities = []"), "offer at least one quality tier"),
-        (("credits = 2", 'credits = 2\nqualities = ["best"]'), "qualities must be from standard, high, ultra"),
-        (("credits = 2", "credits = 2\nstrength = 1.5"), "strength must be in (0, 1]"),
+        (('model = "base"', 'model = "base"\nqualities = []'), "offer at least one quality tier"),
+        (('model = "base"', 'model = "base"\nqualities = ["best"]'), "qualities must be from standard, high, ultra"),
+        (('model = "base"', 'model = "base"\nstrength = 1.5'), "strength must be in (0, 1]"),
         (("[styles.paint]", "[styles.paint\n"), "is not valid TOML"),
     ],
 )
@@ -109,7 +113,7 @@ def test_an_admins_edit_is_picked_up_without_a_restart(tmp_path: Path):
     path = tmp_path / "styles.toml"
     path.write_text(MINIMAL)
     assert load_catalogue(path).style("paint").credits == 2
-    path.write_text(MINIMAL.replace("credits = 2", "credits = 4"))
+    path.write_text(MINIMAL.replace("credits = 2", "credits = 4"))  # the style's model
     later = time.time() + 5  # a different mtime even on coarse-grained file systems
     os.utime(path, (later, later))
     assert load_catalogue(path).style("paint").credits == 4

@@ -156,6 +156,42 @@ def test_an_upscale_is_priced_by_its_output_size(env):
     assert quote(settings=env["settings"], request=request, width=600, height=512).credits == 5
 
 
+@pytest.mark.parametrize("names_its_model", [True, False], ids=["recipe-v3", "older-recipe"])
+def test_a_recipe_is_priced_by_the_model_that_runs_not_by_the_style_it_names(env, names_its_model):
+    """The 1-credit style "abstract" on a recipe that runs the 4× upscaler costs what the upscaler costs (5)."""
+    recipe = {
+        "task": "upscale_4x",
+        "prompt": "",
+        "steps": 2,
+        "seed": 1,
+        "style": "abstract",
+        "model": "preview-upscaler-x4",
+        "quality": "standard",
+    } | ({"catalogue_model": "x4-upscaler"} if names_its_model else {})
+    request = recipe_request(settings=env["settings"], catalogue=env["catalogue"], recipe=recipe)
+    assert (request.base_credits, request.catalogue_model) == (5, "x4-upscaler")
+    assert request.style is None  # "abstract" runs sd-turbo: this job is not that style's
+    assert quote(settings=env["settings"], request=request, width=256, height=256).credits == 5
+    job, _ = run(env, request, upload=validate_image_bytes(png_bytes(256, 256)))
+    assert job.cost == 5 and job.recipe["catalogue_model"] == "x4-upscaler"
+
+
+def test_a_recipe_whose_model_cannot_run_its_task_or_lies_about_its_model_is_refused(env):
+    base = {"task": "img2img", "prompt": "x", "steps": 4, "strength": 0.5, "seed": 1, "quality": "standard"}
+    cases = [
+        (base | {"model": "preview-upscaler-x4"}, "cannot do"),  # an upscaler asked to run img2img
+        (base | {"model": "preview", "catalogue_model": "x4-upscaler"}, "names 'preview' as what was loaded"),
+        (base | {"model": "preview", "catalogue_model": "no-such-model"}, "does not offer"),
+        (base | {"model": "preview", "catalogue_model": 7}, "does not offer"),
+        (base | {"model": 42}, "names no model"),
+    ]
+    before = rows(env), stored_files(env)
+    for recipe, message in cases:
+        with pytest.raises(SubmitRefused, match=message):
+            recipe_request(settings=env["settings"], catalogue=env["catalogue"], recipe=recipe)
+    assert (rows(env), stored_files(env)) == before
+
+
 def test_a_recipe_naming_a_model_this_studio_does_not_offer_is_refused(env):
     recipe = {"task": "img2img", "prompt": "x", "steps": 4, "strength": 0.5, "seed": 1, "model": "/etc"}
     with pytest.raises(SubmitRefused, match="'/etc', which this studio does not offer"):

@@ -46,8 +46,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def studio_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A running studio with an admin and a member account, its own data folder and its own queue worker."""
+def studio_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment the studio is served with: its own data folder, an admin and a member account."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (.ci/run does) to run the browser tests")
     pytest.importorskip("playwright.sync_api", reason="Playwright's python package is not installed")
@@ -59,13 +59,19 @@ def studio_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "STUDIO_IN_PROCESS_WORKER": "1",
         "OMP_NUM_THREADS": "1",
     }
-    subprocess.run(
-        [sys.executable, "-c", _ADD_MEMBER.format(password=MEMBER_PASSWORD)],
-        cwd=REPO_ROOT,
-        env=env,
-        check=True,
-        timeout=120,
-    )
+    run_in_studio(env, _ADD_MEMBER.format(password=MEMBER_PASSWORD))
+    return env
+
+
+def run_in_studio(env: dict[str, str], code: str) -> None:
+    """Run Python `code` against the served studio's data (its settings come from `env`)."""
+    subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, check=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def studio_url(studio_env: dict[str, str]) -> Iterator[str]:
+    """A running studio with an admin and a member account, its own data folder and its own queue worker."""
+    env, data = studio_env, Path(studio_env["STUDIO_DATA_DIR"])
     port = _free_port()
     log = (data / "streamlit.log").open("w")
     server = subprocess.Popen(
@@ -99,15 +105,22 @@ def studio_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
+# The member, and credits for every journey the suite takes (a new account has 10 trial credits).
 _ADD_MEMBER = """
 from studio.bootstrap import bootstrap
 from studio.config import get_settings
+from studio.credits import Account, add_credits
 from studio.db import write_session
-from studio.users import create_user
+from studio.models import CreditKind, utcnow
+from studio.users import create_user, get_user
 settings = get_settings()
 bootstrap(settings)
 with write_session(settings.database_url) as session:
     create_user(session=session, username="mia", password="{password}", email="mia@example.com")
+    for name in ("admin", "mia"):
+        account = Account(user_id=get_user(session=session, username=name).id)
+        add_credits(session=session, account=account, amount=1000, kind=CreditKind.grant, now=utcnow(), reason="e2e")
+    session.commit()
 """
 
 

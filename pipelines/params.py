@@ -40,6 +40,32 @@ MAX_MASK_PADDING = 256
 MAX_NOISE_LEVEL = 350  # the 4× upscaler's max_noise_level
 DEFAULT_NOISE_LEVEL = 20
 
+# Every numeric setting a run carries (a recipe's key, also in its `control` and `inpaint` tables), with the
+# lowest and highest value the studio accepts, inclusive. The checks below, the forms' widgets and the tests
+# that load every value into every form all read this table. Steps are per quality tier (studio.pricing).
+LIMITS: dict[str, tuple[float, float]] = {
+    "strength": (0.0, MAX_STRENGTH),
+    "guidance": (0.0, MAX_GUIDANCE),
+    "seed": (0, MAX_SEED),
+    "noise_level": (0, MAX_NOISE_LEVEL),
+    "conditioning_scale": (0.0, MAX_CONTROL_SCALE),
+    "low_threshold": (0, MAX_CANNY_THRESHOLD - 1),  # below the high threshold
+    "high_threshold": (1, MAX_CANNY_THRESHOLD),
+    "mask_blur": (0, MAX_MASK_BLUR),
+    "padding": (0, MAX_MASK_PADDING),
+}
+
+
+def check_limit(name: str, value: float, label: str, unit: str = "") -> None:
+    """Refuse `value` outside LIMITS[name], saying `label` must be between the two ends (in `unit`)."""
+    low, high = LIMITS[name]
+    if not low <= value <= high:
+        raise PipelineInputError(f"{label} must be between {_shown(low)} and {_shown(high)}{unit}, got {value}.")
+
+
+def _shown(number: float) -> str:
+    return f"{number:g}" if isinstance(number, float) else str(number)
+
 
 class Task(StrEnum):
     img2img = "img2img"
@@ -82,8 +108,7 @@ class Img2ImgParams:
             raise PipelineInputError("Write a prompt: it describes what the result should look like.")
         if len(self.prompt) > MAX_PROMPT_CHARS or len(self.negative_prompt) > MAX_PROMPT_CHARS:
             raise PipelineInputError(f"Prompts are limited to {MAX_PROMPT_CHARS} characters.")
-        if not 0.0 <= self.strength <= MAX_STRENGTH:
-            raise PipelineInputError(f"Strength must be between 0 and {MAX_STRENGTH:g}, got {self.strength}.")
+        check_limit("strength", self.strength, "Strength")
         if not 1 <= self.steps <= MAX_STEPS:
             raise PipelineInputError(f"Steps must be between 1 and {MAX_STEPS}, got {self.steps}.")
         if uses_strength and self.denoising_steps < 1:
@@ -91,10 +116,8 @@ class Img2ImgParams:
                 f"Strength {self.strength} with {self.steps} steps runs no denoising step "
                 f"(int(steps × strength) = 0); raise the strength or the steps."
             )
-        if not 0.0 <= self.guidance <= MAX_GUIDANCE:
-            raise PipelineInputError(f"Guidance must be between 0 and {MAX_GUIDANCE:g}, got {self.guidance}.")
-        if not 0 <= self.seed <= MAX_SEED:
-            raise PipelineInputError(f"Seed must be between 0 and {MAX_SEED}, got {self.seed}.")
+        check_limit("guidance", self.guidance, "Guidance")
+        check_limit("seed", self.seed, "Seed")
 
 
 class Guide(StrEnum):
@@ -120,10 +143,7 @@ class ControlParams:
     high_threshold: int = 200  # canny only
 
     def check(self) -> None:
-        if not 0.0 <= self.conditioning_scale <= MAX_CONTROL_SCALE:
-            raise PipelineInputError(
-                f"ControlNet strength must be between 0 and {MAX_CONTROL_SCALE:g}, got {self.conditioning_scale}."
-            )
+        check_limit("conditioning_scale", self.conditioning_scale, "ControlNet strength")
         if not 0 <= self.low_threshold < self.high_threshold <= MAX_CANNY_THRESHOLD:
             raise PipelineInputError(
                 f"Edge thresholds need 0 ≤ low < high ≤ {MAX_CANNY_THRESHOLD}, "
@@ -141,12 +161,8 @@ class InpaintParams:
     keep_unmasked: bool = True  # pixels outside the (blurred) mask are the source's, byte for byte
 
     def check(self) -> None:
-        if not 0 <= self.mask_blur <= MAX_MASK_BLUR:
-            raise PipelineInputError(f"Mask blur must be between 0 and {MAX_MASK_BLUR} px, got {self.mask_blur}.")
-        if not 0 <= self.padding <= MAX_MASK_PADDING:
-            raise PipelineInputError(
-                f"Masked-area padding must be between 0 and {MAX_MASK_PADDING} px, got {self.padding}."
-            )
+        check_limit("mask_blur", self.mask_blur, "Mask blur", " px")
+        check_limit("padding", self.padding, "Masked-area padding", " px")
 
 
 @dataclass(frozen=True)
@@ -185,8 +201,7 @@ class RunSpec:
             raise PipelineInputError("Inpaint options go with the inpaint task, and it needs them.")
         if self.inpaint is not None:
             self.inpaint.check()
-        if not 0 <= self.noise_level <= MAX_NOISE_LEVEL:
-            raise PipelineInputError(f"Noise level must be between 0 and {MAX_NOISE_LEVEL}, got {self.noise_level}.")
+        check_limit("noise_level", self.noise_level, "Noise level")
 
     def to_dict(self) -> dict[str, Any]:
         return {

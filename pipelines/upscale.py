@@ -18,10 +18,10 @@ from pipelines.cache import get_pipeline
 from pipelines.errors import PipelineInputError
 from pipelines.img2img import Img2ImgResult, check_source, denoise, describe_run
 from pipelines.params import (
-    MAX_NOISE_LEVEL,
     MIN_SOURCE_SIDE,
     UPSCALE_FACTORS,
     Img2ImgParams,
+    check_limit,
     check_upscale_size,
     upscale_source_size,
 )
@@ -56,8 +56,7 @@ def run_upscale(
     params.check(uses_strength=False, needs_prompt=False)
     if factor not in UPSCALE_FACTORS:
         raise PipelineInputError(f"Upscaling is 2× or 4×, got {factor}×.")
-    if not 0 <= request.noise_level <= MAX_NOISE_LEVEL:
-        raise PipelineInputError(f"Noise level must be between 0 and {MAX_NOISE_LEVEL}, got {request.noise_level}.")
+    check_limit("noise_level", request.noise_level, "Noise level")
     source = request.image
     check_source(source)
     check_upscale_size(source.width, source.height, factor)

@@ -18,14 +18,8 @@ from pipelines.errors import PipelineInputError
 from pipelines.masks import ERASE_COLOUR, PAINT_COLOUR, check_mask, mask_from_canvas, mask_from_upload
 from pipelines.params import (
     DEFAULT_NOISE_LEVEL,
-    MAX_CANNY_THRESHOLD,
-    MAX_CONTROL_SCALE,
-    MAX_GUIDANCE,
-    MAX_MASK_BLUR,
-    MAX_MASK_PADDING,
-    MAX_NOISE_LEVEL,
+    LIMITS,
     MAX_SEED,
-    MAX_STRENGTH,
     ControlParams,
     Guide,
     Img2ImgParams,
@@ -129,6 +123,12 @@ def source_picker(prefix: str, user: User) -> Source | None:
     return Source(upload=upload, name=asset.original_name or f"source-{asset.id}.png", recipe=None)
 
 
+def limits(name: str) -> dict[str, float]:
+    """A widget's range: what the studio accepts for the setting `name` (pipelines.params.LIMITS)."""
+    low, high = LIMITS[name]
+    return {"min_value": low, "max_value": high}
+
+
 def offered_styles(catalogue: Catalogue, prefix: str) -> list[Style]:
     """The styles the form of page `prefix` offers, in catalogue order."""
     styles = list(catalogue.styles.values())
@@ -215,8 +215,7 @@ def run_settings(prefix: str, style: Style | None, *, with_strength: bool = True
     if not upscaling and with_strength:
         strength = st.slider(
             "Strength",
-            min_value=0.0,
-            max_value=MAX_STRENGTH,
+            **limits("strength"),
             step=STRENGTH_STEP,
             help=ui.STRENGTH_HELP,
             key=f"{prefix}.strength",
@@ -251,24 +250,21 @@ def run_settings(prefix: str, style: Style | None, *, with_strength: bool = True
         )
         guidance = st.slider(
             "Guidance",
-            min_value=0.0,
-            max_value=MAX_GUIDANCE,
+            **limits("guidance"),
             step=GUIDANCE_STEP,
             help="How strictly to follow the prompt (≤ 1 turns it off).",
             key=f"{prefix}.guidance",
         )
         seed = st.number_input(
             "Seed",
-            min_value=0,
-            max_value=MAX_SEED,
+            **limits("seed"),
             help="Same source, settings and seed give the same pixels.",
             key=f"{prefix}.seed",
         )
         if style is not None and style.task.upscale_factor == 4:
             noise_level = st.slider(
                 "Noise level",
-                min_value=0,
-                max_value=MAX_NOISE_LEVEL,
+                **limits("noise_level"),
                 help="Noise added to the source first: higher invents more detail.",
                 key=f"{prefix}.noise_level",
             )
@@ -297,14 +293,18 @@ def control_settings(prefix: str, source: Source | None, *, seed: int) -> Contro
         st.session_state.setdefault(f"{prefix}.canny", DEFAULT_CANNY)
         scale = st.slider(
             "Guidance strength",
-            min_value=0.0,
-            max_value=MAX_CONTROL_SCALE,
+            **limits("conditioning_scale"),
             step=CONTROL_SCALE_STEP,
             key=f"{prefix}.control_scale",
         )
         low, high = DEFAULT_CANNY
         if guide == Guide.canny:
-            low, high = st.slider("Edge thresholds", min_value=0, max_value=MAX_CANNY_THRESHOLD, key=f"{prefix}.canny")
+            low, high = st.slider(
+                "Edge thresholds",
+                min_value=LIMITS["low_threshold"][0],
+                max_value=LIMITS["high_threshold"][1],
+                key=f"{prefix}.canny",
+            )
         # The model is left empty: the catalogue names the ControlNet for the guide (studio.job_requests).
         control = ControlParams(model="", guide=guide, conditioning_scale=scale, low_threshold=low, high_threshold=high)
         if source is not None and st.button("Show the guide", key=f"{prefix}.show_guide"):
@@ -383,8 +383,7 @@ def mask_options(prefix: str) -> InpaintParams:
         return InpaintParams(
             mask_blur=st.slider(
                 "Mask blur (px)",
-                min_value=0,
-                max_value=MAX_MASK_BLUR,
+                **limits("mask_blur"),
                 key=f"{prefix}.mask_blur",
                 help="Feathers the edge.",
             ),
@@ -394,9 +393,7 @@ def mask_options(prefix: str) -> InpaintParams:
                 help="Renders just the mask's box (plus padding) at full resolution and pastes it back: "
                 "more detail for small areas.",
             ),
-            padding=st.slider(
-                "Masked area padding (px)", min_value=0, max_value=MAX_MASK_PADDING, key=f"{prefix}.padding"
-            ),
+            padding=st.slider("Masked area padding (px)", **limits("padding"), key=f"{prefix}.padding"),
             keep_unmasked=st.toggle(
                 "Keep unmasked pixels exactly",
                 key=f"{prefix}.keep_unmasked",

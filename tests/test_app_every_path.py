@@ -8,25 +8,14 @@ Nothing on the diffusers path is patched: jobs run on the tiny preview models (2
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import pytest
 from PIL import Image, ImageDraw
 from sqlmodel import select
 from streamlit.testing.v1 import AppTest
 
-from pipelines.params import (
-    MAX_CANNY_THRESHOLD,
-    MAX_CONTROL_SCALE,
-    MAX_GUIDANCE,
-    MAX_MASK_BLUR,
-    MAX_MASK_PADDING,
-    MAX_NOISE_LEVEL,
-    MAX_SEED,
-    MAX_STRENGTH,
-    Guide,
-    Task,
-)
+from pipelines.params import LIMITS, ControlParams, Guide, Img2ImgParams, InpaintParams, Task
 from studio.bootstrap import bootstrap
 from studio.catalogue import Style, load_catalogue
 from studio.config import PROJECT_ROOT, get_settings
@@ -236,39 +225,32 @@ class Extreme:
         return f"{self.style or 'own'}-{self.quality.value}-{'max' if self.high else 'min'}-{self.guide.value}"
 
     def recipe(self, *, inpaint: bool) -> dict:
-        high, upscaling = self.high, self.style is not None and CATALOGUE.styles[self.style].task.upscale_factor
+        """Every setting of LIMITS at this corner, where a recipe carries it (top level, control, inpaint)."""
+        style = CATALOGUE.styles[self.style] if self.style is not None else None
+        task = Task.inpaint if inpaint else (style.task if style is not None else Task.img2img)
+        end = 1 if self.high else 0
         recipe = {
             "style": self.style,
             "quality": self.quality.value,
-            "task": CATALOGUE.styles[self.style].task.value if self.style else "img2img",
+            "task": task.value,
             "prompt": "a red sneaker",
             "user_prompt": "a red sneaker",
-            "negative_prompt": "",
-            "strength": MAX_STRENGTH if high else 0.0,
-            "steps": QUALITY_TIERS[self.quality].max_steps if high else 1,
-            "guidance": MAX_GUIDANCE if high else 0.0,
-            "seed": MAX_SEED if high else 0,
-            "noise_level": MAX_NOISE_LEVEL if high else 0,
+            "steps": QUALITY_TIERS[self.quality].max_steps if self.high else 1,
+            **corner(Img2ImgParams, end),
+            "noise_level": LIMITS["noise_level"][end],
             "control": None,
             "inpaint": None,
         }
-        if not upscaling:
-            recipe["control"] = {
-                "model": "",
-                "guide": self.guide.value,
-                "conditioning_scale": MAX_CONTROL_SCALE if high else 0.0,
-                "low_threshold": MAX_CANNY_THRESHOLD - 1 if high else 0,
-                "high_threshold": MAX_CANNY_THRESHOLD if high else 1,
-            }
+        if task.upscale_factor is None:
+            recipe["control"] = {"model": "", "guide": self.guide.value, **corner(ControlParams, end)}
         if inpaint:
-            recipe["task"] = "inpaint"
-            recipe["inpaint"] = {
-                "mask_blur": MAX_MASK_BLUR if high else 0,
-                "only_masked": high,
-                "padding": MAX_MASK_PADDING if high else 0,
-                "keep_unmasked": not high,
-            }
+            recipe["inpaint"] = {"only_masked": self.high, "keep_unmasked": not self.high, **corner(InpaintParams, end)}
         return recipe
+
+
+def corner(options: type, end: int) -> dict:
+    """The fields of the dataclass `options` that LIMITS bounds, at its low (0) or high (1) end."""
+    return {field.name: LIMITS[field.name][end] for field in fields(options) if field.name in LIMITS}
 
 
 def extremes(page: str) -> list[Extreme]:
@@ -293,24 +275,42 @@ EXTREME_CASES = [
 ]
 
 
+# The form widget (key suffix) that shows each setting of LIMITS: a new limit needs its widget here.
+WIDGETS = {
+    "strength": "strength",
+    "guidance": "guidance",
+    "seed": "seed",
+    "noise_level": "noise_level",
+    "conditioning_scale": "control_scale",
+    "low_threshold": "canny",
+    "high_threshold": "canny",
+    "mask_blur": "mask_blur",
+    "padding": "padding",
+}
+
+
 def expect_form(at: AppTest, page: str, case: Extreme, recipe: dict) -> None:
-    """The form shows every value the recipe carried."""
+    """The form shows every value the recipe carried, wherever the page has a widget for it."""
+    assert set(WIDGETS) == set(LIMITS)
     assert at.selectbox(key=f"{page}.style").value == (case.style or OWN_SETTINGS)
     assert at.segmented_control(key=f"{page}.quality").value == case.quality.value
     assert at.slider(key=f"{page}.steps").value == recipe["steps"]
-    assert at.slider(key=f"{page}.guidance").value == recipe["guidance"]
-    assert at.number_input(key=f"{page}.seed").value == recipe["seed"]
-    if recipe["task"] == Task.upscale_4x.value:
-        assert at.slider(key=f"{page}.noise_level").value == recipe["noise_level"]
-    elif recipe["task"] != Task.upscale_2x.value and page != "sweep":
-        assert at.slider(key=f"{page}.strength").value == recipe["strength"]
+    carried = {**recipe, **(recipe["control"] or {}), **(recipe["inpaint"] or {})}
+    shown = {element.key: element.value for element in [*at.slider, *at.number_input]}
+    checked = set()
+    for name, widget in WIDGETS.items():
+        key = f"{page}.{widget}"
+        if key not in shown or name not in carried:
+            continue  # no such widget on this page or for this task (the strength of an upscale, say)
+        value = shown[key]
+        if widget == "canny":
+            value = value[0] if name == "low_threshold" else value[1]
+        assert value == carried[name], (name, value, carried[name])
+        checked.add(name)
+    assert {"guidance", "seed"} <= checked
     if recipe["control"] is not None and page != "sweep":
         assert at.toggle(key=f"{page}.use_control").value
         assert at.radio(key=f"{page}.guide").value == case.guide.value
-        assert at.slider(key=f"{page}.control_scale").value == recipe["control"]["conditioning_scale"]
-    if recipe["inpaint"] is not None:
-        assert at.slider(key=f"{page}.mask_blur").value == recipe["inpaint"]["mask_blur"]
-        assert at.slider(key=f"{page}.padding").value == recipe["inpaint"]["padding"]
 
 
 @pytest.mark.slow
@@ -389,9 +389,10 @@ def _sweep_cells_at_the_limits(settings) -> list[Job]:
     at.text_area(key="sweep.prompt").input("a red sneaker")
     at.slider(key="sweep.steps").set_value(2)
     at.segmented_control(key="sweep.mode").set_value("List").run()
-    at.text_input(key="sweep.strength_list").input(f"0.5, {MAX_STRENGTH}").run()
+    at.text_input(key="sweep.strength_list").input(f"0.5, {LIMITS['strength'][1]}").run()
     at.selectbox(key="sweep.axis").set_value("guidance").run()
-    at.text_input(key="sweep.axis_values").input(f"0, {MAX_GUIDANCE}").run()
+    low, high = LIMITS["guidance"]
+    at.text_input(key="sweep.axis_values").input(f"{low}, {high}").run()
     at.button(key="sweep_button").click().run()
     assert not at.error, texts(at.error)
     return finish_jobs(settings)

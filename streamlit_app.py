@@ -2,29 +2,29 @@
 
 import streamlit as st
 
-from studio import ui, ui_admin
-from studio.models import Role
+from studio.db.tables import Role
+from studio.web import app, auth, budgets
 
 st.set_page_config(page_title="Img2Img Studio", page_icon=":material/palette:", layout="wide")
 
-report = ui.bootstrap_studio()
-config = ui.settings()
+report = app.bootstrap_studio()
+config = app.settings()
 if config.warmup:
-    ui.start_model_warmup(config)
+    app.start_model_warmup(config)
 if config.in_process_worker:
-    ui.start_background_worker(config)
+    app.start_background_worker(config)
 
-authenticator = ui.authenticator(report)
-user = ui.current_user()
-ui.forget_other_users_state(user)
+authenticator = auth.authenticator(report)
+user = auth.current_user()
+auth.forget_other_users_state(user)
 if user is None:
-    ui.login_form(authenticator)
-    if ui.current_user() is not None:
+    auth.login_form(authenticator)
+    if auth.current_user() is not None:
         st.rerun()  # logged in just now: start over without the login form on screen
     st.navigation([st.Page(lambda: None, title="Log in", icon=":material/login:")], position="hidden").run()
     st.stop()
 
-ui.refresh_plan_credits(user)
+auth.refresh_plan_credits(user)
 
 studio_pages = [
     st.Page("pages/transform.py", title="Transform", icon=":material/auto_fix_high:", default=True),
@@ -35,12 +35,13 @@ studio_pages = [
     st.Page("pages/history.py", title="History", icon=":material/history:"),
     st.Page("pages/account.py", title="Account", icon=":material/account_balance_wallet:"),
 ]
+# Admin pages live in pages/admin/; their URLs stay what they were (/admin_users, …) for bookmarks.
 admin_pages = [
-    st.Page("pages/admin_users.py", title="Users", icon=":material/group:"),
-    st.Page("pages/admin_teams.py", title="Teams", icon=":material/groups:"),
-    st.Page("pages/admin_credits.py", title="Credits", icon=":material/toll:"),
-    st.Page("pages/analytics.py", title="Analytics", icon=":material/bar_chart:"),
-    st.Page("pages/admin_models.py", title="Models", icon=":material/memory:"),
+    st.Page("pages/admin/users.py", title="Users", icon=":material/group:", url_path="admin_users"),
+    st.Page("pages/admin/teams.py", title="Teams", icon=":material/groups:", url_path="admin_teams"),
+    st.Page("pages/admin/credits.py", title="Credits", icon=":material/toll:", url_path="admin_credits"),
+    st.Page("pages/admin/analytics.py", title="Analytics", icon=":material/bar_chart:", url_path="analytics"),
+    st.Page("pages/admin/models.py", title="Models", icon=":material/memory:", url_path="admin_models"),
 ]
 navigation = {"Studio": studio_pages}
 if user.role is Role.admin:
@@ -49,7 +50,7 @@ if user.role is Role.admin:
 with st.sidebar:
     st.caption(f"Signed in as **{user.display_name}** ({user.username}, {user.role.value})")
     if st.button("Log out", icon=":material/logout:", key="studio_logout"):
-        ui.log_out(authenticator)
-    ui_admin.budget_alert(user)
+        auth.log_out(authenticator)
+    budgets.budget_alert(user)
 
 st.navigation(navigation).run()

@@ -6,7 +6,7 @@ Run from the repository root:
     python bench/analytics_queries.py --db /tmp/analytics.db   # keep it there; a second run reuses it
     python bench/analytics_queries.py --jobs 100000 --repeats 5
 
-Seeds the database with `studio.seed` (1 000 users, 12 teams, 90 days of jobs and their ledger rows by
+Seeds the database with `studio.devtools.seed` (1 000 users, 12 teams, 90 days of jobs and their ledger rows by
 default) and prints how long that took, then runs each query `--repeats` times, each in a new session,
 and prints per query the rows it returned, the first run's time (statement compiled, SQLite's page
 cache cold), the best, and whether the slower of the two meets the ≤ 1 s target. Queries run over the
@@ -48,12 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     from sqlmodel import Session, func, select
 
     from studio.config import load_settings
-    from studio.db import init_db
-    from studio.models import Job, utcnow
-    from studio.seed import SeedOptions, seed
+    from studio.db.engine import init_db
+    from studio.db.tables import Job, utcnow
+    from studio.devtools.seed import SeedOptions, seed
 
     workdir = tempfile.TemporaryDirectory(prefix="analytics-bench-") if args.db is None else None
-    path = args.db or Path(workdir.name) / "studio.db"
+    path = args.db or Path(workdir.name) / "studio.db.engine"
     engine = init_db(f"sqlite:///{path}")
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, SQLite {sqlite3.sqlite_version}")
     with Session(engine) as session:
@@ -80,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
 def run_queries(engine, repeats: int) -> int:
     from sqlmodel import Session, func, select
 
-    from studio import analytics as a
-    from studio.budgets import all_budget_statuses, team_spend
-    from studio.models import Job, Team
+    from studio.analytics import usage as a
+    from studio.billing.budgets import all_budget_statuses, team_spend
+    from studio.db.tables import Job, Team
 
     with Session(engine) as session:
         first, last = session.exec(select(func.min(Job.created_at), func.max(Job.created_at))).one()

@@ -6,10 +6,10 @@ Run from the repository root:
     python bench/claims_per_second.py --jobs 5000 --processes 1 2 4 8
 
 Each run starts from a fresh database with `--jobs` queued jobs (rows only: no image, no credits) and
-N processes (spawned, each with its own engine) that call `studio.queue.claim_next` in its own write
+N processes (spawned, each with its own engine) that call `studio.jobs.leases.claim_next` in its own write
 transaction until the queue is empty: what a worker does before it runs anything. Prints the claims
 per second of the whole run, from the moment all processes are connected and told to start until the
-last one finds the queue empty. PostgreSQL is a throwaway cluster (studio.pgcluster: initdb into a
+last one finds the queue empty. PostgreSQL is a throwaway cluster (studio.devtools.pgcluster: initdb into a
 temporary folder, a free loopback port; fsync off, like the tests); SQLite is a file in WAL mode in
 a temporary folder. Nothing under data/ is touched.
 """
@@ -26,10 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from studio.db import get_engine, init_db, write_session
-from studio.models import Job, User
-from studio.pgcluster import PgCluster, Unavailable
-from studio.queue import claim_next
+from studio.db.engine import get_engine, init_db, write_session
+from studio.db.tables import Job, User
+from studio.devtools.pgcluster import PgCluster, Unavailable
+from studio.jobs.leases import claim_next
 
 
 def fill(url: str, jobs: int) -> None:

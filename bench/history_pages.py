@@ -34,9 +34,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from sqlmodel import col, select
 
-    from studio.db import init_db, session_for
-    from studio.history import HistoryFilter, history_page
-    from studio.models import Job, JobStatus, Role, Team, User, utcnow
+    from studio.db.engine import init_db, session_for
+    from studio.db.tables import Job, JobStatus, Role, Team, User, utcnow
+    from studio.jobs.history import HistoryFilter, history_page
 
     with tempfile.TemporaryDirectory(prefix="history-bench-") as folder:
         url = f"sqlite:///{folder}/bench.db"

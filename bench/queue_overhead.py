@@ -24,7 +24,7 @@ A warm-up pair (model build and load, first-call costs) is excluded. The pairs a
 order (raw first, then e2e first, …) so drift of a shared machine hits both sides alike. Reported:
 each pair, the medians, the overhead (median e2e / median raw − 1) and the median per-pair ratio.
 
-The breakdown times the worker's steps by wrapping the functions it calls (`studio.worker.render_job`,
+The breakdown times the worker's steps by wrapping the functions it calls (`studio.jobs.worker.render_job`,
 `complete_job`, …) with a timer, a microsecond each; `--no-breakdown` runs the worker untouched.
 Exits 1 if an end-to-end job did not complete, else 0; the 5 % target is reported, not enforced.
 """
@@ -74,7 +74,7 @@ def configure_environment(root: Path) -> None:
     os.environ.update(
         STUDIO_DATA_DIR=str(data_dir),
         STUDIO_MODELS_DIR=str(root / "models"),
-        STUDIO_DATABASE_URL=f"sqlite:///{data_dir / 'studio.db'}",
+        STUDIO_DATABASE_URL=f"sqlite:///{data_dir / 'studio.db.engine'}",
         STUDIO_MODEL="preview",
         STUDIO_MAX_OUTPUT_SIDE="1024",
         STUDIO_COOKIE_KEY=secrets.token_urlsafe(48),
@@ -125,10 +125,10 @@ class Timings:
 def instrument(worker, timings: Timings) -> None:
     """Time the worker's steps by replacing the names it looks up at call time with timed versions."""
     import pipelines.img2img
-    import studio.worker
+    import studio.jobs.worker
 
     for name in ("reap_expired", "claim_next", "render_job", "complete_job", "heartbeat"):
-        setattr(studio.worker, name, timings.wrap(name, getattr(studio.worker, name)))
+        setattr(studio.jobs.worker, name, timings.wrap(name, getattr(studio.jobs.worker, name)))
     # render_job imports run_img2img from its module when called, so this times the worker's own call.
     pipelines.img2img.run_img2img = timings.wrap("run_img2img", pipelines.img2img.run_img2img)
     worker.store.put = timings.wrap("store_put", worker.store.put)
@@ -169,19 +169,19 @@ def run(args: argparse.Namespace, root: Path) -> int:
     from pipelines.img2img import Img2ImgRequest, run_img2img
     from pipelines.params import Img2ImgParams
     from pipelines.registry import resolve_model
-    from studio.bootstrap import bootstrap
+    from studio.accounts.bootstrap import bootstrap
+    from studio.accounts.users import create_user
+    from studio.billing.credits import Account, add_credits
+    from studio.billing.pricing import QUALITY_TIERS
+    from studio.catalogue.recipes import png_with_recipe
+    from studio.catalogue.requests import custom_request
     from studio.config import get_settings
-    from studio.credits import Account, add_credits
-    from studio.db import session_for, write_session
-    from studio.job_requests import custom_request
-    from studio.models import Asset, AssetKind, CreditEntry, CreditKind, Job, JobStatus, utcnow
-    from studio.pricing import QUALITY_TIERS
-    from studio.queue import submit_job
-    from studio.recipes import png_with_recipe
-    from studio.storage import AssetStore
-    from studio.users import create_user
-    from studio.validation import validate_image_bytes
-    from studio.worker import Worker
+    from studio.db.engine import session_for, write_session
+    from studio.db.tables import Asset, AssetKind, CreditEntry, CreditKind, Job, JobStatus, utcnow
+    from studio.jobs.submit import submit_job
+    from studio.jobs.worker import Worker
+    from studio.media.storage import AssetStore
+    from studio.media.validation import validate_image_bytes
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,6 +1,6 @@
 """Alembic environment: the studio's tables (SQLModel.metadata) on the studio's database.
 
-The URL is, in order: a connection handed over by `studio.db.init_db` (config.attributes["connection"]),
+The URL is, in order: a connection handed over by `studio.db.engine.init_db` (config.attributes["connection"]),
 `-x url=…` on the command line, then studio.config (STUDIO_DATABASE_URL or the default SQLite file).
 SQLite gets batch mode (`render_as_batch`): it cannot ALTER most things, so Alembic copies the table.
 """
@@ -13,10 +13,9 @@ from alembic import context
 from sqlalchemy import Column
 from sqlmodel import SQLModel
 
-import studio.analytics
-import studio.models  # noqa: F401  (registers the tables)
+import studio.db.tables  # noqa: F401  (registers the tables)
 from studio.config import get_settings
-from studio.db import _on_this_dialect, get_engine
+from studio.db.engine import _on_this_dialect, get_engine
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

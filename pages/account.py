@@ -2,19 +2,19 @@
 
 import streamlit as st
 
-from studio import ui
-from studio.credits import Account, history, lots, spendable
-from studio.jobs import usage_summary
-from studio.models import utcnow
-from studio.plans import PLANS, STARTER_PACK_CREDITS, TRIAL_CREDITS
+from studio.billing.credits import Account, history, lots, spendable
+from studio.billing.plans import PLANS, STARTER_PACK_CREDITS, TRIAL_CREDITS
+from studio.db.tables import utcnow
+from studio.jobs.queries import usage_summary
+from studio.web import app, auth
 
-user = ui.require_user()
+user = auth.require_user()
 now = utcnow()
 plan = PLANS[user.plan]
 
 st.title("Account")
 
-with ui.db_session() as session:
+with app.db_session() as session:
     credits = spendable(session=session, user=user, now=now)
     open_lots = [lot for lot in lots(session=session, account=Account(user_id=user.id)) if lot.remaining > 0]
     entries = history(session=session, account=Account(user_id=user.id))

@@ -4,17 +4,18 @@ import random
 
 import streamlit as st
 
-from studio import ui, ui_batches, ui_forms
-from studio.batches import batch_cost, batch_requests, read_uploads
-from studio.plans import PLANS
-from studio.presets import SeedPolicy
+from studio.batches.plan import batch_cost, batch_requests
+from studio.batches.uploads import read_uploads
+from studio.billing.plans import PLANS
+from studio.catalogue.presets import SeedPolicy
+from studio.web import app, auth, batches, form, presets, styles, submit, widgets
 
 PREFIX = "batch"
 BATCH_KEY = "batch.last_batch_id"
 
-user = ui.require_user()
-config = ui.settings()
-catalogue = ui_forms.catalogue_or_stop(config)
+user = auth.require_user()
+config = app.settings()
+catalogue = styles.catalogue_or_stop(config)
 
 st.title("Batch")
 if not PLANS[user.plan].batch:
@@ -24,7 +25,7 @@ if not PLANS[user.plan].batch:
         icon=":material/lock:",
     )
     st.stop()
-ui.model_notice(config)
+widgets.model_notice(config)
 
 settings_col, progress_col = st.columns([1, 1], gap="large")
 
@@ -43,12 +44,12 @@ with settings_col:
             for name, why in uploads.rejected:
                 st.caption(f"**{name}**: {why}")
 
-    style = ui_forms.style_picker(PREFIX, catalogue, config)
-    params, quality, noise_level = ui_forms.run_settings(PREFIX, style)
+    style = styles.style_picker(PREFIX, catalogue, config)
+    params, quality, noise_level = form.run_settings(PREFIX, style)
     upscaling = style is not None and style.task.upscale_factor is not None
-    control = None if upscaling else ui_forms.control_settings(PREFIX, None, seed=params.seed)
-    request = ui_forms.make_request(config, catalogue, style, params, quality, noise_level=noise_level, control=control)
-    ui_forms.preset_bar(PREFIX, user, catalogue, request)
+    control = None if upscaling else form.control_settings(PREFIX, None, seed=params.seed)
+    request = submit.make_request(config, catalogue, style, params, quality, noise_level=noise_level, control=control)
+    presets.preset_bar(PREFIX, user, catalogue, request)
     seed_policy = SeedPolicy(
         st.radio(
             "Seed",
@@ -71,8 +72,8 @@ with settings_col:
 
 with progress_col:
     if run_clicked:
-        ui_batches.submit(config, user, uploads.images, requests, key=BATCH_KEY)
+        batches.submit(config, user, uploads.images, requests, key=BATCH_KEY)
     if batch_id := st.session_state.get(BATCH_KEY):
-        ui_batches.batch_panel(batch_id=batch_id, user_id=user.id, label=style.name if style else "own settings")
+        batches.batch_panel(batch_id=batch_id, user_id=user.id, label=style.name if style else "own settings")
     else:
         st.caption("Progress and the download of every result appear here.")

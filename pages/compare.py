@@ -4,8 +4,8 @@ on both, a difference heatmap, and what differs between their recipes."""
 import streamlit as st
 from PIL import Image
 
-from studio import ui
-from studio.compare import (
+from studio.jobs.queries import list_user_jobs
+from studio.media.compare import (
     CENTRE_STEP,
     MAX_ZOOM,
     ZOOM_STEP,
@@ -15,16 +15,16 @@ from studio.compare import (
     split_view,
     zoomed,
 )
-from studio.jobs import list_user_jobs
+from studio.web import app, auth, jobs
 
 SOURCE_AND_RESULT, TWO_RESULTS = "Source and result", "Two results"
 
-user = ui.require_user()
-store = ui.asset_store()
+user = auth.require_user()
+store = app.asset_store()
 
 st.title("Compare")
 
-with ui.db_session() as session:
+with app.db_session() as session:
     finished = [
         (job, source, result)
         for job, source, result in list_user_jobs(session=session, user_id=user.id, limit=200)
@@ -38,7 +38,7 @@ ids = list(by_id)
 
 mode = st.segmented_control("Compare", [SOURCE_AND_RESULT, TWO_RESULTS], default=SOURCE_AND_RESULT, key="compare.mode")
 first_id = st.selectbox(
-    "Result", ids, format_func=lambda i: f"#{i} · {ui.job_summary(by_id[i][0])}", key="compare.first"
+    "Result", ids, format_func=lambda i: f"#{i} · {jobs.job_summary(by_id[i][0])}", key="compare.first"
 )
 job, source, result = by_id[first_id]
 if mode == TWO_RESULTS:
@@ -46,7 +46,7 @@ if mode == TWO_RESULTS:
         "Against",
         ids,
         index=min(1, len(ids) - 1),
-        format_func=lambda i: f"#{i} · {ui.job_summary(by_id[i][0])}",
+        format_func=lambda i: f"#{i} · {jobs.job_summary(by_id[i][0])}",
         key="compare.second",
     )
     left, right = (result, f"#{first_id}"), (by_id[second_id][2], f"#{second_id}")

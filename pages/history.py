@@ -3,18 +3,18 @@ Remix into Transform, and Delete."""
 
 import streamlit as st
 
-from studio import ui, ui_forms
-from studio.history import OWN_SETTINGS, HistoryFilter, history_page
-from studio.models import JobStatus, Role
-from studio.retention import delete_job
+from studio.db.tables import JobStatus, Role
+from studio.jobs.history import OWN_SETTINGS, HistoryFilter, history_page
+from studio.jobs.retention import delete_job
+from studio.web import app, auth, jobs, recipes, styles, widgets
 
 COLUMNS = 4
 CURSORS = "history.cursors"  # the keyset cursor of each page shown so far (None: the first page)
 
-user = ui.require_user()
-config = ui.settings()
-catalogue = ui_forms.catalogue_or_stop(config)
-store = ui.asset_store()
+user = auth.require_user()
+config = app.settings()
+catalogue = styles.catalogue_or_stop(config)
+store = app.asset_store()
 
 st.title("History")
 
@@ -50,7 +50,7 @@ filters = HistoryFilter(
     team=team,
 )
 cursors = st.session_state.setdefault(CURSORS, [None])
-with ui.db_session() as session:
+with app.db_session() as session:
     page = history_page(session=session, viewer=user, filters=filters, after=cursors[-1])
 
 if not page.rows:
@@ -63,11 +63,11 @@ for index, row in enumerate(page.rows):
     with columns[index % COLUMNS].container(border=True):
         shown = row.result or row.source
         if shown is not None and store.exists(shown.sha256):
-            st.image(ui.thumbnail(shown.sha256, str(store.root)), width="stretch")
+            st.image(widgets.thumbnail(shown.sha256, str(store.root)), width="stretch")
         else:
             st.caption(":material/hide_image: images deleted (retention)")
         st.markdown(f"**#{job.id}** · {job.status.value} · {job.created_at:%Y-%m-%d %H:%M}")
-        st.caption(ui.job_summary(job))
+        st.caption(jobs.job_summary(job))
         if job.error:
             st.caption(f":material/error: {job.error} · {job.cost} credits refunded")
         # Buttons side by side while they fit, wrapping below each other when the card is narrow.
@@ -85,12 +85,12 @@ for index, row in enumerate(page.rows):
             "Remix", icon=":material/tune:", key=f"remix-{job.id}", help="Open Transform with this job's settings."
         ):
             settings_used = {**job.params, "style": job.style, "quality": job.quality, **(job.recipe or {})}
-            ui_forms.load_recipe_into_form("transform", settings_used, catalogue)
+            recipes.load_recipe_into_form("transform", settings_used, catalogue)
             st.switch_page("pages/transform.py")
         if job.status.is_final and actions.button(
             "Delete", icon=":material/delete:", key=f"delete-{job.id}", help="Its images go; the credits record stays."
         ):
-            with ui.db_write_session() as session:
+            with app.db_write_session() as session:
                 delete_job(session=session, store=store, user=user, job_id=job.id)
             st.rerun()
 

@@ -2,37 +2,37 @@
 
 import streamlit as st
 
-from studio import ui, ui_forms
+from studio.web import app, auth, form, jobs, masks, presets, recipes, sources, styles, submit, widgets
 
 PREFIX = "inpaint"
 JOB_KEY = "inpaint.last_job_id"
 
-user = ui.require_user()
-config = ui.settings()
-catalogue = ui_forms.catalogue_or_stop(config)
+user = auth.require_user()
+config = app.settings()
+catalogue = styles.catalogue_or_stop(config)
 
 st.title("Inpaint")
-ui.model_notice(config)
+widgets.model_notice(config)
 
 source_col, result_col = st.columns(2, gap="large")
 
 with source_col:
-    source = ui_forms.source_uploader(PREFIX)
+    source = sources.source_uploader(PREFIX)
     if source is not None and source.recipe is not None:
-        ui_forms.recipe_offer(PREFIX, source, catalogue, config, user, job_key=JOB_KEY)
-    mask = ui_forms.mask_editor(PREFIX, source) if source is not None else None
+        recipes.recipe_offer(PREFIX, source, catalogue, config, user, job_key=JOB_KEY)
+    mask = masks.mask_editor(PREFIX, source) if source is not None else None
 
-    style = ui_forms.style_picker(PREFIX, catalogue, config)
-    params, quality, _ = ui_forms.run_settings(PREFIX, style)
-    inpaint = ui_forms.mask_options(PREFIX)
-    control = ui_forms.control_settings(PREFIX, source, seed=params.seed)
+    style = styles.style_picker(PREFIX, catalogue, config)
+    params, quality, _ = form.run_settings(PREFIX, style)
+    inpaint = masks.mask_options(PREFIX)
+    control = form.control_settings(PREFIX, source, seed=params.seed)
 
     request = None
     if source is not None and mask is not None:
-        request = ui_forms.make_request(config, catalogue, style, params, quality, control=control, inpaint=inpaint)
-    ui_forms.preset_bar(PREFIX, user, catalogue, request)
+        request = submit.make_request(config, catalogue, style, params, quality, control=control, inpaint=inpaint)
+    presets.preset_bar(PREFIX, user, catalogue, request)
     if request is not None:
-        ui_forms.price_caption(config, user, request, source.upload)
+        submit.price_caption(config, user, request, source.upload)
     inpaint_clicked = st.button(
         f"Inpaint · {params.denoising_steps} denoising steps",
         type="primary",
@@ -42,8 +42,8 @@ with source_col:
 
 with result_col:
     if inpaint_clicked:
-        ui_forms.submit(config, user, source, request, mask=mask, job_key=JOB_KEY)
+        submit.submit(config, user, source, request, mask=mask, job_key=JOB_KEY)
     if job_id := st.session_state.get(JOB_KEY):
-        ui.job_panel(job_id=job_id, user_id=user.id)
+        jobs.job_panel(job_id=job_id, user_id=user.id)
     else:
         st.caption("Your result appears here, beside the source.")

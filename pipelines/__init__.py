@@ -9,6 +9,8 @@ model warm-up, its queue worker, a guide preview) calls `import_model_stack()` b
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 import threading
 
 # Every module that imports the diffusion stack at the top, in the order they build on each other.
@@ -41,6 +43,22 @@ def import_model_stack() -> None:
                 importlib.import_module(name)
             importlib.import_module("pipelines.guides").import_detectors()
             _stack_ready.set()
+
+
+def set_cpu_threads(count: int) -> None:
+    """The threads torch may use on the CPU in this process, without importing torch.
+
+    Before torch is loaded, the environment its OpenMP and MKL runtimes read when they start; after, torch's own
+    setting. Several CPU workers on one host each take cores ÷ workers: torch's threads spin-wait, and two
+    workers with two threads each on two cores run many times slower than with one each.
+    """
+    if count < 1:
+        raise ValueError(f"A process needs at least one thread, got {count}.")
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(count)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(count)
 
 
 def model_stack_ready() -> bool:

@@ -32,7 +32,7 @@ _Loadable = TypeVar("_Loadable")
 _Pipeline = TypeVar("_Pipeline", bound=DiffusionPipeline)
 
 
-# Set by `python -m studio.worker --device cuda:1` (one worker process per GPU); None: the best available.
+# Set by `python -m studio worker --device cuda:1` (one worker process per GPU); None: the best available.
 _device_override: str | None = None
 
 

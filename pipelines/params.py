@@ -42,7 +42,7 @@ DEFAULT_NOISE_LEVEL = 20
 
 # Every numeric setting a run carries (a recipe's key, also in its `control` and `inpaint` tables), with the
 # lowest and highest value the studio accepts, inclusive. The checks below, the forms' widgets and the tests
-# that load every value into every form all read this table. Steps are per quality tier (studio.pricing).
+# that load every value into every form all read this table. Steps are per quality tier (studio.billing.pricing).
 LIMITS: dict[str, tuple[float, float]] = {
     "strength": (0.0, MAX_STRENGTH),
     "guidance": (0.0, MAX_GUIDANCE),

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from studio.errors import ConfigError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SECRETS_PATH = PROJECT_ROOT / ".streamlit" / "secrets.toml"
 
@@ -74,20 +76,20 @@ def load_settings(environ: dict[str, str] | None = None, secrets_path: Path | No
 
     model_cost = get("model_cost")
     if model_cost is not None and (not model_cost.isdigit() or not 1 <= int(model_cost) <= 5):
-        raise ValueError(f"STUDIO_MODEL_COST must be a whole number 1–5 (credits per run), got {model_cost!r}")
+        raise ConfigError(f"STUDIO_MODEL_COST must be a whole number 1–5 (credits per run), got {model_cost!r}")
     data_dir = Path(get("data_dir", str(PROJECT_ROOT / "data"))).expanduser().resolve()
     retention_days = get("retention_days", "30")
     if not retention_days.isdigit():
-        raise ValueError(
+        raise ConfigError(
             f"STUDIO_RETENTION_DAYS must be a whole number of days (0 keeps everything), got {retention_days!r}"
         )
     max_side = get("max_output_side", "1024")
     if not max_side.isdigit() or not 256 <= int(max_side) <= 4096:
-        raise ValueError(f"STUDIO_MAX_OUTPUT_SIDE must be a whole number 256–4096, got {max_side!r}")
+        raise ConfigError(f"STUDIO_MAX_OUTPUT_SIDE must be a whole number 256–4096, got {max_side!r}")
     return Settings(
         data_dir=data_dir,
         models_dir=Path(get("models_dir", str(data_dir / "models"))).expanduser().resolve(),
-        database_url=get("database_url", f"sqlite:///{data_dir / 'studio.db'}"),
+        database_url=get("database_url", f"sqlite:///{data_dir / 'studio.db.engine'}"),
         model=get("model", PREVIEW_MODEL),
         model_cost=None if model_cost is None else int(model_cost),
         max_output_side=int(max_side),
@@ -108,7 +110,7 @@ def _storage_dir(value: str | None) -> Path | None:
     if value is None:
         return None
     if "://" in value:
-        raise ValueError(
+        raise ConfigError(
             f"STUDIO_STORAGE_DIR must be a folder (a shared mount for several hosts), got the URL {value!r}; "
             "object stores are not supported yet"
         )

@@ -1,4 +1,5 @@
 """Shared fixtures: every test gets its own data folder; the tiny preview model is built once per run.
+Helpers that tests import are in tests/support.py.
 
 Databases: every test runs on SQLite unless its module says `pytestmark = pytest.mark.both_databases`;
 then each of its tests that uses `studio_settings` runs twice, on SQLite and on PostgreSQL (a fresh
@@ -9,23 +10,20 @@ psycopg) the PostgreSQL runs skip with the reason.
 
 from __future__ import annotations
 
-import io
 import os
 import secrets
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from studio import config
-from studio.bootstrap import BootstrapReport, bootstrap
+from studio.accounts.bootstrap import BootstrapReport, bootstrap
 from studio.config import Settings, get_settings
-from studio.pgcluster import PgCluster, Unavailable
+from studio.devtools.pgcluster import PgCluster, Unavailable
+from tests.support import ADMIN_PASSWORD
 
-ADMIN_PASSWORD = "admin-password-for-tests"
 BACKENDS = ("sqlite", "postgresql")
 TEMPLATE_DB = "studio_template"
 
@@ -41,6 +39,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "both_databases: run each test on SQLite and on PostgreSQL")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The browser journeys last: their served studio then starts after, not before, everything else has run."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -78,7 +82,7 @@ def postgresql_url(postgresql_cluster: PgCluster) -> str:
 @pytest.fixture(scope="session")
 def postgresql_template(postgresql_cluster: PgCluster) -> str:
     """A database at the schema's head, which each test's database is copied from (fast)."""
-    from studio.db import get_engine, init_db
+    from studio.db.engine import get_engine, init_db
 
     url = postgresql_cluster.create_database(TEMPLATE_DB)
     init_db(url)
@@ -99,7 +103,7 @@ def database_url(db_backend: str, request: pytest.FixtureRequest) -> Iterator[st
     try:
         yield url
     finally:
-        from studio.db import get_engine
+        from studio.db.engine import get_engine
 
         get_engine(url).dispose()
         cluster.drop_database(name)
@@ -167,22 +171,3 @@ def unet_calls(preview) -> Iterator[list[int]]:
     handle = get_base_pipeline(preview).unet.register_forward_hook(lambda *_: calls.append(1))
     yield calls
     handle.remove()
-
-
-def gradient(width: int, height: int) -> Image.Image:
-    """A deterministic RGB source with structure in both directions."""
-    x = np.linspace(0, 255, width, dtype=np.float32)[None, :]
-    y = np.linspace(0, 255, height, dtype=np.float32)[:, None]
-    rgb = np.stack([x + 0 * y, y + 0 * x, (x + y) / 2], axis=-1)
-    return Image.fromarray(rgb.astype(np.uint8), "RGB")
-
-
-def png_bytes(width: int = 256, height: int = 256, color: tuple[int, int, int] = (200, 80, 40)) -> bytes:
-    """A small test photo: a colour gradient, so img2img has structure to keep."""
-    image = Image.new("RGB", (width, height), color)
-    for x in range(width):
-        for y in range(0, height, 4):
-            image.putpixel((x, y), (x % 256, (y * 2) % 256, 128))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()

@@ -2,7 +2,7 @@ import io
 
 from PIL import Image
 
-from studio.recipes import png_with_recipe, read_recipe
+from studio.catalogue.recipes import png_with_recipe, read_recipe
 
 
 def test_recipe_round_trips_through_png():

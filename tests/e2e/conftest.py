@@ -107,12 +107,12 @@ def studio_url(studio_env: dict[str, str]) -> Iterator[str]:
 
 # The member, and credits for every journey the suite takes (a new account has 10 trial credits).
 _ADD_MEMBER = """
-from studio.bootstrap import bootstrap
+from studio.accounts.bootstrap import bootstrap
 from studio.config import get_settings
-from studio.credits import Account, add_credits
-from studio.db import write_session
-from studio.models import CreditKind, utcnow
-from studio.users import create_user, get_user
+from studio.billing.credits import Account, add_credits
+from studio.db.engine import write_session
+from studio.db.tables import CreditKind, utcnow
+from studio.accounts.users import create_user, get_user
 settings = get_settings()
 bootstrap(settings)
 with write_session(settings.database_url) as session:

@@ -11,7 +11,7 @@ from pathlib import Path
 import jwt
 import pytest
 
-from studio.catalogue import load_catalogue
+from studio.catalogue.styles import load_catalogue
 from studio.config import PROJECT_ROOT
 from tests.e2e.conftest import MEMBER_PASSWORD, go_to, log_in, run_in_studio, wait_for_idle
 from tests.e2e.test_journeys import source_png
@@ -91,8 +91,8 @@ def test_a_deactivated_accounts_login_cookie_gets_the_login_form(page, studio_ur
         studio_env,
         """
 from studio.config import get_settings
-from studio.db import write_session
-from studio.users import create_user, get_user
+from studio.db.engine import write_session
+from studio.accounts.users import create_user, get_user
 settings = get_settings()
 with write_session(settings.database_url) as session:
     if get_user(session=session, username="leo") is None:
@@ -106,8 +106,8 @@ with write_session(settings.database_url) as session:
         studio_env,
         """
 from studio.config import get_settings
-from studio.db import write_session
-from studio.users import get_user
+from studio.db.engine import write_session
+from studio.accounts.users import get_user
 settings = get_settings()
 with write_session(settings.database_url) as session:
     leo = get_user(session=session, username="leo")

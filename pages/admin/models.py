@@ -1,0 +1,46 @@
+"""Admin · Models: the queue workers — alive or not, their device, the job in hand and the models they loaded."""
+
+import pandas as pd
+import streamlit as st
+
+from studio.db.tables import Role
+from studio.jobs.heartbeats import HEARTBEAT_SECONDS, STALE_AFTER_SECONDS, workers
+from studio.web import app, auth
+
+auth.require_user(Role.admin)
+
+st.title("Models")
+st.caption(
+    f"Every queue worker writes a heartbeat every {HEARTBEAT_SECONDS:.0f} s. *Silent* means none for "
+    f"{STALE_AFTER_SECONDS:.0f} s (killed, hung or its host is down): its job goes back to the queue when "
+    "its lease runs out."
+)
+with app.db_session() as session:
+    states = workers(session=session)
+if not states:
+    st.info("No worker has reported yet. Start one with `python -m studio worker --device cuda:0`.")
+else:
+    alive = sum(state.status == "alive" for state in states)
+    st.metric("Workers alive", alive, help="heartbeat within the last " + f"{STALE_AFTER_SECONDS:.0f} s")
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "worker": state.row.name,
+                    "status": state.status,
+                    "host": state.row.host,
+                    "pid": state.row.pid,
+                    "device": state.row.device,
+                    "current job": state.row.current_job_id,
+                    "loaded models": ", ".join(state.row.loaded_models) or "—",
+                    "last seen (s ago)": round(state.seconds_since, 1),
+                    "started": state.row.started_at,
+                }
+                for state in states
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+if st.button("Refresh"):
+    st.rerun()

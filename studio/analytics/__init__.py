@@ -1,0 +1,1 @@
+"""Usage analytics for the admin pages, aggregated in SQL."""

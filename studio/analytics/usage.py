@@ -1,0 +1,366 @@
+"""Usage analytics behind the Analytics page. Every figure is aggregated in SQL (GROUP BY over the
+indexes below); Python only reshapes the few rows that come back.
+
+What the figures mean (all times UTC; a job belongs to the day it was submitted):
+
+- **Credits spent**: a job's price, unless the job was refunded (failed or cancelled). This equals the
+  job's ledger rows, reserve plus refund (a commit is 0), attributed to the submit time; queued and
+  running jobs count, as their credits are reserved. `studio.billing.budgets` uses the same definition.
+- **Failure rate**: failed jobs ÷ jobs that ended (complete, failed or cancelled).
+  **Refund rate**: credits refunded (failed and cancelled jobs) ÷ credits reserved (all jobs).
+- **Processing time**: finished_at − started_at of complete jobs. **Queue wait**: started_at − created_at
+  of every job a worker started (a job the reaper requeued waited until its last start).
+- **p50 / p95**: nearest rank, the value at rank ⌈p·n⌉ of the n values in ascending order.
+
+Per-period figures run one GROUP BY per day or week (UTC midnights, weeks from Monday) over a range
+of a covering index: measured on SQLite at a million jobs, that is 2–3× faster than one GROUP BY on a
+computed `date(created_at)`, whose million-row sort spills out of SQLite's cache, and it needs no
+dialect-specific date function. On SQLite a percentile is one `ORDER BY duration LIMIT 1 OFFSET k`
+per group walking an index whose key holds the duration itself (p95 walks down from the top), after one
+GROUP BY for the group sizes, so no query sorts the rows (`UsageFilter.where` keeps SQLite's planner
+on these indexes). Other databases (PostgreSQL) use `percentile_disc`, the same nearest-rank definition.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, time, timedelta
+from enum import StrEnum
+
+from sqlalchemy import ColumnElement, extract, func
+from sqlmodel import Session, col, select
+
+from studio.db.tables import PROCESSING_DAYS, QUEUE_WAIT_DAYS, Job, JobStatus, Team, User
+
+REFUNDED_STATUSES = (JobStatus.failed, JobStatus.cancelled)
+ENDED_STATUSES = (JobStatus.complete, *REFUNDED_STATUSES)
+PERCENTILES = (50, 95)
+SECONDS_PER_DAY = 86_400.0
+OWN_SETTINGS_LABEL = "Own settings"
+NO_TEAM_LABEL = "No team"
+OTHERS_LABEL = "Others"
+_job = Job.__table__.c
+
+
+def is_charged() -> ColumnElement[bool]:
+    """The jobs whose price stands (not refunded): what "credits spent" sums."""
+    return col(Job.status).not_in(REFUNDED_STATUSES)
+
+
+class Bucket(StrEnum):
+    day = "day"
+    week = "week"  # Monday to Sunday
+
+
+class Breakdown(StrEnum):
+    team = "team"
+    user = "user"
+    style = "style"
+    model = "model"
+
+
+@dataclass(frozen=True)
+class UsageFilter:
+    """Jobs submitted in [start, end), optionally of one team, one user, one model."""
+
+    start: datetime
+    end: datetime
+    team_id: int | None = None
+    user_id: int | None = None
+    model: str | None = None
+
+    def where(self, *, sqlite: bool = False, walk: bool = False) -> list[ColumnElement[bool]]:
+        """The conditions on Job.
+
+        SQLite's planner has no statistics and takes an equality on an indexed column for a needle in a
+        haystack. With `sqlite`, likely() tells it that the model filter keeps many rows (a studio has a
+        handful of models), so it keeps to the date-range index instead of reading every job of the
+        model for each day (8.8 s instead of 0.3 s at a million jobs). With `walk` it says so of every
+        condition, for the percentile queries: they walk an ordered duration index that carries the
+        filter columns, bounded by the group's size, where a team's or a busy user's index would read
+        and sort their rows."""
+        conditions = [Job.created_at >= self.start, Job.created_at < self.end]
+        if self.team_id is not None:
+            conditions.append(Job.team_id == self.team_id)
+        if self.user_id is not None:
+            conditions.append(Job.user_id == self.user_id)
+        if walk:
+            conditions = [func.likely(condition) for condition in conditions]
+        if self.model is not None:
+            conditions.append(func.likely(Job.model == self.model) if sqlite or walk else Job.model == self.model)
+        return conditions
+
+
+@dataclass(frozen=True)
+class PeriodCredits:
+    period: date
+    group: str  # the team, user, style or model (see Breakdown)
+    credits: int
+
+
+@dataclass(frozen=True)
+class PeriodStatus:
+    period: date
+    status: JobStatus
+    jobs: int
+    credits: int  # their prices, refunded or not
+
+
+@dataclass(frozen=True)
+class OutcomeRates:
+    period: date | None  # None: the whole filtered range
+    jobs: int
+    ended: int
+    failed: int
+    cancelled: int
+    credits_reserved: int
+    credits_refunded: int
+
+    @property
+    def failure_rate(self) -> float:
+        return self.failed / self.ended if self.ended else 0.0
+
+    @property
+    def refund_rate(self) -> float:
+        return self.credits_refunded / self.credits_reserved if self.credits_reserved else 0.0
+
+
+@dataclass(frozen=True)
+class DurationStats:
+    group: tuple[str, ...]  # (model, quality), or (queue class,) for waits by priority
+    jobs: int
+    p50_s: float
+    p95_s: float
+
+
+@dataclass(frozen=True)
+class Spender:
+    user_id: int
+    username: str
+    team: str
+    jobs: int
+    credits: int
+
+
+@dataclass(frozen=True)
+class FilterChoices:
+    teams: dict[int, str]
+    users: dict[int, str]
+    models: list[str]
+
+
+def credits_spent(
+    *, session: Session, usage: UsageFilter, bucket: Bucket = Bucket.day, by: Breakdown = Breakdown.team
+) -> list[PeriodCredits]:
+    """Credits spent per period, split by team, user, style or model."""
+    key = {
+        Breakdown.team: _job.team_id,
+        Breakdown.user: _job.user_id,
+        Breakdown.style: _job.style,
+        Breakdown.model: _job.model,
+    }[by]
+    query = select(key, func.sum(Job.cost)).where(is_charged()).group_by(key)
+    rows = [(period, value, total) for period, (value, total) in _per_period(session, query, usage, bucket)]
+    names = _labels(session, by, {value for _, value, _ in rows})
+    return [PeriodCredits(period, names[value], int(total)) for period, value, total in rows]
+
+
+def keep_top_groups(rows: list[PeriodCredits], keep: int) -> list[PeriodCredits]:
+    """The `keep` groups that spent the most over all periods; the rest summed per period as "Others"
+    (a chart stacked by a thousand users says nothing; by ten and the rest it does)."""
+    totals: dict[str, int] = defaultdict(int)
+    for row in rows:
+        totals[row.group] += row.credits
+    kept = set(sorted(totals, key=lambda group: (-totals[group], group))[:keep])
+    others: dict[date, int] = defaultdict(int)
+    for row in rows:
+        if row.group not in kept:
+            others[row.period] += row.credits
+    folded = [row for row in rows if row.group in kept]
+    folded += [PeriodCredits(period, OTHERS_LABEL, credits) for period, credits in others.items()]
+    return sorted(folded, key=lambda row: (row.period, row.group == OTHERS_LABEL, row.group))
+
+
+def jobs_by_status(*, session: Session, usage: UsageFilter, bucket: Bucket = Bucket.day) -> list[PeriodStatus]:
+    """Jobs and their prices per period and status (the failure and refund rates come from these)."""
+    query = select(Job.status, func.count(), func.sum(Job.cost)).group_by(Job.status)
+    return [
+        PeriodStatus(period, JobStatus(status), int(n), int(total))
+        for period, (status, n, total) in _per_period(session, query, usage, bucket)
+    ]
+
+
+def periods(usage: UsageFilter, bucket: Bucket) -> list[tuple[date, datetime, datetime]]:
+    """(label, start, end) of each day or week (from Monday) the filter's range touches, clipped to it."""
+    first = usage.start.astimezone(UTC).date()
+    if bucket is Bucket.week:
+        first -= timedelta(days=first.weekday())
+    step = timedelta(days=7 if bucket is Bucket.week else 1)
+    found = []
+    cursor = datetime.combine(first, time(), UTC)
+    while cursor < usage.end:
+        found.append((cursor.date(), max(cursor, usage.start), min(cursor + step, usage.end)))
+        cursor += step
+    return found
+
+
+def _per_period(session: Session, query, usage: UsageFilter, bucket: Bucket) -> list[tuple[date, tuple]]:
+    """Run a GROUP BY `query` once per period over that period's jobs; (period, row) for every row."""
+    rows = []
+    for label, start, end in periods(usage, bucket):
+        in_period = replace(usage, start=start, end=end).where(sqlite=_dialect(session) == "sqlite")
+        rows.extend((label, tuple(row)) for row in session.exec(query.where(*in_period)).all())
+    return rows
+
+
+def outcome_rates(rows: list[PeriodStatus]) -> list[OutcomeRates]:
+    """Failure and refund rates per period of `jobs_by_status` rows, then one for all of them (period None)."""
+    by_period: dict[date | None, list[PeriodStatus]] = defaultdict(list)
+    for row in rows:
+        by_period[row.period].append(row)
+        by_period[None].append(row)
+    return [_rates(period, group) for period, group in by_period.items() if period is not None] + [
+        _rates(None, by_period[None])
+    ]
+
+
+def _rates(period: date | None, rows: list[PeriodStatus]) -> OutcomeRates:
+    def count(*statuses: JobStatus) -> int:
+        return sum(row.jobs for row in rows if row.status in statuses)
+
+    return OutcomeRates(
+        period=period,
+        jobs=sum(row.jobs for row in rows),
+        ended=count(*ENDED_STATUSES),
+        failed=count(JobStatus.failed),
+        cancelled=count(JobStatus.cancelled),
+        credits_reserved=sum(row.credits for row in rows),
+        credits_refunded=sum(row.credits for row in rows if row.status in REFUNDED_STATUSES),
+    )
+
+
+def processing_times(*, session: Session, usage: UsageFilter) -> list[DurationStats]:
+    """p50/p95 of processing time per (model, quality), over complete jobs."""
+    if _dialect(session) != "sqlite":
+        seconds = extract("epoch", _job.finished_at - _job.started_at)
+        return _percentile_disc(session, seconds, (_job.model, _job.quality), [*usage.where(), _complete()])
+    return _nearest_ranks(session, PROCESSING_DAYS, (_job.model, _job.quality), usage, _complete())
+
+
+def queue_waits(*, session: Session, usage: UsageFilter) -> list[DurationStats]:
+    """p50/p95 of queue wait per (model, quality), over jobs a worker started."""
+    if _dialect(session) != "sqlite":
+        seconds = extract("epoch", _job.started_at - _job.created_at)
+        return _percentile_disc(session, seconds, (_job.model, _job.quality), [*usage.where(), _started()])
+    return _nearest_ranks(session, QUEUE_WAIT_DAYS, (_job.model, _job.quality), usage, QUEUE_WAIT_DAYS.is_not(None))
+
+
+def waits_by_priority(*, session: Session, usage: UsageFilter) -> list[DurationStats]:
+    """p50/p95 of queue wait for Pro (priority) and Free jobs: what priority buys."""
+    if _dialect(session) != "sqlite":
+        seconds = extract("epoch", _job.started_at - _job.created_at)
+        stats = _percentile_disc(session, seconds, (_job.priority,), [*usage.where(), _started()])
+    else:
+        stats = _nearest_ranks(session, QUEUE_WAIT_DAYS, (_job.priority,), usage, QUEUE_WAIT_DAYS.is_not(None))
+    return [DurationStats((_queue_class(int(row.group[0])),), row.jobs, row.p50_s, row.p95_s) for row in stats]
+
+
+def top_spenders(*, session: Session, usage: UsageFilter, limit: int = 10) -> list[Spender]:
+    """The users who spent the most credits, most first."""
+    spent = func.sum(Job.cost).label("spent")
+    rows = session.exec(
+        select(Job.user_id, func.count(), spent)
+        .where(*usage.where(sqlite=_dialect(session) == "sqlite"), is_charged())
+        .group_by(Job.user_id)
+        .order_by(spent.desc(), Job.user_id)
+        .limit(limit)
+    ).all()
+    users = {user.id: user for user in session.exec(select(User).where(col(User.id).in_([row[0] for row in rows])))}
+    teams = _labels(session, Breakdown.team, {user.team_id for user in users.values()})
+    return [
+        Spender(user_id, users[user_id].username, teams[users[user_id].team_id], int(jobs), int(credits))
+        for user_id, jobs, credits in rows
+    ]
+
+
+def filter_choices(*, session: Session) -> FilterChoices:
+    """What the page's filters offer: teams, users and the models jobs have run on."""
+    return FilterChoices(
+        teams=dict(session.exec(select(Team.id, Team.name).order_by(Team.name)).all()),
+        users=dict(session.exec(select(User.id, User.username).order_by(User.username)).all()),
+        models=list(session.exec(select(Job.model).distinct().order_by(Job.model)).all()),
+    )
+
+
+def _complete() -> ColumnElement[bool]:
+    return Job.status == JobStatus.complete
+
+
+def _started() -> ColumnElement[bool]:
+    return col(Job.started_at).is_not(None)
+
+
+def _queue_class(priority: int) -> str:
+    return "Pro" if priority > 0 else "Free"
+
+
+def _nearest_ranks(session: Session, days, keys: tuple, usage: UsageFilter, *conditions) -> list[DurationStats]:
+    """SQLite: count each group, then fetch the value at each rank by walking the index on `days`.
+
+    The index leads with the equality columns (`conditions`, then `keys`) and `days` comes next, so
+    each walk is an in-order index range; the filter columns ride in the index, so no row is read."""
+    where = [*usage.where(sqlite=True, walk=True), *conditions]
+    groups = session.exec(select(*keys, func.count()).where(*where).group_by(*keys).order_by(*keys)).all()
+    found = []
+    for *values, n in groups:
+        in_group = [key == value for key, value in zip(keys, values, strict=True)]
+        ranked = []
+        for percentile in PERCENTILES:
+            rank = (percentile * n + 99) // 100  # ⌈p·n/100⌉, 1-based
+            # From the nearer end: p95 walks n − rank entries down from the top, not rank up from the bottom.
+            ascending = rank <= n - rank
+            order = days.asc() if ascending else days.desc()
+            skip = rank - 1 if ascending else n - rank
+            value = session.exec(select(days).where(*where, *in_group).order_by(order).limit(1).offset(skip)).one()
+            ranked.append(round(value * SECONDS_PER_DAY, 3))
+        found.append(DurationStats(tuple(str(value) for value in values), int(n), *ranked))
+    return found
+
+
+def _percentile_disc(session: Session, seconds, keys: tuple, where: list) -> list[DurationStats]:
+    """PostgreSQL and others: nearest-rank percentiles as ordered-set aggregates."""
+    rows = session.exec(
+        select(*keys, func.count(), *(func.percentile_disc(p / 100).within_group(seconds) for p in PERCENTILES))
+        .where(*where)
+        .group_by(*keys)
+        .order_by(*keys)
+    ).all()
+    width = len(keys)
+    return [
+        DurationStats(
+            tuple(str(value) for value in row[:width]),
+            int(row[width]),
+            round(float(row[width + 1]), 3),
+            round(float(row[width + 2]), 3),
+        )
+        for row in rows
+    ]
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+def _labels(session: Session, by: Breakdown, values: set) -> dict:
+    """Readable names for breakdown keys: team and user names, "Own settings" for jobs without a style."""
+    if by is Breakdown.team:
+        ids = [value for value in values if value is not None]
+        names = dict(session.exec(select(Team.id, Team.name).where(col(Team.id).in_(ids))).all())
+        return {value: names.get(value, NO_TEAM_LABEL) for value in values}
+    if by is Breakdown.user:
+        names = dict(session.exec(select(User.id, User.username).where(col(User.id).in_(values))).all())
+        return {value: names[value] for value in values}
+    if by is Breakdown.style:
+        return {value: value or OWN_SETTINGS_LABEL for value in values}
+    return {value: value for value in values}

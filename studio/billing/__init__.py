@@ -1,0 +1,1 @@
+"""Money-like data: the credits ledger, prices, plans and team budgets."""

@@ -1,0 +1,172 @@
+"""Presets: saved settings, personal or shared with the team, that pin everything that changes pixels.
+
+A preset keeps the style (or "own settings"), the user's prompt and negative prompt, strength, quality,
+steps, guidance, the seed policy and seed, the ControlNet settings, the 4× upscaler's noise level, and the
+model they resolved to.
+Applying it to a new image gives the same look; if an admin has since pointed the style at another
+model, applying it is refused, so a campaign never changes look silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import or_
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from pipelines.params import DEFAULT_NOISE_LEVEL, ControlParams, Guide, Img2ImgParams
+from studio.billing.pricing import Quality
+from studio.catalogue.requests import JobRequest, custom_request, style_request
+from studio.catalogue.styles import Catalogue
+from studio.config import Settings
+from studio.db.tables import Preset, Role, User, utcnow
+from studio.errors import Refused
+
+
+class SeedPolicy(StrEnum):
+    fixed = "fixed"  # every image with the preset's seed: the same noise, the most consistent look
+    random = "random"  # a new seed per image (recorded in each result's recipe)
+
+
+@dataclass(frozen=True)
+class PresetSettings:
+    style: str | None  # a catalogue style id, or None for "own settings" on the configured model
+    model: str  # what the settings resolved to when saved (pinned)
+    prompt: str  # what the user wrote (the style adds its template)
+    negative_prompt: str
+    strength: float
+    quality: Quality
+    steps: int
+    guidance: float
+    seed: int
+    seed_policy: SeedPolicy = SeedPolicy.fixed
+    control: dict[str, Any] | None = None  # guide, conditioning_scale, low_threshold, high_threshold
+    noise_level: int = DEFAULT_NOISE_LEVEL  # the 4× upscaler's (presets saved before it had none: the default)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"quality": self.quality.value, "seed_policy": self.seed_policy.value}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PresetSettings:
+        return cls(**{**data, "quality": Quality(data["quality"]), "seed_policy": SeedPolicy(data["seed_policy"])})
+
+    @classmethod
+    def from_request(cls, request: JobRequest, *, seed_policy: SeedPolicy = SeedPolicy.fixed) -> PresetSettings:
+        params, control = request.spec.params, request.spec.control
+        return cls(
+            style=request.style,
+            model=request.model,
+            prompt=request.user_prompt,
+            negative_prompt=request.user_negative_prompt,
+            strength=params.strength,
+            quality=request.quality,
+            steps=params.steps,
+            guidance=params.guidance,
+            seed=params.seed,
+            seed_policy=seed_policy,
+            control=None if control is None else {k: v for k, v in asdict(control).items() if k != "model"},
+            noise_level=request.spec.noise_level,
+        )
+
+
+def preset_request(
+    preset: PresetSettings, *, settings: Settings, catalogue: Catalogue, seed: int | None = None
+) -> JobRequest:
+    """The request the preset makes for one image; `seed` overrides the preset's (random seed policy)."""
+    params = Img2ImgParams(
+        prompt=preset.prompt,
+        negative_prompt=preset.negative_prompt,
+        strength=preset.strength,
+        steps=preset.steps,
+        guidance=preset.guidance,
+        seed=preset.seed if seed is None else seed,
+    )
+    control = None
+    if preset.control is not None:
+        control = ControlParams(model="", **{**preset.control, "guide": Guide(preset.control["guide"])})
+    if preset.style is None:
+        request = custom_request(
+            settings=settings, params=params, quality=preset.quality, control=control, catalogue=catalogue
+        )
+    else:
+        request = style_request(
+            settings=settings,
+            catalogue=catalogue,
+            style_id=preset.style,
+            params=params,
+            quality=preset.quality,
+            control=control,
+            noise_level=preset.noise_level,
+        )
+    if request.model != preset.model:
+        raise Refused(
+            f"This preset was saved with the model {preset.model!r}, and its settings now run {request.model!r}; "
+            "results would not match earlier ones. Save the preset again to accept the new model."
+        )
+    return request
+
+
+def save_preset(*, session: Session, owner: User, name: str, preset: PresetSettings, shared: bool = False) -> Preset:
+    """Save (or overwrite the owner's preset of the same name); `shared` makes it visible to the owner's team."""
+    name = name.strip()
+    if not name:
+        raise Refused("Give the preset a name.")
+    if shared and owner.team_id is None:
+        raise Refused("You are in no team, so the preset can only be personal.")
+    existing = session.exec(select(Preset).where(Preset.owner_id == owner.id, Preset.name == name)).first()
+    row = existing or Preset(owner_id=owner.id, name=name)
+    row.settings = preset.to_dict()
+    row.team_id = owner.team_id if shared else None
+    row.updated_at = utcnow()
+    session.add(row)
+    session.commit()
+    session.refresh(row)
+    return row
+
+
+def visible_presets(*, session: Session, user: User) -> list[Preset]:
+    """The user's own presets and those shared with their team, by name."""
+    visible = Preset.owner_id == user.id
+    if user.team_id is not None:
+        visible = or_(visible, Preset.team_id == user.team_id)
+    return list(session.exec(select(Preset).where(visible).order_by(col(Preset.name), col(Preset.id))).all())
+
+
+def find_preset(*, session: Session, user: User, name: str) -> Preset:
+    """A preset the user can see, by name (their own first); Refused if there is none."""
+    matches = [p for p in visible_presets(session=session, user=user) if p.name == name.strip()]
+    if not matches:
+        raise Refused(f"There is no preset called {name!r} that you can use.")
+    return sorted(matches, key=lambda p: p.owner_id != user.id)[0]
+
+
+def rename_preset(*, session: Session, user: User, preset_id: int, name: str) -> Preset:
+    preset = _editable(session, user, preset_id)
+    name = name.strip()
+    if not name:
+        raise Refused("Give the preset a name.")
+    preset.name, preset.updated_at = name, utcnow()
+    session.add(preset)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise Refused(f"There is already a preset called {name!r}.") from None
+    return preset
+
+
+def delete_preset(*, session: Session, user: User, preset_id: int) -> None:
+    session.delete(_editable(session, user, preset_id))
+    session.commit()
+
+
+def _editable(session: Session, user: User, preset_id: int) -> Preset:
+    """The owner edits their presets; an admin may also edit presets shared with their team."""
+    preset = session.get(Preset, preset_id)
+    shared_with_admin = preset is not None and user.role is Role.admin and preset.team_id == user.team_id
+    if preset is None or not (preset.owner_id == user.id or (shared_with_admin and preset.team_id is not None)):
+        raise Refused("You can only change your own presets.")
+    return preset

@@ -1,0 +1,307 @@
+"""What a user asks the studio to run, before it is priced and queued: a `JobRequest`.
+
+A request is built from a catalogue style (its model, prompt template and negative prompt), from the
+user's own settings on the configured model, or from a result's recipe (an exact re-run). Building one
+resolves every model to what the worker will load and refuses what cannot run here, with a message that
+says why; nothing is stored or charged until `studio.jobs.submit.submit_job`. The price follows the model that
+runs: its catalogue entry's credits, or the configured model's (STUDIO_MODEL_COST).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from pipelines.errors import PipelineInputError
+from pipelines.params import ControlParams, Img2ImgParams, InpaintParams, RunSpec, Task
+from studio.billing.pricing import QUALITY_TIERS, Quality, configured_model_credits
+from studio.catalogue.styles import Catalogue, CatalogueError, ModelEntry, ModelKind, Style
+from studio.config import Settings
+from studio.errors import Refused
+
+CANNOT_RERUN = "This file's recipe cannot be re-run"
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    spec: RunSpec  # what runs: the final prompts (style template applied) and the ControlNet's location
+    model: str  # what the worker loads: a preview model name, a hub id or a folder
+    quality: Quality
+    # The running model's price per run, before the quality and high-resolution multipliers
+    # (studio.billing.pricing): its catalogue entry's credits, or the configured model's. Never a style's label.
+    base_credits: int
+    catalogue_model: str | None = None  # the [models] entry that runs; None: the configured model (STUDIO_MODEL)
+    style: str | None = None  # the catalogue style, None for the user's own settings
+    user_prompt: str = ""  # what the user wrote, before the style's template
+    user_negative_prompt: str = ""
+
+    @property
+    def task(self) -> Task:
+        return self.spec.task
+
+    def check(self) -> None:
+        """The checks that need no catalogue: parameters in range, steps within the quality tier."""
+        try:
+            self.spec.check()
+        except PipelineInputError as exc:
+            raise Refused(str(exc)) from exc
+        tier = QUALITY_TIERS[self.quality]
+        if self.spec.params.steps > tier.max_steps:
+            raise Refused(
+                f"{tier.label} quality covers up to {tier.max_steps} steps; "
+                f"{self.spec.params.steps} steps need a higher tier."
+            )
+
+    def job_params(self) -> dict[str, Any]:
+        """What `Job.params` stores: the run spec plus the user's own words."""
+        return self.spec.to_dict() | {
+            "user_prompt": self.user_prompt,
+            "user_negative_prompt": self.user_negative_prompt,
+            "catalogue_model": self.catalogue_model,
+        }
+
+
+def custom_request(
+    *,
+    settings: Settings,
+    params: Img2ImgParams,
+    quality: Quality = Quality.standard,
+    task: Task = Task.img2img,
+    inpaint: InpaintParams | None = None,
+    control: ControlParams | None = None,
+    catalogue: Catalogue | None = None,
+) -> JobRequest:
+    """The user's own prompt and settings on the configured model (STUDIO_MODEL).
+
+    A ControlNet comes from the catalogue's [controlnets] (so `catalogue` is needed with `control`).
+    """
+    if task.upscale_factor is not None:
+        raise Refused("Upscaling runs through the Upscale styles of the catalogue.")
+    return JobRequest(
+        spec=RunSpec(
+            task=task,
+            params=params,
+            control=_resolve_control(control, catalogue, settings, model_family=None),
+            inpaint=inpaint,
+        ),
+        model=settings.model,
+        quality=quality,
+        base_credits=configured_model_credits(settings),
+        user_prompt=params.prompt,
+        user_negative_prompt=params.negative_prompt,
+    )
+
+
+def style_request(
+    *,
+    settings: Settings,
+    catalogue: Catalogue,
+    style_id: str,
+    params: Img2ImgParams,
+    quality: Quality = Quality.standard,
+    inpaint: InpaintParams | None = None,
+    control: ControlParams | None = None,
+    noise_level: int = 20,
+) -> JobRequest:
+    """A catalogue style: `params` hold the user's own prompt and negative prompt (the style's template and
+    negative prompt are applied here) and the strength, steps, guidance and seed the user settled on.
+
+    An img2img style with `inpaint` options runs as inpainting. Refuses a model that is not available on
+    this machine (saying how to get it), a quality tier the style does not offer, and a ControlNet made
+    for another model family.
+    """
+    try:
+        style = catalogue.style(style_id)
+    except CatalogueError as exc:
+        raise Refused(str(exc)) from exc
+    task = style.task
+    if inpaint is not None:
+        if task != Task.img2img:
+            raise Refused(f"{style.name} is an upscaling style; choose an image-to-image style to inpaint.")
+        task = Task.inpaint
+    if quality not in style.qualities:
+        offered = ", ".join(QUALITY_TIERS[q].label for q in style.qualities)
+        raise Refused(f"{style.name} is offered in {offered} quality, not {QUALITY_TIERS[quality].label}.")
+    _require_available(catalogue, style.model, settings, what=f"{style.name} uses the model {style.model!r}")
+    entry = catalogue.models[style.model]
+    return JobRequest(
+        spec=RunSpec(
+            task=task,
+            params=replace(
+                params,
+                prompt=style.prompt_for(params.prompt),
+                negative_prompt=style.negative_for(params.negative_prompt),
+            ),
+            control=_resolve_control(control, catalogue, settings, model_family=entry.family, style=style),
+            inpaint=inpaint,
+            noise_level=noise_level,
+        ),
+        model=catalogue.location(style.model, settings),
+        quality=quality,
+        base_credits=entry.credits,
+        catalogue_model=entry.name,
+        style=style.id,
+        user_prompt=params.prompt,
+        user_negative_prompt=params.negative_prompt,
+    )
+
+
+def recipe_request(*, settings: Settings, catalogue: Catalogue, recipe: dict[str, Any]) -> JobRequest:
+    """The request that made a result, read back from its recipe: same model, prompts, settings and seed,
+    priced by the model that runs (never by the style the recipe names).
+
+    Only models this studio offers are accepted (the configured model and the catalogue's, or their
+    preview stand-ins): a recipe comes from an uploaded file, and loading whatever folder or hub id a
+    file names would let a stranger's PNG decide what code and weights the worker loads. The style is
+    kept as the job's label only when that style runs the same model today.
+    """
+    spec, quality = read_recipe_spec(recipe, refusal=CANNOT_RERUN)
+    model = recipe.get("model")
+    if not isinstance(model, str) or not model:
+        raise Refused("This file's recipe names no model, so it cannot be re-run.")
+    entry = _recipe_model(settings, catalogue, recipe, model, spec.task)
+    if entry is None:
+        base_credits = configured_model_credits(settings)
+    else:
+        _require_available(catalogue, entry.name, settings, what=f"This recipe runs the model {entry.name!r}")
+        base_credits = entry.credits
+    if spec.control is not None:
+        _recipe_control(settings, catalogue, spec.control, entry)
+    style_id = recipe.get("style")
+    style = catalogue.styles.get(style_id) if isinstance(style_id, str) else None
+    if style is not None and (entry is None or style.model != entry.name):
+        style = None  # the style runs another model now: the job is this recipe's run, not that style's
+    return JobRequest(
+        spec=spec,
+        model=model,
+        quality=quality,
+        base_credits=base_credits,
+        catalogue_model=entry.name if entry is not None else None,
+        style=style.id if style is not None else None,
+        user_prompt=recipe_text(recipe, "user_prompt", spec.params.prompt, refusal=CANNOT_RERUN),
+        user_negative_prompt=recipe_text(
+            recipe, "user_negative_prompt", spec.params.negative_prompt, refusal=CANNOT_RERUN
+        ),
+    )
+
+
+def read_recipe_spec(recipe: dict[str, Any], *, refusal: str) -> tuple[RunSpec, Quality]:
+    """What a recipe (or a job's params) asks to run, and its quality tier; Refused("<refusal>: why")."""
+    try:
+        return RunSpec.from_dict(recipe), Quality(recipe.get("quality", Quality.standard))
+    except (PipelineInputError, ValueError) as exc:
+        raise Refused(f"{refusal}: {exc}") from exc
+
+
+def recipe_text(recipe: dict[str, Any], key: str, default: str, *, refusal: str) -> str:
+    """A text entry of a recipe (`default` when absent); Refused("<refusal>: why") when it is not text."""
+    value = recipe.get(key, default)
+    if not isinstance(value, str):
+        raise Refused(f"{refusal}: {key} should be text, got {value!r}.")
+    return value
+
+
+def _recipe_model(
+    settings: Settings, catalogue: Catalogue, recipe: dict[str, Any], model: str, task: Task
+) -> ModelEntry | None:
+    """The catalogue model a recipe runs (None: the configured model), checked against what the worker loads.
+
+    Recipes name their catalogue model; older ones only name what the worker loaded, so that is matched to the
+    style's model, the configured model, or the one catalogue model at that location.
+    """
+    named = recipe.get("catalogue_model")
+    if named is not None:
+        if not isinstance(named, str) or named not in catalogue.models:
+            raise Refused(
+                f"This recipe was made with the catalogue model {named!r}, which this studio does not offer. "
+                "Ask an admin to add it to the style catalogue."
+            )
+        if catalogue.location(named, settings) != model:
+            raise Refused(
+                f"This recipe says the catalogue model {named!r} ran, but names {model!r} as what was loaded; "
+                f"{named!r} is {catalogue.location(named, settings)!r} here. It cannot be re-run as it is."
+            )
+        entry = catalogue.models[named]
+    else:
+        entry = _legacy_recipe_model(settings, catalogue, recipe, model)
+    if entry is None:
+        if task.upscale_factor is not None:
+            raise Refused("The configured model does not upscale; upscaling runs through the Upscale styles.")
+        return None
+    if catalogue.kind_for(task) is not entry.kind:
+        raise Refused(
+            f"This recipe asks the {entry.kind.value} model {entry.name!r} to run {task.label}, which it cannot do."
+        )
+    return entry
+
+
+def _legacy_recipe_model(
+    settings: Settings, catalogue: Catalogue, recipe: dict[str, Any], model: str
+) -> ModelEntry | None:
+    style_id = recipe.get("style")
+    style = catalogue.styles.get(style_id) if isinstance(style_id, str) else None
+    if style is not None and catalogue.location(style.model, settings) == model:
+        return catalogue.models[style.model]
+    if model == settings.model:
+        return None
+    matches = [entry for entry in catalogue.models.values() if catalogue.location(entry.name, settings) == model]
+    if len({entry.credits for entry in matches}) == 1 and matches[0].kind is not ModelKind.controlnet:
+        return matches[0]
+    if matches:
+        raise Refused(
+            f"This recipe names {model!r}, which several catalogue models run here at different prices; "
+            "it cannot tell which one made the result."
+        )
+    raise Refused(
+        f"This recipe was made with the model {model!r}, which this studio does not offer. "
+        "Ask an admin to add it to the style catalogue."
+    )
+
+
+def _recipe_control(settings: Settings, catalogue: Catalogue, control: ControlParams, entry: ModelEntry | None) -> None:
+    """A recipe's ControlNet must be one the catalogue offers, for the family of the model that runs."""
+    offered = [
+        controlnet
+        for controlnet in catalogue.models.values()
+        if controlnet.kind is ModelKind.controlnet and catalogue.location(controlnet.name, settings) == control.model
+    ]
+    if not offered:
+        raise Refused(f"This recipe's ControlNet {control.model!r} is not one this studio offers.")
+    if entry is not None and all(controlnet.family != entry.family for controlnet in offered):
+        raise Refused(
+            f"This recipe's ControlNet {control.model!r} is made for {offered[0].family} models, and "
+            f"{entry.name!r} is a {entry.family} model."
+        )
+
+
+def _require_available(catalogue: Catalogue, model: str, settings: Settings, *, what: str) -> None:
+    availability = catalogue.availability(model, settings)
+    if not availability.ready:
+        raise Refused(f"{what}, which is not available here. {availability.note}")
+
+
+def _resolve_control(
+    control: ControlParams | None,
+    catalogue: Catalogue | None,
+    settings: Settings,
+    *,
+    model_family: str | None,
+    style: Style | None = None,
+) -> ControlParams | None:
+    """The ControlNet settings with the model the catalogue names for the guide, as the worker loads it."""
+    if control is None:
+        return None
+    if catalogue is None:
+        raise Refused("ControlNet guidance needs the style catalogue, which names the ControlNet per guide.")
+    try:
+        entry = catalogue.controlnet_for(control.guide)
+    except CatalogueError as exc:
+        raise Refused(str(exc)) from exc
+    if model_family is not None and entry.family != model_family:
+        raise Refused(
+            f"The {control.guide.label} ControlNet ({entry.name}) is made for {entry.family} models, "
+            f"and {style.name if style else 'this style'} uses a {model_family} model; "
+            "choose another style or turn structure guidance off."
+        )
+    _require_available(catalogue, entry.name, settings, what=f"The {control.guide.label} guide uses {entry.name!r}")
+    return replace(control, model=catalogue.location(entry.name, settings))

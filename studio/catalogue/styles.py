@@ -1,0 +1,294 @@
+"""The style catalogue: styles and the models behind them, read from a TOML file admins edit.
+
+The file (data/styles.toml, or STUDIO_CATALOGUE) is re-read whenever it changes on disk, so an
+admin's edit shows up without a restart. A broken edit raises CatalogueError naming the entry.
+Torch-free: availability is checked from the local Hugging Face cache, without loading anything.
+"""
+
+from __future__ import annotations
+
+import threading
+import tomllib
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from pipelines.params import MAX_GUIDANCE, Guide, Task
+from pipelines.registry import PREVIEW_MODELS
+from studio.billing.pricing import Quality
+from studio.config import Settings
+from studio.errors import ConfigError
+
+# Base credits per run of a model (the quality tier and high resolution multiply it: studio.billing.pricing).
+MIN_CREDITS, MAX_CREDITS = 1, 20
+
+
+class CatalogueError(ConfigError):
+    """The catalogue file is missing or malformed; the message says where."""
+
+
+class ModelKind(StrEnum):
+    sd = "sd"
+    controlnet = "controlnet"
+    upscaler_x2 = "upscaler_x2"
+    upscaler_x4 = "upscaler_x4"
+
+    @property
+    def preview(self) -> str:
+        """The tiny offline model of this kind (pipelines.registry.PREVIEW_MODELS)."""
+        return {
+            ModelKind.sd: "preview",
+            ModelKind.controlnet: "preview-controlnet",
+            ModelKind.upscaler_x2: "preview-upscaler-x2",
+            ModelKind.upscaler_x4: "preview-upscaler-x4",
+        }[self]
+
+    @property
+    def marker(self) -> str:
+        """The file whose presence says a saved folder (or a cached hub snapshot) is complete."""
+        return PREVIEW_MODELS[self.preview]
+
+
+# The task each model kind can serve as the main model.
+_TASK_KINDS = {
+    Task.img2img: ModelKind.sd,
+    Task.inpaint: ModelKind.sd,
+    Task.upscale_2x: ModelKind.upscaler_x2,
+    Task.upscale_4x: ModelKind.upscaler_x4,
+}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    kind: ModelKind
+    location: str  # hub id or folder
+    about: str = ""
+    family: str = "sd15"
+    credits: int = 0  # base credits per run (0 for a ControlNet, which only steers another model's run)
+
+
+@dataclass(frozen=True)
+class Availability:
+    ready: bool
+    note: str  # "" when ready; otherwise what is missing and how to make it available
+
+
+@dataclass(frozen=True)
+class Style:
+    id: str
+    name: str
+    description: str
+    task: Task
+    model: str  # a ModelEntry name
+    prompt: str  # template with {prompt}
+    negative_prompt: str
+    strength: float
+    guidance: float
+    qualities: tuple[Quality, ...]
+    credits: int  # its model's: a price follows what runs, not a style's label
+
+    def prompt_for(self, user_prompt: str) -> str:
+        """The template filled with what the user wrote; an empty prompt leaves no dangling commas."""
+        return self.prompt.replace("{prompt}", user_prompt.strip()).strip(" ,")
+
+    def negative_for(self, user_negative: str) -> str:
+        return ", ".join(part for part in (user_negative.strip(), self.negative_prompt.strip()) if part)
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    models: dict[str, ModelEntry]
+    styles: dict[str, Style]  # in file order
+    controlnets: dict[Guide, str]  # guide → ModelEntry name
+
+    def style(self, style_id: str) -> Style:
+        if style_id not in self.styles:
+            raise CatalogueError(f"There is no style {style_id!r} in the catalogue (it may have been removed).")
+        return self.styles[style_id]
+
+    def location(self, model: str, settings: Settings) -> str:
+        """What the worker loads for a model: the preview stand-in of its kind in preview mode."""
+        entry = self.models[model]
+        return entry.kind.preview if settings.uses_preview_model else entry.location
+
+    @staticmethod
+    def kind_for(task: Task) -> ModelKind:
+        """The kind of model that runs `task` (inpainting runs on the sd models too)."""
+        return _TASK_KINDS[task]
+
+    def controlnet_for(self, guide: Guide) -> ModelEntry:
+        if guide not in self.controlnets:
+            raise CatalogueError(f"The catalogue names no ControlNet for the {guide.label} guide ([controlnets]).")
+        return self.models[self.controlnets[guide]]
+
+    def availability(self, model: str, settings: Settings) -> Availability:
+        entry = self.models[model]
+        if settings.uses_preview_model:
+            return Availability(True, "")
+        return model_availability(entry.location, entry.kind)
+
+
+def model_availability(location: str, kind: ModelKind) -> Availability:
+    """Whether a model can load on this machine without the network, and if not, how to get it."""
+    folder = Path(location).expanduser()
+    if folder.is_dir():
+        if (folder / kind.marker).is_file():
+            return Availability(True, "")
+        return Availability(False, f"The folder {location} has no {kind.marker}: save a complete model there.")
+    if location.startswith((".", "/", "~")):
+        return Availability(False, f"The folder {location} does not exist on this machine.")
+    from huggingface_hub import try_to_load_from_cache  # torch-free; reads the local cache only
+
+    if isinstance(try_to_load_from_cache(location, kind.marker), str):
+        return Availability(True, "")
+    return Availability(
+        False,
+        f"Not downloaded on this machine. Run `hf download {location}` where the hub is reachable "
+        "(it also downloads on first use if this machine can reach the hub), or set its location in "
+        "the catalogue to a local folder.",
+    )
+
+
+_cache_lock = threading.Lock()
+_cache: dict[Path, tuple[float, Catalogue]] = {}
+
+
+def load_catalogue(path: Path) -> Catalogue:
+    """The catalogue at `path`, parsed again only when the file changed since the last call."""
+    path = Path(path)
+    try:
+        mtime = path.stat().st_mtime
+    except OSError as exc:
+        raise CatalogueError(f"The style catalogue {path} cannot be read ({exc.strerror}).") from exc
+    with _cache_lock:
+        cached = _cache.get(path)
+        if cached is not None and cached[0] == mtime:
+            return cached[1]
+    catalogue = parse_catalogue(path.read_bytes().decode("utf-8"), source=str(path))
+    with _cache_lock:
+        _cache[path] = (mtime, catalogue)
+    return catalogue
+
+
+def parse_catalogue(text: str, *, source: str = "catalogue") -> Catalogue:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogueError(f"{source} is not valid TOML: {exc}") from exc
+    models = {name: _model(name, entry, source) for name, entry in _table(data, "models", source).items()}
+    controlnets: dict[Guide, str] = {}
+    for guide, model in _table(data, "controlnets", source, required=False).items():
+        where = f"{source} [controlnets] {guide}"
+        try:
+            guide = Guide(guide)
+        except ValueError:
+            raise CatalogueError(f"{where}: unknown guide; use {', '.join(Guide)}.") from None
+        if model not in models or models[model].kind != ModelKind.controlnet:
+            raise CatalogueError(f"{where}: {model!r} is not a controlnet in [models].")
+        controlnets[guide] = model
+    styles = {sid: _style(sid, entry, models, source) for sid, entry in _table(data, "styles", source).items()}
+    if not styles:
+        raise CatalogueError(f"{source} has no [styles.*] entries.")
+    return Catalogue(models=models, styles=styles, controlnets=controlnets)
+
+
+def _table(data: dict, key: str, source: str, *, required: bool = True) -> dict:
+    table = data.get(key, {} if not required else None)
+    if not isinstance(table, dict):
+        raise CatalogueError(f"{source} needs a [{key}] table.")
+    return table
+
+
+def _field(entry: dict, key: str, kind: type, where: str, default: object = None) -> object:
+    value = entry.get(key, default)
+    if value is None:
+        raise CatalogueError(f"{where}: `{key}` is missing.")
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise CatalogueError(f"{where}: `{key}` should be a {kind.__name__}, got {value!r}.")
+    return value
+
+
+def _model(name: str, entry: object, source: str) -> ModelEntry:
+    where = f"{source} [models.{name}]"
+    if not isinstance(entry, dict):
+        raise CatalogueError(f"{where} should be a table.")
+    kind = _field(entry, "kind", str, where)
+    try:
+        kind = ModelKind(kind)
+    except ValueError:
+        raise CatalogueError(f"{where}: kind {kind!r} is not one of {', '.join(ModelKind)}.") from None
+    location = _field(entry, "location", str, where).strip()
+    if not location:
+        raise CatalogueError(f"{where}: `location` is empty.")
+    credits = 0
+    if kind is not ModelKind.controlnet:
+        credits = _field(entry, "credits", int, where)
+        if not MIN_CREDITS <= credits <= MAX_CREDITS:
+            raise CatalogueError(
+                f"{where}: credits must be a whole number from {MIN_CREDITS} to {MAX_CREDITS}, got {credits}."
+            )
+    elif "credits" in entry:
+        raise CatalogueError(f"{where}: a ControlNet has no price of its own; it steers the run of a style's model.")
+    return ModelEntry(
+        name=name,
+        kind=kind,
+        location=location,
+        about=_field(entry, "about", str, where, ""),
+        family=_field(entry, "family", str, where, "sd15"),
+        credits=credits,
+    )
+
+
+def _style(style_id: str, entry: object, models: dict[str, ModelEntry], source: str) -> Style:
+    where = f"{source} [styles.{style_id}]"
+    if not isinstance(entry, dict):
+        raise CatalogueError(f"{where} should be a table.")
+    task = _field(entry, "task", str, where)
+    try:
+        task = Task(task)
+    except ValueError:
+        raise CatalogueError(f"{where}: task {task!r} is not one of {', '.join(Task)}.") from None
+    if task == Task.inpaint:
+        raise CatalogueError(f"{where}: use task = 'img2img'; every img2img style also works for inpainting.")
+    model = _field(entry, "model", str, where)
+    if model not in models:
+        raise CatalogueError(f"{where}: model {model!r} is not in [models].")
+    if models[model].kind != _TASK_KINDS[task]:
+        raise CatalogueError(f"{where}: a {task.value} style needs a {_TASK_KINDS[task].value} model, not {model!r}.")
+    prompt = _field(entry, "prompt", str, where)
+    if "{prompt}" not in prompt:
+        raise CatalogueError(f"{where}: the prompt template must contain {{prompt}} (where the user's words go).")
+    if "credits" in entry:
+        raise CatalogueError(
+            f"{where}: a style has no price of its own; set `credits` on its model, [models.{model}] "
+            "(a price follows the model that runs)."
+        )
+    strength = _field(entry, "strength", float, where, 0.6)
+    guidance = _field(entry, "guidance", float, where, 7.5)
+    qualities = _field(entry, "qualities", list, where, ["standard"])
+    if not 0.0 < strength <= 1.0:
+        raise CatalogueError(f"{where}: strength must be in (0, 1], got {strength}.")
+    if not 0.0 <= guidance <= MAX_GUIDANCE:
+        raise CatalogueError(f"{where}: guidance must be between 0 and {MAX_GUIDANCE:g}, got {guidance}.")
+    try:
+        tiers = tuple(Quality(q) for q in qualities)
+    except ValueError:
+        raise CatalogueError(f"{where}: qualities must be from {', '.join(Quality)}, got {qualities}.") from None
+    if not tiers:
+        raise CatalogueError(f"{where}: offer at least one quality tier.")
+    return Style(
+        id=style_id,
+        name=_field(entry, "name", str, where),
+        description=_field(entry, "description", str, where, ""),
+        task=task,
+        model=model,
+        prompt=prompt,
+        negative_prompt=_field(entry, "negative_prompt", str, where, ""),
+        strength=strength,
+        guidance=guidance,
+        qualities=tiers,
+        credits=models[model].credits,
+    )

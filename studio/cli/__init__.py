@@ -1,0 +1,1 @@
+"""The command line, `python -m studio <command>`, and the Python API behind it."""

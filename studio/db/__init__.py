@@ -1,0 +1,1 @@
+"""The database: engine, sessions and migrations (`engine`), and the tables (`tables`)."""

@@ -1,0 +1,1 @@
+"""Tools for development, tests and benchmarks: demo data (`seed`), a throwaway PostgreSQL."""

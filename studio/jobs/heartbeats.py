@@ -1,0 +1,70 @@
+"""Worker heartbeats: each worker rewrites its WorkerHeartbeat row every HEARTBEAT_SECONDS while it runs.
+
+A worker is *alive* when its last beat is recent (STALE_AFTER_SECONDS), *stopped* after a graceful stop
+(SIGTERM), and *silent* otherwise — killed, hung, or its host is down; its job then goes back to the
+queue when the lease runs out (studio.jobs.leases), whatever this table says.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlmodel import Session, col, select
+
+from studio.db.tables import WorkerHeartbeat, utcnow
+
+HEARTBEAT_SECONDS = 5.0
+STALE_AFTER_SECONDS = 3 * HEARTBEAT_SECONDS
+
+
+def beat(
+    *,
+    session: Session,
+    name: str,
+    device: str,
+    current_job_id: int | None,
+    loaded_models: list[str],
+    started_at: datetime,
+    now: datetime | None = None,
+) -> None:
+    """Insert or refresh this worker's row (the caller's session; committed here)."""
+    now = now or utcnow()
+    row = session.get(WorkerHeartbeat, name) or WorkerHeartbeat(
+        name=name, host=socket.gethostname(), pid=os.getpid(), device=device, started_at=started_at
+    )
+    row.host, row.pid, row.device = socket.gethostname(), os.getpid(), device
+    row.current_job_id, row.loaded_models = current_job_id, list(loaded_models)
+    row.started_at, row.last_seen, row.stopped_at = started_at, now, None
+    session.add(row)
+    session.commit()
+
+
+def mark_stopped(*, session: Session, name: str, now: datetime | None = None) -> None:
+    row = session.get(WorkerHeartbeat, name)
+    if row is not None:
+        row.stopped_at = row.last_seen = now or utcnow()
+        row.current_job_id = None
+        session.add(row)
+        session.commit()
+
+
+@dataclass(frozen=True)
+class WorkerState:
+    row: WorkerHeartbeat
+    status: str  # "alive", "stopped" or "silent"
+    seconds_since: float
+
+
+def workers(*, session: Session, now: datetime | None = None) -> list[WorkerState]:
+    """Every worker that ever beat, the most recently seen first."""
+    now = now or utcnow()
+    rows = session.exec(select(WorkerHeartbeat).order_by(col(WorkerHeartbeat.last_seen).desc())).all()
+    states = []
+    for row in rows:
+        since = (now - row.last_seen).total_seconds()
+        status = "stopped" if row.stopped_at else ("alive" if since <= STALE_AFTER_SECONDS else "silent")
+        states.append(WorkerState(row, status, since))
+    return states

@@ -1,0 +1,242 @@
+"""The queue's state machine: the Job table, worked by any number of workers in any number of processes.
+
+Life of a job: queued → processing → complete | failed | cancelled. The one step back is the reaper's: a
+processing job whose lease ran out (its worker died or hung) returns to queued for another attempt, or fails
+after MAX_ATTEMPTS. Every transition that ends a job settles its credits in the same transaction: commit on
+success, refund on failure or cancel.
+
+Workers hold a lease (worker, attempt, lease_until) and renew it with each progress report (`renew_lease`).
+Every write a worker makes is fenced by (job, worker, attempt, status=processing): a worker that lost its
+lease — it was presumed dead and the job went to someone else — changes nothing.
+
+Call these with a session from `studio.db.engine.write_session`: on SQLite each call is then one
+`BEGIN IMMEDIATE` transaction; on PostgreSQL the row locks (`FOR UPDATE SKIP LOCKED`) do the work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, or_
+from sqlmodel import Session, col, select
+
+from studio.billing.credits import settle
+from studio.db.tables import Asset, CreditKind, Job, JobStatus, utcnow
+from studio.errors import NotFound
+
+LEASE_SECONDS = 30.0
+MAX_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Lease:
+    held: bool  # False: the job is no longer this worker's (stop, and report nothing)
+    cancel_requested: bool
+
+
+def _queue_order():
+    return (col(Job.priority).desc(), col(Job.id).asc())
+
+
+def queue_position(*, session: Session, job: Job) -> int | None:
+    """1 for the next job a worker will claim; None unless the job is queued."""
+    if job.status is not JobStatus.queued:
+        return None
+    ahead = session.exec(
+        select(func.count())
+        .select_from(Job)
+        .where(
+            Job.status == JobStatus.queued,
+            or_(Job.priority > job.priority, (Job.priority == job.priority) & (col(Job.id) < job.id)),
+        )
+    ).one()
+    return int(ahead) + 1
+
+
+def claim_next(
+    *, session: Session, worker: str, lease_seconds: float = LEASE_SECONDS, now: datetime | None = None
+) -> Job | None:
+    """Take the next job (highest priority, then oldest) and lease it to `worker` (with its sweep's other cells)."""
+    now = now or utcnow()
+    job = session.exec(
+        select(Job)
+        .where(Job.status == JobStatus.queued)
+        .order_by(*_queue_order())
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    ).first()
+    if job is None:
+        session.commit()
+        return None
+    claimed = [job]
+    if job.sweep_id is not None:
+        # A sweep's cells run together in one pass: whoever claims one claims every queued cell.
+        claimed += session.exec(
+            select(Job)
+            .where(Job.sweep_id == job.sweep_id, Job.status == JobStatus.queued, Job.id != job.id)
+            .with_for_update(skip_locked=True)
+        ).all()
+    for member in claimed:
+        member.status = JobStatus.processing
+        member.worker = worker
+        member.attempt += 1
+        member.lease_until = now + timedelta(seconds=lease_seconds)
+        member.started_at = now
+        member.progress_step = member.progress_total = 0
+    session.commit()
+    return job
+
+
+def claimed_sweep(*, session: Session, job: Job, worker: str) -> list[Job]:
+    """The cells of `job`'s sweep that `worker` holds now (claim_next claims them together), in cell order."""
+    return list(
+        session.exec(
+            select(Job)
+            .where(Job.sweep_id == job.sweep_id, Job.status == JobStatus.processing, Job.worker == worker)
+            .order_by(col(Job.id))
+        ).all()
+    )
+
+
+def _leased(session: Session, job_id: int, worker: str, attempt: int) -> Job | None:
+    """The job if `worker`'s attempt still holds it, locked for this transaction; else None (rolled back)."""
+    job = session.exec(
+        select(Job)
+        .where(
+            Job.id == job_id,
+            Job.status == JobStatus.processing,
+            Job.worker == worker,
+            Job.attempt == attempt,
+        )
+        .with_for_update()
+    ).first()
+    if job is None:
+        session.rollback()
+    return job
+
+
+def renew_lease(
+    *,
+    session: Session,
+    job_id: int,
+    worker: str,
+    attempt: int,
+    step: int,
+    total: int,
+    lease_seconds: float = LEASE_SECONDS,
+    now: datetime | None = None,
+) -> Lease:
+    """Record progress and renew the lease; tells the worker whether to go on."""
+    now = now or utcnow()
+    job = _leased(session, job_id, worker, attempt)
+    if job is None:
+        return Lease(held=False, cancel_requested=False)
+    job.progress_step, job.progress_total = step, total
+    job.lease_until = now + timedelta(seconds=lease_seconds)
+    cancel = job.cancel_requested
+    session.commit()
+    return Lease(held=True, cancel_requested=cancel)
+
+
+def _finish(job: Job, status: JobStatus, now: datetime, error: str | None = None) -> None:
+    job.status = status
+    job.error = error[:2000] if error else None
+    job.finished_at = now
+    job.lease_until = None
+
+
+def complete_job(
+    *,
+    session: Session,
+    job_id: int,
+    worker: str,
+    attempt: int,
+    result: Asset,
+    recipe: dict,
+    now: datetime | None = None,
+) -> bool:
+    """Record the result and commit the charge; False (and no change) if the lease was lost."""
+    now = now or utcnow()
+    job = _leased(session, job_id, worker, attempt)
+    if job is None:
+        return False
+    session.add(result)
+    session.flush()
+    job.result_asset_id = result.id
+    job.recipe = recipe
+    job.progress_step = job.progress_total
+    _finish(job, JobStatus.complete, now)
+    settle(session=session, job_id=job.id, outcome=CreditKind.commit, now=now)
+    session.commit()
+    return True
+
+
+def fail_job(
+    *, session: Session, job_id: int, worker: str, attempt: int, error: str, now: datetime | None = None
+) -> bool:
+    """Fail the job and refund it; False (and no change) if the lease was lost."""
+    return _end_leased(session, job_id, worker, attempt, JobStatus.failed, error, now)
+
+
+def finish_cancelled(*, session: Session, job_id: int, worker: str, attempt: int, now: datetime | None = None) -> bool:
+    """The worker stopped a job whose cancel was requested: cancel and refund it."""
+    return _end_leased(session, job_id, worker, attempt, JobStatus.cancelled, "Cancelled by its owner.", now)
+
+
+def _end_leased(
+    session: Session,
+    job_id: int,
+    worker: str,
+    attempt: int,
+    status: JobStatus,
+    error: str,
+    now: datetime | None,
+) -> bool:
+    now = now or utcnow()
+    job = _leased(session, job_id, worker, attempt)
+    if job is None:
+        return False
+    _finish(job, status, now, error)
+    settle(session=session, job_id=job.id, outcome=CreditKind.refund, now=now)
+    session.commit()
+    return True
+
+
+def cancel_job(*, session: Session, job_id: int, user_id: int, now: datetime | None = None) -> Job:
+    """Cancel one of the user's jobs: a queued job at once (refunded), a running one at its next step."""
+    now = now or utcnow()
+    job = session.exec(select(Job).where(Job.id == job_id).with_for_update()).first()
+    if job is None or job.user_id != user_id:
+        session.rollback()
+        raise NotFound(f"You have no job #{job_id}.")
+    if job.status is JobStatus.queued:
+        _finish(job, JobStatus.cancelled, now, "Cancelled by its owner.")
+        settle(session=session, job_id=job.id, outcome=CreditKind.refund, now=now)
+    elif job.status is JobStatus.processing:
+        job.cancel_requested = True
+    session.commit()
+    return job
+
+
+def reap_expired(*, session: Session, now: datetime | None = None, max_attempts: int = MAX_ATTEMPTS) -> list[Job]:
+    """Deal with processing jobs whose lease ran out: requeue, or fail/cancel and refund."""
+    now = now or utcnow()
+    expired = session.exec(
+        select(Job)
+        .where(Job.status == JobStatus.processing, col(Job.lease_until) < now)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for job in expired:
+        if job.cancel_requested:
+            _finish(job, JobStatus.cancelled, now, "Cancelled by its owner.")
+            settle(session=session, job_id=job.id, outcome=CreditKind.refund, now=now)
+        elif job.attempt >= max_attempts:
+            _finish(job, JobStatus.failed, now, f"The worker stopped responding {job.attempt} times; giving up.")
+            settle(session=session, job_id=job.id, outcome=CreditKind.refund, now=now)
+        else:
+            job.status = JobStatus.queued
+            job.worker = job.lease_until = None
+            job.progress_step = job.progress_total = 0
+    session.commit()
+    return list(expired)

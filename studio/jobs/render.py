@@ -1,0 +1,174 @@
+"""What running a job means: its spec on its source (and mask) through `pipelines`, and the result PNG with
+its recipe. Torch is imported only when a job runs (`pipelines.import_model_stack`).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from PIL import Image
+
+from pipelines import import_model_stack
+from pipelines.errors import PipelineInputError
+from pipelines.params import InpaintParams, RunSpec, Task
+from studio.catalogue.recipes import RECIPE_VERSION, png_with_recipe
+from studio.config import Settings
+from studio.db.tables import Asset, AssetKind, Job
+from studio.media.storage import sha256_hex
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A finished run: the result PNG (recipe inside) and the asset row to record for it."""
+
+    png: bytes
+    asset: Asset
+    recipe: dict
+
+
+def render_job(
+    job: Job,
+    *,
+    source_png: bytes,
+    source_sha256: str,
+    settings: Settings,
+    mask_png: bytes | None = None,
+    mask_sha256: str | None = None,
+    on_step: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Rendered:
+    """Run a job's spec on its source (and mask). Raises what the pipeline raises (the worker decides)."""
+    import_model_stack()
+    spec = RunSpec.from_dict(job.params)
+    source = Image.open(io.BytesIO(source_png)).convert("RGB")
+    mask = Image.open(io.BytesIO(mask_png)).convert("L") if mask_png is not None else None
+    result = _run(spec, job.model, source, mask, settings, on_step=on_step, should_stop=should_stop)
+    ran = {
+        "scheduler": result.scheduler,
+        "width": result.width,
+        "height": result.height,
+        "denoising_steps": result.denoising_steps,
+        "device": result.device,
+        "dtype": result.dtype,
+        "source_sha256": source_sha256,
+        "mask_sha256": mask_sha256,
+    }
+    return _rendered(job, spec, result.image, ran)
+
+
+def render_sweep(
+    jobs: list[Job],
+    *,
+    source_png: bytes,
+    source_sha256: str,
+    settings: Settings,
+    mask_png: bytes | None = None,
+    mask_sha256: str | None = None,
+    on_step: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[Rendered]:
+    """Run the cells of one sweep together (pipelines.sweep: one denoising pass), one result per job.
+
+    on_step(step, total) counts the shared loop's steps; see pipelines.sweep.run_sweep for each cell's own.
+    """
+    import_model_stack()
+    from pipelines.registry import resolve_model
+    from pipelines.sweep import SweepRequest, run_sweep
+
+    specs = [RunSpec.from_dict(job.params) for job in jobs]
+    source = Image.open(io.BytesIO(source_png)).convert("RGB")
+    mask = Image.open(io.BytesIO(mask_png)).convert("L") if mask_png is not None else None
+    request = SweepRequest(
+        source,
+        tuple(spec.params for spec in specs),
+        max_side=settings.max_output_side,
+        mask=mask,
+        inpaint=specs[0].inpaint or InpaintParams(),
+    )
+    result = run_sweep(
+        resolve_model(jobs[0].model, models_dir=settings.models_dir), request, on_step=on_step, should_stop=should_stop
+    )
+    rendered = []
+    for job, spec, image, steps in zip(jobs, specs, result.images, result.denoising_steps, strict=True):
+        ran = {
+            "scheduler": result.scheduler,
+            "width": result.width,
+            "height": result.height,
+            "denoising_steps": steps,
+            "device": result.device,
+            "dtype": result.dtype,
+            "source_sha256": source_sha256,
+            "mask_sha256": mask_sha256,
+            # Batched with the other cells: pixels within 1/255 of a single run (pipelines.sweep).
+            "sweep": {"id": job.sweep_id, "cells": len(jobs), "mode": result.mode},
+        }
+        rendered.append(_rendered(job, spec, image, ran))
+    return rendered
+
+
+def _rendered(job: Job, spec: RunSpec, image: Image.Image, ran: dict) -> Rendered:
+    """The result PNG with its recipe (what was asked, `ran`: what ran) and the asset row for it."""
+    from pipelines.img2img import library_versions
+
+    recipe = {
+        "recipe_version": RECIPE_VERSION,
+        "model": job.model,
+        "catalogue_model": job.params.get("catalogue_model"),
+        "style": job.style,
+        "quality": job.quality,
+        **spec.to_dict(),
+        "user_prompt": job.params.get("user_prompt", spec.params.prompt),
+        "user_negative_prompt": job.params.get("user_negative_prompt", spec.params.negative_prompt),
+        **ran,
+        "versions": library_versions(),
+    }
+    png = png_with_recipe(image, recipe)
+    asset = Asset(
+        user_id=job.user_id,
+        kind=AssetKind.result,
+        sha256=sha256_hex(png),
+        width=image.width,
+        height=image.height,
+        size_bytes=len(png),
+    )
+    return Rendered(png=png, asset=asset, recipe=recipe)
+
+
+def _run(
+    spec: RunSpec,
+    model: str,
+    source: Image.Image,
+    mask: Image.Image | None,
+    settings: Settings,
+    *,
+    on_step: ProgressCallback | None,
+    should_stop: Callable[[], bool] | None,
+):
+    """Hand the spec to the pipeline of its task."""
+    from pipelines.registry import resolve_model
+
+    ref = resolve_model(model, models_dir=settings.models_dir)
+    control_ref = resolve_model(spec.control.model, models_dir=settings.models_dir) if spec.control else None
+    progress = {"on_step": on_step, "should_stop": should_stop}
+    if spec.task == Task.img2img:
+        from pipelines.img2img import Img2ImgRequest, run_img2img
+
+        request = Img2ImgRequest(source, spec.params, max_side=settings.max_output_side, control=spec.control)
+        return run_img2img(ref, request, control_ref=control_ref, **progress)
+    if spec.task == Task.inpaint:
+        from pipelines.inpaint import InpaintRequest, run_inpaint
+
+        if mask is None:
+            raise PipelineInputError("This inpainting job has no mask (it may have been deleted by retention).")
+        request = InpaintRequest(
+            source, mask, spec.params, spec.inpaint, max_side=settings.max_output_side, control=spec.control
+        )
+        return run_inpaint(ref, request, control_ref=control_ref, **progress)
+    from pipelines.upscale import UpscaleRequest, run_upscale
+
+    request = UpscaleRequest(source, spec.params, factor=spec.task.upscale_factor, noise_level=spec.noise_level)
+    return run_upscale(ref, request, **progress)

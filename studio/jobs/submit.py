@@ -1,0 +1,342 @@
+"""Submitting work: price, charge and queue a job, a sweep's cells or a batch's images, all in one transaction.
+
+A refused submit (bad parameters or mask, a source too big to upscale, not enough credits, a team over its
+budget) leaves no row, no file and no charge. The same idempotency key returns the jobs it created the first
+time, charging nothing again. Call these with a session from `studio.db.engine.write_session`: on SQLite each
+call is one `BEGIN IMMEDIATE` transaction; on PostgreSQL the payer's and team's rows are locked.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+from datetime import datetime
+
+from PIL import Image
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from pipelines.errors import PipelineInputError
+from pipelines.masks import check_mask
+from pipelines.params import MAX_SWEEP_MEMBERS, Task, check_upscale_size
+from studio.billing.budgets import check_team_budget
+from studio.billing.credits import InsufficientCredits, reserve, spendable
+from studio.billing.plans import PLANS, allocate_monthly, queue_priority
+from studio.billing.pricing import Price, price
+from studio.catalogue.requests import JobRequest
+from studio.config import Settings
+from studio.db.tables import Asset, AssetKind, Job, User, utcnow
+from studio.errors import Refused
+from studio.media.storage import AssetStore, sha256_hex
+from studio.media.validation import ValidatedImage
+
+MAX_BATCH_IMAGES = 200  # per submit; larger catalogues go in several batches (or through the CLI)
+
+
+def quote(*, settings: Settings, request: JobRequest, width: int, height: int) -> Price:
+    """The price of `request` on a width×height source."""
+    return price(
+        base=request.base_credits,
+        quality=request.quality,
+        width=width,
+        height=height,
+        max_side=settings.max_output_side,
+        upscale_factor=request.task.upscale_factor,
+    )
+
+
+def submit_job(
+    *,
+    session: Session,
+    store: AssetStore,
+    settings: Settings,
+    user: User,
+    upload: ValidatedImage,
+    original_name: str | None,
+    request: JobRequest,
+    mask: Image.Image | None = None,
+    idempotency_key: str | None = None,
+    now: datetime | None = None,
+) -> Job:
+    """Price, charge and queue a job in one transaction.
+
+    `mask` ("L", the upload's size, 255 = repaint; see pipelines.masks) goes with an inpaint request.
+    The same idempotency key returns the job it created the first time, charging nothing again.
+    A refused submit (bad parameters or mask, a source too big to upscale, not enough credits)
+    leaves no row, no file and no charge.
+    """
+    [job] = _submit(session, store, settings, user, upload, original_name, [request], mask, idempotency_key, now)
+    return job
+
+
+def submit_sweep(
+    *,
+    session: Session,
+    store: AssetStore,
+    settings: Settings,
+    user: User,
+    upload: ValidatedImage,
+    original_name: str | None,
+    requests: list[JobRequest],
+    mask: Image.Image | None = None,
+    idempotency_key: str | None = None,
+    now: datetime | None = None,
+) -> list[Job]:
+    """Queue the cells of a strength sweep (studio.sweeps) as one job each, all or none, in one transaction.
+
+    Each cell is priced and charged on its own (a failed cell refunds only itself); they share a
+    sweep_id, so a worker that claims one claims them all and runs them in one denoising pass.
+    """
+    if not 1 <= len(requests) <= MAX_SWEEP_MEMBERS:
+        raise Refused(f"A sweep has 1 to {MAX_SWEEP_MEMBERS} cells, got {len(requests)}.")
+    return _submit(
+        session, store, settings, user, upload, original_name, requests, mask, idempotency_key, now, sweep=True
+    )
+
+
+def _submit(
+    session: Session,
+    store: AssetStore,
+    settings: Settings,
+    user: User,
+    upload: ValidatedImage,
+    original_name: str | None,
+    requests: list[JobRequest],
+    mask: Image.Image | None,
+    idempotency_key: str | None,
+    now: datetime | None,
+    *,
+    sweep: bool = False,
+) -> list[Job]:
+    now = now or utcnow()
+    if idempotency_key is not None and (existing := _jobs_for_key(session, idempotency_key, user)):
+        return existing
+    for request in requests:
+        request.check()
+        if (factor := request.task.upscale_factor) is not None:
+            try:
+                check_upscale_size(upload.width, upload.height, factor)
+            except PipelineInputError as exc:
+                raise Refused(str(exc)) from exc
+    mask_png = _checked_mask_png(requests[0], mask, upload)
+    prices = [quote(settings=settings, request=r, width=upload.width, height=upload.height).credits for r in requests]
+    cost = sum(prices)
+
+    _lock_payer(session, user)
+    check_team_budget(session=session, user=user, cost=cost, now=now)
+    allocate_monthly(session=session, user=user, now=now)
+    if len(requests) > 1 and (available := spendable(session=session, user=user, now=now).total) < cost:
+        raise Refused(
+            f"Not enough credits: these {len(requests)} cells cost {cost} together, you can spend {available}. "
+            "Nothing was charged."
+        )
+    source = _asset(user, AssetKind.source, upload.png_bytes, upload.width, upload.height, now, original_name)
+    mask_asset = _asset(user, AssetKind.mask, mask_png, upload.width, upload.height, now) if mask_png else None
+    session.add(source)
+    if mask_asset is not None:
+        session.add(mask_asset)
+    session.flush()
+    sweep_id = uuid.uuid4().hex if sweep else None
+    jobs = [
+        _job_row(
+            request,
+            price,
+            user,
+            source,
+            mask_asset,
+            now,
+            sweep_id=sweep_id,
+            # The key names the submit: on the first job, which leads back to the others through sweep_id.
+            idempotency_key=idempotency_key if index == 0 else None,
+        )
+        for index, (request, price) in enumerate(zip(requests, prices, strict=True))
+    ]
+    files = [upload.png_bytes] + ([mask_png] if mask_png is not None else [])
+    return _reserve_and_commit(session, store, user, jobs, files, idempotency_key, now)
+
+
+def submit_batch(
+    *,
+    session: Session,
+    store: AssetStore,
+    settings: Settings,
+    user: User,
+    images: list[tuple[str, ValidatedImage]],
+    requests: list[JobRequest],
+    idempotency_key: str | None = None,
+    now: datetime | None = None,
+) -> list[Job]:
+    """Queue one job per image (`requests[i]` for `images[i]`: one recipe, the seed may differ), all or none.
+
+    Batches are a Pro feature. Each job is priced, charged and refunded on its own, so one image that
+    fails gives back only its own credits; the jobs share a batch_id for progress and downloads.
+    """
+    now = now or utcnow()
+    if not PLANS[user.plan].batch:
+        raise Refused(
+            "Batches are part of the Pro plans (Pro monthly or annual): on Free, transform images one at a time. "
+            "Nothing was charged."
+        )
+    if not 1 <= len(images) <= MAX_BATCH_IMAGES or len(requests) != len(images):
+        raise Refused(f"A batch has 1 to {MAX_BATCH_IMAGES} images, one request each; got {len(images)}.")
+    if idempotency_key is not None and (existing := _jobs_for_key(session, idempotency_key, user)):
+        return existing
+    prices = []
+    for (name, upload), request in zip(images, requests, strict=True):
+        request.check()
+        if request.task == Task.inpaint:
+            raise Refused("A batch applies one recipe to many images; inpainting needs a mask per image.")
+        if (factor := request.task.upscale_factor) is not None:
+            try:
+                check_upscale_size(upload.width, upload.height, factor)
+            except PipelineInputError as exc:
+                raise Refused(f"{name}: {exc}") from exc
+        prices.append(quote(settings=settings, request=request, width=upload.width, height=upload.height).credits)
+    cost = sum(prices)
+
+    _lock_payer(session, user)
+    check_team_budget(session=session, user=user, cost=cost, now=now)
+    allocate_monthly(session=session, user=user, now=now)
+    if (available := spendable(session=session, user=user, now=now).total) < cost:
+        raise Refused(
+            f"Not enough credits: these {len(images)} images cost {cost} together, you can spend {available}. "
+            "Nothing was charged."
+        )
+    sources = [_asset(user, AssetKind.source, u.png_bytes, u.width, u.height, now, name) for name, u in images]
+    session.add_all(sources)
+    session.flush()
+    batch_id = uuid.uuid4().hex
+    jobs = [
+        _job_row(
+            request,
+            price,
+            user,
+            source,
+            None,
+            now,
+            batch_id=batch_id,
+            idempotency_key=idempotency_key if index == 0 else None,
+        )
+        for index, (request, price, source) in enumerate(zip(requests, prices, sources, strict=True))
+    ]
+    return _reserve_and_commit(session, store, user, jobs, [u.png_bytes for _, u in images], idempotency_key, now)
+
+
+def _lock_payer(session: Session, user: User) -> None:
+    """Hold the user's row until the submit commits, so two submits never both spend the same credits.
+
+    SQLite's write transaction (BEGIN IMMEDIATE) already serialises submits; on PostgreSQL this
+    `SELECT … FOR UPDATE` does (the team's row is locked next, by check_team_budget: always user, then team).
+    """
+    session.exec(select(User.id).where(User.id == user.id).with_for_update()).first()
+
+
+def _job_row(
+    request: JobRequest,
+    price: int,
+    user: User,
+    source: Asset,
+    mask: Asset | None,
+    now: datetime,
+    *,
+    sweep_id: str | None = None,
+    batch_id: str | None = None,
+    idempotency_key: str | None = None,
+) -> Job:
+    return Job(
+        task=request.task.value,
+        model=request.model,
+        style=request.style,
+        params=request.job_params(),
+        quality=request.quality.value,
+        cost=price,
+        user_id=user.id,
+        team_id=user.team_id,
+        priority=queue_priority(user),
+        source_asset_id=source.id,
+        mask_asset_id=mask.id if mask is not None else None,
+        sweep_id=sweep_id,
+        batch_id=batch_id,
+        idempotency_key=idempotency_key,
+        created_at=now,
+    )
+
+
+def _reserve_and_commit(
+    session: Session,
+    store: AssetStore,
+    user: User,
+    jobs: list[Job],
+    files: list[bytes],
+    idempotency_key: str | None,
+    now: datetime,
+) -> list[Job]:
+    """Charge every job and store the files, then commit: all or nothing."""
+    session.add_all(jobs)
+    try:
+        session.flush()
+        for job in jobs:
+            reserve(session=session, user=user, job_id=job.id, cost=job.cost, now=now)
+        # Files last, so a refused submit never stores one.
+        for data in files:
+            store.put(data)
+        session.commit()
+    except InsufficientCredits:
+        session.rollback()
+        raise
+    except IntegrityError:
+        # Another submit with the same key won the race (PostgreSQL; SQLite serialises them).
+        session.rollback()
+        if idempotency_key is not None and (existing := _jobs_for_key(session, idempotency_key, user)):
+            return existing
+        raise
+    return jobs
+
+
+def _checked_mask_png(request: JobRequest, mask: Image.Image | None, upload: ValidatedImage) -> bytes | None:
+    """The inpaint mask as PNG bytes, after checking it fits the request and the source."""
+    if (mask is not None) != (request.task == Task.inpaint):
+        raise Refused("Inpainting needs a mask, and only inpainting takes one.")
+    if mask is None:
+        return None
+    if mask.mode != "L" or mask.size != (upload.width, upload.height):
+        raise Refused(
+            f"The mask must be greyscale and the source's size ({upload.width}×{upload.height}); "
+            f"got {mask.mode} {mask.width}×{mask.height}."
+        )
+    try:
+        check_mask(mask)
+    except PipelineInputError as exc:
+        raise Refused(str(exc)) from exc
+    buffer = io.BytesIO()
+    mask.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _asset(
+    user: User, kind: AssetKind, png: bytes, width: int, height: int, now: datetime, original_name: str | None = None
+) -> Asset:
+    return Asset(
+        user_id=user.id,
+        kind=kind,
+        sha256=sha256_hex(png),
+        width=width,
+        height=height,
+        size_bytes=len(png),
+        original_name=original_name,
+        created_at=now,
+    )
+
+
+def _jobs_for_key(session: Session, key: str, user: User) -> list[Job]:
+    """The jobs an earlier submit with this idempotency key created (a sweep's cells, or one job)."""
+    job = session.exec(select(Job).where(Job.idempotency_key == key)).first()
+    if job is None:
+        return []
+    if job.user_id != user.id:
+        raise Refused("That idempotency key belongs to another user's job.")
+    if job.sweep_id is not None:
+        return list(session.exec(select(Job).where(Job.sweep_id == job.sweep_id).order_by(col(Job.id))).all())
+    if job.batch_id is not None:
+        return list(session.exec(select(Job).where(Job.batch_id == job.batch_id).order_by(col(Job.id))).all())
+    return [job]

@@ -1,0 +1,306 @@
+"""Queue workers: claim a job, run it, record the outcome. Run any number, in any process.
+
+The Streamlit server can run one in a background thread (STUDIO_IN_PROCESS_WORKER); `python -m studio worker`
+runs one as its own process (one per GPU), against the same database.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+
+from pipelines import model_stack_ready
+from pipelines.errors import ModelUnavailableError, PipelineInputError, RunCancelled
+from pipelines.params import RunSpec
+from studio.config import Settings
+from studio.db.engine import session_for, write_session
+from studio.db.tables import Asset, Job, utcnow
+from studio.jobs.heartbeats import HEARTBEAT_SECONDS, beat, mark_stopped
+from studio.jobs.leases import (
+    LEASE_SECONDS,
+    claim_next,
+    claimed_sweep,
+    complete_job,
+    fail_job,
+    finish_cancelled,
+    reap_expired,
+    renew_lease,
+)
+from studio.jobs.render import Rendered, render_job, render_sweep
+from studio.jobs.retention import purge_expired
+from studio.media.storage import AssetStore
+
+log = logging.getLogger(__name__)
+
+RETENTION_INTERVAL_SECONDS = 3600.0
+
+
+def failure_message(exc: BaseException) -> str:
+    """What the job's owner reads; a traceback goes to the worker's log instead."""
+    if isinstance(exc, ModelUnavailableError | PipelineInputError):
+        return str(exc)
+    if "out of memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError":
+        return "Ran out of memory on the worker. Try a smaller image or a lower quality tier. Credits refunded."
+    return f"Internal error ({type(exc).__name__}): {exc}"
+
+
+class _LeaseKeeper(threading.Thread):
+    """Renews a running job's lease and writes its progress, until told to stop.
+
+    A separate thread, because a job may spend longer than a lease before its first step
+    (loading a real model, waiting for the GPU); the step callback only records progress here.
+    """
+
+    def __init__(self, settings: Settings, job: Job, worker: str, lease_seconds: float, interval: float) -> None:
+        super().__init__(name=f"lease-{job.id}", daemon=True)
+        self.settings, self.job, self.worker = settings, job, worker
+        self.lease_seconds, self.interval = lease_seconds, interval
+        self.step = self.total = 0
+        self.held = True
+        self.cancel_requested = False
+        self.done = threading.Event()
+        self.progressed = threading.Event()
+
+    def record(self, step: int, total: int) -> None:
+        self.step, self.total = step, total
+        self.progressed.set()
+
+    def should_stop(self) -> bool:
+        return not self.held or self.cancel_requested
+
+    def finish(self) -> None:
+        """Stop renewing the lease (the outcome is written next)."""
+        self.done.set()
+        self.progressed.set()
+        self.join()
+
+    def beat(self) -> None:
+        with write_session(self.settings.database_url) as session:
+            lease = renew_lease(
+                session=session,
+                job_id=self.job.id,
+                worker=self.worker,
+                attempt=self.job.attempt,
+                step=self.step,
+                total=self.total,
+                lease_seconds=self.lease_seconds,
+            )
+        self.held, self.cancel_requested = lease.held, lease.cancel_requested
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            # Wake on the interval, or sooner when a step finished, so the UI sees each step.
+            self.progressed.wait(self.interval)
+            self.progressed.clear()
+            if self.done.is_set():
+                break
+            try:
+                self.beat()
+            except Exception:  # a busy database must not kill the job; the next beat retries
+                log.exception("Heartbeat for job %s failed", self.job.id)
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        name: str | None = None,
+        lease_seconds: float = LEASE_SECONDS,
+        heartbeat_seconds: float | None = None,
+    ) -> None:
+        if lease_seconds <= 0:
+            raise ValueError(f"The lease must be positive, got {lease_seconds}")
+        self.settings = settings
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.lease_seconds = lease_seconds
+        self.heartbeat_seconds = heartbeat_seconds or min(1.0, lease_seconds / 3)
+        self.store = AssetStore(settings.assets_dir)
+        self.next_purge = 0.0  # monotonic time of the next retention run
+        self.current_job_id: int | None = None  # for the heartbeat (the admin Models page)
+        self.started_at = utcnow()
+
+    def run_once(self) -> Job | None:
+        """Reap expired leases, then claim and run one job (or one sweep); None when the queue is empty."""
+        url = self.settings.database_url
+        with write_session(url) as session:
+            reap_expired(session=session)
+        with write_session(url) as session:
+            job = claim_next(session=session, worker=self.name, lease_seconds=self.lease_seconds)
+            cells = claimed_sweep(session=session, job=job, worker=self.name) if job and job.sweep_id else None
+        if job is None:
+            return None
+        self.current_job_id = job.id
+        try:
+            if cells:
+                self.process_sweep(cells)
+            else:
+                self.process(job)
+        finally:
+            self.current_job_id = None
+        return job
+
+    def process(self, job: Job) -> None:
+        url = self.settings.database_url
+        keeper = self._keeper(job)
+        rendered = error = None
+        try:
+            with session_for(url) as session:
+                source = session.get(Asset, job.source_asset_id)
+                mask = session.get(Asset, job.mask_asset_id) if job.mask_asset_id is not None else None
+            rendered = render_job(
+                job,
+                source_png=self.store.read(source.sha256),
+                source_sha256=source.sha256,
+                mask_png=self.store.read(mask.sha256) if mask is not None else None,
+                mask_sha256=mask.sha256 if mask is not None else None,
+                settings=self.settings,
+                on_step=keeper.record,
+                should_stop=keeper.should_stop,
+            )
+        except RunCancelled:
+            pass
+        except Exception as exc:
+            log.exception("Job %s failed", job.id)
+            error = failure_message(exc)
+        finally:
+            keeper.finish()
+        self._record(job, keeper, rendered, error)
+
+    def process_sweep(self, cells: list[Job]) -> None:
+        """Run a sweep's cells in one pass; each cell ends (and is charged or refunded) on its own.
+
+        The pass stops early only when no cell still wants its result (all cancelled or leases lost);
+        a cell cancelled mid-pass is finished as cancelled and refunded when the pass ends.
+        """
+        keepers = [self._keeper(cell) for cell in cells]
+        steps = [RunSpec.from_dict(cell.params).denoising_steps for cell in cells]
+
+        def on_step(step: int, total: int) -> None:
+            # Every cell ends on the pass's last step; one of d steps starts d steps before the end.
+            for keeper, own in zip(keepers, steps, strict=True):
+                keeper.record(max(0, step - (total - own)), own)
+
+        rendered, error = [None] * len(cells), None
+        try:
+            with session_for(self.settings.database_url) as session:
+                source = session.get(Asset, cells[0].source_asset_id)
+                mask = session.get(Asset, cells[0].mask_asset_id) if cells[0].mask_asset_id is not None else None
+            rendered = render_sweep(
+                cells,
+                source_png=self.store.read(source.sha256),
+                source_sha256=source.sha256,
+                mask_png=self.store.read(mask.sha256) if mask is not None else None,
+                mask_sha256=mask.sha256 if mask is not None else None,
+                settings=self.settings,
+                on_step=on_step,
+                should_stop=lambda: all(keeper.should_stop() for keeper in keepers),
+            )
+        except RunCancelled:
+            pass
+        except Exception as exc:
+            log.exception("Sweep %s failed", cells[0].sweep_id)
+            error = failure_message(exc)
+        finally:
+            for keeper in keepers:
+                keeper.finish()
+        for cell, keeper, result in zip(cells, keepers, rendered, strict=True):
+            self._record(cell, keeper, result, error)
+
+    def _keeper(self, job: Job) -> _LeaseKeeper:
+        keeper = _LeaseKeeper(self.settings, job, self.name, self.lease_seconds, self.heartbeat_seconds)
+        keeper.start()
+        return keeper
+
+    def _record(self, job: Job, keeper: _LeaseKeeper, rendered: Rendered | None, error: str | None) -> None:
+        """Write a job's outcome, fenced by its lease: its result, its failure, or its cancellation."""
+        lease = dict(job_id=job.id, worker=self.name, attempt=job.attempt)
+        with write_session(self.settings.database_url) as session:
+            if not keeper.held:
+                recorded, outcome = False, "lost its lease"
+            elif keeper.cancel_requested:
+                recorded, outcome = finish_cancelled(session=session, **lease), "cancelled"
+            elif error is not None or rendered is None:
+                outcome = "failed"
+                recorded = fail_job(session=session, **lease, error=error or "The run stopped without a result.")
+            else:
+                # The file first: a result whose row is missing is harmless, a row without its file is not.
+                self.store.put(rendered.png)
+                outcome = "complete"
+                recorded = complete_job(session=session, **lease, result=rendered.asset, recipe=rendered.recipe)
+        if not recorded:
+            log.warning("Job %s attempt %s: lease lost, outcome %s discarded", job.id, job.attempt, outcome)
+
+    def purge_if_due(self) -> None:
+        """Apply the retention period about once an hour (any worker may; it is idempotent)."""
+        if time.monotonic() < self.next_purge or self.settings.retention_days <= 0:
+            return
+        self.next_purge = time.monotonic() + RETENTION_INTERVAL_SECONDS
+        with write_session(self.settings.database_url) as session:
+            purged = purge_expired(session=session, store=self.store, days=self.settings.retention_days)
+        if purged.assets:
+            log.info("Retention: deleted %s image rows and %s files", purged.assets, purged.files)
+
+    def beat(self) -> None:
+        """Write this worker's heartbeat row: device, current job, loaded models (the admin Models page).
+
+        Reads the model cache only once a job has imported it: importing torch and diffusers just for a
+        heartbeat would hold up an idle worker's start and its SIGTERM by seconds.
+        """
+        cache = sys.modules["pipelines.cache"] if model_stack_ready() else None
+        with write_session(self.settings.database_url) as session:
+            beat(
+                session=session,
+                name=self.name,
+                device=cache.pick_device() if cache is not None else "not loaded yet",
+                current_job_id=self.current_job_id,
+                loaded_models=cache.loaded_models() if cache is not None else [],
+                started_at=self.started_at,
+            )
+
+    def _beat_until(self, stop: threading.Event, interval: float) -> None:
+        while True:
+            try:
+                self.beat()
+            except Exception:  # a busy database must not stop the worker; the next beat retries
+                log.exception("Worker %s: heartbeat failed", self.name)
+            if stop.wait(interval):
+                return
+
+    def run_forever(self, stop: threading.Event, poll_seconds: float = 0.5) -> None:
+        log.info("Worker %s started", self.name)
+        beats_done = threading.Event()
+        beating = threading.Thread(
+            target=self._beat_until, args=(beats_done, HEARTBEAT_SECONDS), name="heartbeat", daemon=True
+        )
+        beating.start()
+        try:
+            self._serve(stop, poll_seconds)
+        finally:
+            beats_done.set()
+            beating.join(HEARTBEAT_SECONDS)
+            try:
+                with write_session(self.settings.database_url) as session:
+                    mark_stopped(session=session, name=self.name)
+            except Exception:
+                log.exception("Worker %s: could not record its stop", self.name)
+        log.info("Worker %s stopped", self.name)
+
+    def _serve(self, stop: threading.Event, poll_seconds: float) -> None:
+        while not stop.is_set():
+            try:
+                self.purge_if_due()
+            except Exception:  # retention retries next hour; the queue must go on
+                log.exception("Worker %s: retention failed", self.name)
+            try:
+                job = self.run_once()
+            except Exception:  # e.g. the database is briefly unavailable: wait and go on
+                log.exception("Worker %s: queue error", self.name)
+                job = None
+            if job is None:
+                stop.wait(poll_seconds)

@@ -1,0 +1,1 @@
+"""Images: upload validation, the content-addressed store, comparing two images."""

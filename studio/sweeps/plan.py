@@ -1,0 +1,104 @@
+"""Planning a strength sweep: strengths across, an optional second axis (seed or guidance) down, one request
+per cell. Each cell is its own job (priced, charged and refunded on its own); the cells share a sweep_id, so a
+worker runs them in one denoising pass (pipelines.sweep).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from pipelines.params import MAX_GUIDANCE, MAX_SEED, MAX_SWEEP_MEMBERS, Task
+from studio.catalogue.requests import JobRequest
+from studio.config import Settings
+from studio.errors import Refused
+from studio.jobs.submit import quote
+
+
+class SecondAxis(StrEnum):
+    seed = "seed"
+    guidance = "guidance"
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    strengths: tuple[float, ...]  # the columns
+    axis: SecondAxis | None = None  # the rows, if any
+    values: tuple[float, ...] = ()  # seeds or guidance scales, one per row
+
+    @property
+    def cells(self) -> int:
+        return len(self.strengths) * max(1, len(self.values))
+
+
+def strength_range(start: float, stop: float, step: float) -> tuple[float, ...]:
+    """start, start + step, … up to stop (included when the steps land on it), rounded to 3 decimals."""
+    if step <= 0:
+        raise Refused(f"The strength step must be more than 0, got {step}.")
+    if not 0 < start <= stop <= 1:
+        raise Refused(f"Strengths go from a start to a stop within (0, 1], got {start} to {stop}.")
+    count = int(round((stop - start) / step, 9)) + 1
+    if count > MAX_SWEEP_MEMBERS:
+        raise Refused(f"{count} strengths is more than a sweep's {MAX_SWEEP_MEMBERS} cells; use a larger step.")
+    return tuple(round(start + index * step, 3) for index in range(count))
+
+
+def parse_values(text: str, *, what: str) -> tuple[float, ...]:
+    """A comma-separated list of numbers ("0.2, 0.35, 0.5"), in the order written, without repeats."""
+    values: list[float] = []
+    for part in text.replace(";", ",").split(","):
+        if not part.strip():
+            continue
+        try:
+            value = float(part)
+        except ValueError:
+            raise Refused(f"{what}: {part.strip()!r} is not a number.") from None
+        if value not in values:
+            values.append(value)
+    if not values:
+        raise Refused(f"{what}: give at least one value.")
+    return tuple(values)
+
+
+def check_plan(plan: SweepPlan) -> None:
+    if plan.cells > MAX_SWEEP_MEMBERS:
+        raise Refused(f"This sweep has {plan.cells} cells; the most is {MAX_SWEEP_MEMBERS}.")
+    for strength in plan.strengths:
+        if not 0 < strength <= 1:
+            raise Refused(f"Strengths are between 0 and 1, got {strength}.")
+    if (plan.axis is None) != (not plan.values):
+        raise Refused("A second axis needs its values, and values need an axis.")
+    for value in plan.values:
+        if plan.axis is SecondAxis.seed and not (value == int(value) and 0 <= value <= MAX_SEED):
+            raise Refused(f"Seeds are whole numbers from 0 to {MAX_SEED}, got {value:g}.")
+        if plan.axis is SecondAxis.guidance and not 0 <= value <= MAX_GUIDANCE:
+            raise Refused(f"Guidance is between 0 and {MAX_GUIDANCE:g}, got {value:g}.")
+
+
+def sweep_cells(request: JobRequest, plan: SweepPlan) -> list[JobRequest]:
+    """One request per cell, row by row: the base request with the cell's strength (and seed or guidance)."""
+    check_plan(plan)
+    if request.task not in (Task.img2img, Task.inpaint) or request.spec.control is not None:
+        raise Refused(
+            "Sweeps run image-to-image and inpainting without structure guidance; turn ControlNet off or pick "
+            "another style."
+        )
+    rows = plan.values or (None,)
+    cells = []
+    for row in rows:
+        for strength in plan.strengths:
+            params = replace(request.spec.params, strength=strength)
+            if plan.axis is SecondAxis.seed:
+                params = replace(params, seed=int(row))
+            elif plan.axis is SecondAxis.guidance:
+                params = replace(params, guidance=float(row))
+            cells.append(replace(request, spec=replace(request.spec, params=params)))
+    return cells
+
+
+def sweep_cost(*, settings: Settings, cells: list[JobRequest], width: int, height: int) -> int:
+    """What the whole sweep costs: the sum of its cells' prices."""
+    return sum(quote(settings=settings, request=cell, width=width, height=height).credits for cell in cells)
+
+
+# Reading a sweep back

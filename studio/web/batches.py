@@ -1,0 +1,80 @@
+"""The Batch page's parts: submitting a batch and its live progress and download."""
+
+from __future__ import annotations
+
+import hashlib
+
+import streamlit as st
+
+from studio.batches.results import Batch, batch_zip, download_name, get_user_batch
+from studio.catalogue.requests import JobRequest
+from studio.db.tables import JobStatus, User
+from studio.jobs.submit import submit_batch
+from studio.media.validation import ValidatedImage
+from studio.web import app, jobs, refusals, widgets
+
+POLL_SECONDS = 1.0
+
+
+def submit(config, user: User, images: list[tuple[str, ValidatedImage]], requests: list[JobRequest], *, key: str):
+    """Queue the batch (the page then shows it under `key`), or show why it was refused."""
+    submitted = refusals.attempt(lambda: jobs.submit_or_resubmit(lambda: _submit_once(config, user, images, requests)))
+    if submitted is not None:
+        st.session_state[key] = submitted[0].batch_id
+
+
+def _submit_once(config, user: User, images: list[tuple[str, ValidatedImage]], requests: list[JobRequest]) -> list:
+    with app.db_write_session() as session:
+        return submit_batch(
+            session=session,
+            store=app.asset_store(),
+            settings=config,
+            user=user,
+            images=images,
+            requests=requests,
+            idempotency_key=jobs.submit_key(
+                user_id=user.id,
+                source_png=b"".join(hashlib.sha256(image.png_bytes).digest() for _, image in images),
+                recipe={"batch": [r.job_params() for r in requests], "model": requests[0].model},
+            ),
+        )
+
+
+def batch_panel(*, batch_id: str, user_id: int, label: str) -> None:
+    with app.db_session() as session:
+        batch = get_user_batch(session=session, user_id=user_id, batch_id=batch_id)
+    if batch is None:
+        return
+    live = not batch.finished
+    st.fragment(_panel_body, run_every=POLL_SECONDS if live else None)(batch_id, user_id, label, live)
+
+
+def _panel_body(batch_id: str, user_id: int, label: str, was_live: bool) -> None:
+    with app.db_session() as session:
+        batch: Batch = get_user_batch(session=session, user_id=user_id, batch_id=batch_id)
+    if batch.finished and was_live:
+        st.rerun()  # once, so the fragment stops polling
+    total = len(batch.items)
+    st.progress(batch.done / total, text=f"{batch.done} of {total} images done")
+    complete, failed = batch.count(JobStatus.complete), batch.count(JobStatus.failed)
+    cancelled = batch.count(JobStatus.cancelled)
+    spent = sum(item.job.cost for item in batch.items if item.job.status is JobStatus.complete)
+    refunded = sum(item.job.cost for item in batch.items if item.job.status in (JobStatus.failed, JobStatus.cancelled))
+    st.caption(
+        f"{complete} complete · {failed} failed · {cancelled} cancelled · {spent} credits spent · {refunded} refunded"
+    )
+    for item in batch.items:
+        if item.job.status is JobStatus.failed:
+            name = item.source.original_name if item.source else f"job {item.job.id}"
+            st.warning(f"{name}: {item.job.error} ({item.job.cost} credits refunded)")
+    if batch.finished:
+        st.download_button(
+            "Download all (ZIP)",
+            batch_zip(batch, app.asset_store()),
+            download_name(batch, label),
+            "application/zip",
+            help="Every result named after its source, and manifest.csv: source, job, status, credits, recipe.",
+        )
+    thumbnails = [item for item in batch.items if item.result is not None][:12]
+    for column, item in zip(st.columns(6), thumbnails, strict=False):
+        column.image(widgets.thumbnail(item.result.sha256, str(app.asset_store().root)))

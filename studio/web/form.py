@@ -1,0 +1,174 @@
+"""The run form's settings: prompt, strength, quality, steps, guidance, seed, noise level, and structure guidance
+(ControlNet) with a preview of the guide. Widget keys carry the page's prefix, so pages keep their own settings;
+every range comes from pipelines.params.LIMITS.
+"""
+
+from __future__ import annotations
+
+import random
+
+import streamlit as st
+from PIL import Image
+
+from pipelines.params import (
+    DEFAULT_NOISE_LEVEL,
+    LIMITS,
+    MAX_SEED,
+    ControlParams,
+    Guide,
+    Img2ImgParams,
+)
+from studio.billing.pricing import QUALITY_TIERS, Quality
+from studio.catalogue.styles import Style
+from studio.media.validation import ValidatedImage
+from studio.web import widgets
+from studio.web.sources import Source
+from studio.web.styles import _apply_quality_defaults
+
+GUIDE_PREVIEW_SIDE = 512
+# Widget steps and defaults for what the user chooses (the ranges are the studio's limits, pipelines.params).
+STRENGTH_STEP, GUIDANCE_STEP, CONTROL_SCALE_STEP = 0.01, 0.5, 0.05
+DEFAULT_STRENGTH, DEFAULT_GUIDANCE = 0.6, 7.5
+DEFAULT_CANNY = (ControlParams.low_threshold, ControlParams.high_threshold)
+
+
+def limits(name: str) -> dict[str, float]:
+    """A widget's range: what the studio accepts for the setting `name` (pipelines.params.LIMITS)."""
+    low, high = LIMITS[name]
+    return {"min_value": low, "max_value": high}
+
+
+def run_settings(prefix: str, style: Style | None, *, with_strength: bool = True) -> tuple[Img2ImgParams, Quality, int]:
+    """Prompt, strength, quality, steps, guidance, seed (and the 4× upscaler's noise level).
+
+    Without `with_strength` (a sweep, whose cells set their own) there is no strength slider.
+    """
+    upscaling = style is not None and style.task.upscale_factor is not None
+    state = st.session_state
+    state.setdefault(f"{prefix}.strength", style.strength if style else DEFAULT_STRENGTH)
+    state.setdefault(f"{prefix}.guidance", style.guidance if style else DEFAULT_GUIDANCE)
+    state.setdefault(f"{prefix}.seed", random.randint(0, MAX_SEED))
+    state.setdefault(f"{prefix}.noise_level", DEFAULT_NOISE_LEVEL)
+
+    if upscaling:
+        prompt = st.text_input("Prompt (optional)", placeholder="what the image shows", key=f"{prefix}.prompt")
+    else:
+        prompt = st.text_area(
+            "Prompt" if style is None else "Prompt (the style adds its own words)",
+            placeholder="a red sneaker on a wooden table, soft light",
+            key=f"{prefix}.prompt",
+        )
+    negative_prompt = st.text_input(
+        "Negative prompt", placeholder="blurry, low quality, watermark", key=f"{prefix}.negative"
+    )
+    strength = 1.0 if upscaling else state[f"{prefix}.strength"]
+    if not upscaling and with_strength:
+        strength = st.slider(
+            "Strength",
+            **limits("strength"),
+            step=STRENGTH_STEP,
+            help=widgets.STRENGTH_HELP,
+            key=f"{prefix}.strength",
+        )
+        st.caption(widgets.strength_hint(strength))
+    offered = style.qualities if style else tuple(Quality)
+    if state.get(f"{prefix}.quality") not in offered:
+        state[f"{prefix}.quality"] = offered[0].value
+    quality = Quality(
+        st.segmented_control(
+            "Quality",
+            [q.value for q in offered],
+            format_func=lambda q: f"{QUALITY_TIERS[Quality(q)].label} · {QUALITY_TIERS[Quality(q)].steps} steps",
+            key=f"{prefix}.quality",
+            on_change=_apply_quality_defaults,
+            args=(prefix,),
+        )
+        or offered[0].value
+    )
+    tier = QUALITY_TIERS[quality]
+    state.setdefault(f"{prefix}.steps", tier.steps)
+    if state[f"{prefix}.steps"] > tier.max_steps:
+        state[f"{prefix}.steps"] = tier.steps
+    noise_level = DEFAULT_NOISE_LEVEL
+    with st.expander("Advanced"):
+        steps = st.slider(
+            "Steps",
+            min_value=1,
+            max_value=tier.max_steps,
+            help="Schedule length; from a source, int(steps × strength) run.",
+            key=f"{prefix}.steps",
+        )
+        guidance = st.slider(
+            "Guidance",
+            **limits("guidance"),
+            step=GUIDANCE_STEP,
+            help="How strictly to follow the prompt (≤ 1 turns it off).",
+            key=f"{prefix}.guidance",
+        )
+        seed = st.number_input(
+            "Seed",
+            **limits("seed"),
+            help="Same source, settings and seed give the same pixels.",
+            key=f"{prefix}.seed",
+        )
+        if style is not None and style.task.upscale_factor == 4:
+            noise_level = st.slider(
+                "Noise level",
+                **limits("noise_level"),
+                help="Noise added to the source first: higher invents more detail.",
+                key=f"{prefix}.noise_level",
+            )
+    params = Img2ImgParams(
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        strength=strength,
+        steps=steps,
+        guidance=guidance,
+        seed=int(seed),
+    )
+    return params, quality, noise_level
+
+
+def control_settings(prefix: str, source: Source | None, *, seed: int) -> ControlParams | None:
+    """Structure guidance through a ControlNet, with a preview of the guide made from the source."""
+    with st.expander("Structure guidance (ControlNet)"):
+        if not st.toggle("Follow the source's structure", key=f"{prefix}.use_control"):
+            st.caption("Keeps edges, line work or the colour layout of the source while the style changes.")
+            return None
+        guide = Guide(
+            st.radio("Guide", [g.value for g in Guide], format_func=lambda g: Guide(g).label, key=f"{prefix}.guide")
+        )
+        # Defaults through the state, not value=: loading a recipe or preset sets these keys too.
+        st.session_state.setdefault(f"{prefix}.control_scale", ControlParams.conditioning_scale)
+        st.session_state.setdefault(f"{prefix}.canny", DEFAULT_CANNY)
+        scale = st.slider(
+            "Guidance strength",
+            **limits("conditioning_scale"),
+            step=CONTROL_SCALE_STEP,
+            key=f"{prefix}.control_scale",
+        )
+        low, high = DEFAULT_CANNY
+        if guide == Guide.canny:
+            low, high = st.slider(
+                "Edge thresholds",
+                min_value=LIMITS["low_threshold"][0],
+                max_value=LIMITS["high_threshold"][1],
+                key=f"{prefix}.canny",
+            )
+        # The model is left empty: the catalogue names the ControlNet for the guide (studio.catalogue.requests).
+        control = ControlParams(model="", guide=guide, conditioning_scale=scale, low_threshold=low, high_threshold=high)
+        if source is not None and st.button("Show the guide", key=f"{prefix}.show_guide"):
+            st.image(_guide_preview(source.upload, control, seed), caption=f"{guide.label} guide", width="content")
+        return control
+
+
+def _guide_preview(upload: ValidatedImage, control: ControlParams, seed: int) -> Image.Image:
+    from pipelines import import_model_stack
+
+    import_model_stack()  # controlnet-aux imports torch: only when asked
+    from pipelines.guides import make_guide
+
+    preview = upload.image.copy()
+    preview.thumbnail((GUIDE_PREVIEW_SIDE, GUIDE_PREVIEW_SIDE))
+    with st.spinner("Making the guide…"):
+        return make_guide(preview, control, seed=seed)

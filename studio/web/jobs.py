@@ -1,0 +1,136 @@
+"""A job on a page: submitting it once per click (idempotency keys), its live panel while it runs (queue
+position, progress, cancel), and its outcome.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable
+
+import streamlit as st
+from sqlmodel import Session
+
+from pipelines.params import RunSpec
+from studio.db.tables import Asset, Job, JobStatus
+from studio.jobs.leases import cancel_job, queue_position
+from studio.jobs.queries import get_user_job
+from studio.web.app import asset_store, db_session, db_write_session
+
+
+def submit_key(*, user_id: int, source_png: bytes, recipe: dict) -> str:
+    """An idempotency key for a Transform click: the same inputs in this browser session give the
+    same key, so a double click (or a rerun) cannot queue and charge a job twice."""
+    nonce = st.session_state.setdefault("submit_nonce", uuid.uuid4().hex)
+    material = json.dumps({"user": user_id, "recipe": recipe, "nonce": nonce}, sort_keys=True).encode()
+    return hashlib.sha256(hashlib.sha256(source_png).digest() + material).hexdigest()
+
+
+def allow_resubmit() -> None:
+    """After a failed or cancelled job, the same inputs may be submitted again as a new job."""
+    st.session_state["submit_nonce"] = uuid.uuid4().hex
+
+
+def submit_or_resubmit(submit_once: Callable[[], list[Job]]) -> list[Job]:
+    """Submit with this session's idempotency key: a second click while the jobs are queued or running
+    returns them (no second charge); once they have all ended, the same inputs make new jobs."""
+    jobs = submit_once()
+    if all(job.status.is_final for job in jobs):
+        allow_resubmit()
+        jobs = submit_once()
+    return jobs
+
+
+def job_panel(*, job_id: int, user_id: int) -> None:
+    """A job's live status: queue position, progress and cancel while it runs; then the outcome.
+
+    While the job is not final the panel is a fragment that reruns itself every second; when
+    the job ends, it reruns the page once so the fragment stops polling.
+    """
+    with db_session() as session:
+        job = get_user_job(session=session, user_id=user_id, job_id=job_id)
+    if job is None:
+        return
+    live = not job.status.is_final
+    st.fragment(_job_panel_body, run_every=JOB_POLL_SECONDS if live else None)(job_id, user_id, live)
+
+
+JOB_POLL_SECONDS = 1.0
+
+
+def _job_panel_body(job_id: int, user_id: int, was_live: bool) -> None:
+    with db_session() as session:
+        job = get_user_job(session=session, user_id=user_id, job_id=job_id)
+        if job.status.is_final:
+            if was_live:
+                if job.status is not JobStatus.complete:
+                    allow_resubmit()
+                st.rerun()
+            show_job_result(session=session, job=job)
+            return
+        position = queue_position(session=session, job=job)
+    if job.status is JobStatus.queued:
+        st.info(f"Job #{job.id} is queued · position {position} · {job.cost} credits reserved.")
+        st.progress(0.0, text="Waiting for a worker…")
+    elif job.cancel_requested:
+        st.progress(_fraction(job), text="Cancelling at the next step…")
+    else:
+        st.progress(_fraction(job), text=f"Job #{job.id} · step {job.progress_step}/{job.progress_total or '…'}")
+    if not job.cancel_requested and st.button("Cancel", key=f"cancel-{job.id}"):
+        with db_write_session() as session:
+            cancel_job(session=session, job_id=job.id, user_id=user_id)
+        st.rerun(scope="fragment")
+
+
+def _fraction(job: Job) -> float:
+    return job.progress_step / job.progress_total if job.progress_total else 0.0
+
+
+def job_summary(job: Job) -> str:
+    """One line: what ran (task or style), what the user wrote, and the settings that matter for it."""
+    params = job.params
+    spec = RunSpec.from_dict(params)
+    parts = [job.style.replace("-", " ").capitalize() if job.style else spec.task.label]
+    if prompt := params.get("user_prompt", params.get("prompt", "")):
+        parts.append(f"“{prompt[:80]}”")
+    # The denoising steps that ran (a finished job's recipe says), not the schedule's length.
+    ran = (job.recipe or {}).get("denoising_steps", spec.denoising_steps)
+    if spec.task.upscale_factor is None:
+        parts += [f"strength {spec.params.strength:.2f}", f"{ran} of {spec.params.steps} steps"]
+    else:
+        parts.append(f"{ran} steps")
+    parts.append(f"seed {spec.params.seed}")
+    return " · ".join(parts)
+
+
+def show_job_result(*, session: Session, job: Job) -> None:
+    """A job's outcome: the image with its download and recipe, or why it failed."""
+    if job.status is JobStatus.complete:
+        result = session.get(Asset, job.result_asset_id) if job.result_asset_id is not None else None
+        if result is None or not asset_store().exists(result.sha256):
+            st.info(
+                f"Job #{job.id} completed; its images have since been deleted (from History, or by retention). "
+                "Its recipe is below.",
+                icon=":material/hide_image:",
+            )
+        else:
+            png = asset_store().read(result.sha256)
+            st.image(png, caption=f"Job #{job.id} · {result.width}×{result.height} · seed {job.params['seed']}")
+            st.download_button(
+                "Download PNG",
+                data=png,
+                file_name=f"img2img-{job.id}.png",
+                mime="image/png",
+                key=f"download-{job.id}",
+                help="The recipe that made it is stored inside the PNG.",
+            )
+        with st.expander("Recipe"):
+            st.json(job.recipe)
+    elif job.status is JobStatus.failed:
+        st.error(f"Job #{job.id} failed: {job.error}")
+        st.caption(f"{job.cost} credits refunded.")
+    elif job.status is JobStatus.cancelled:
+        st.warning(f"Job #{job.id} was cancelled; {job.cost} credits refunded.")
+    else:
+        st.info(f"Job #{job.id} is {job.status.value}.")

@@ -1,0 +1,73 @@
+"""Presets on a form: apply one, save the current settings as one, rename or delete one."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from studio.catalogue.form_settings import FormSettings
+from studio.catalogue.presets import (
+    PresetSettings,
+    SeedPolicy,
+    delete_preset,
+    rename_preset,
+    save_preset,
+    visible_presets,
+)
+from studio.catalogue.requests import JobRequest
+from studio.catalogue.styles import Catalogue
+from studio.db.tables import Role, User
+from studio.web import app, refusals
+from studio.web.recipes import load_into_form
+
+
+def preset_bar(prefix: str, user: User, catalogue: Catalogue, current: JobRequest | None) -> None:
+    """Apply a saved preset to the form, save the current settings as one, rename or delete one."""
+    with st.expander("Presets", icon=":material/bookmarks:"):
+        with app.db_session() as session:
+            presets = {p.id: p for p in visible_presets(session=session, user=user)}
+        if presets:
+            preset_id = st.selectbox(
+                "Preset",
+                list(presets),
+                format_func=lambda i: presets[i].name + ("" if presets[i].owner_id == user.id else " · shared"),
+                key=f"{prefix}.preset",
+            )
+            chosen = presets[preset_id]
+            st.button(
+                "Apply",
+                key=f"{prefix}.preset_apply",
+                on_click=load_into_form,
+                args=(prefix, FormSettings.from_preset(PresetSettings.from_dict(chosen.settings)), catalogue),
+            )
+            with st.popover("Rename or delete", disabled=chosen.owner_id != user.id and user.role is not Role.admin):
+                new_name = st.text_input("New name", chosen.name, key=f"{prefix}.preset_rename")
+                if st.button("Rename", key=f"{prefix}.preset_rename_button"):
+                    _preset_change(lambda s: rename_preset(session=s, user=user, preset_id=chosen.id, name=new_name))
+                if st.button("Delete", key=f"{prefix}.preset_delete"):
+                    _preset_change(lambda s: delete_preset(session=s, user=user, preset_id=chosen.id))
+        name = st.text_input("Save the current settings as", key=f"{prefix}.preset_name")
+        shared = st.checkbox("Share with my team", key=f"{prefix}.preset_shared", disabled=user.team_id is None)
+        policy = SeedPolicy(
+            st.radio(
+                "Seed for each image",
+                [p.value for p in SeedPolicy],
+                format_func=lambda p: {"fixed": "Fixed (most consistent)", "random": "New seed per image"}[p],
+                horizontal=True,
+                key=f"{prefix}.preset_policy",
+            )
+        )
+        if st.button("Save preset", key=f"{prefix}.preset_save", disabled=current is None or not name.strip()):
+            preset = PresetSettings.from_request(current, seed_policy=policy)
+            _preset_change(lambda s: save_preset(session=s, owner=user, name=name, preset=preset, shared=shared))
+        if current is None:
+            st.caption("Upload a source and fill in the form to save its settings.")
+
+
+def _preset_change(change) -> None:
+    def in_transaction() -> bool:
+        with app.db_write_session() as session:
+            change(session)
+        return True
+
+    if refusals.attempt(in_transaction):
+        st.rerun()

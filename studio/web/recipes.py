@@ -1,0 +1,126 @@
+"""Results made by this studio: loading their settings into a form, or re-running them exactly; remixes and
+sweep cells load the same way.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+from PIL import Image
+
+from studio.catalogue.form_settings import FormSettings
+from studio.catalogue.requests import recipe_request
+from studio.catalogue.styles import Catalogue
+from studio.config import Settings
+from studio.db.tables import AssetKind, User
+from studio.errors import Refused
+from studio.jobs.queries import find_user_asset
+from studio.media.validation import ValidatedImage, validate_image_bytes
+from studio.web import app, refusals
+from studio.web.sources import Source
+from studio.web.styles import OWN_SETTINGS, _load_refused_key, offered_styles
+from studio.web.submit import submit
+
+
+def recipe_offer(
+    prefix: str,
+    source: Source,
+    catalogue: Catalogue,
+    config: Settings,
+    user: User,
+    *,
+    job_key: str,
+    rerun: bool = True,
+) -> None:
+    """For a result made by this studio: load its settings into the form, or (with `rerun`) run it again exactly."""
+    recipe = source.recipe
+    try:
+        settings = FormSettings.from_recipe(recipe, catalogue)
+    except Refused as exc:
+        st.caption(f":material/receipt_long: This image carries a studio recipe that cannot be read: {exc}")
+        return
+    with st.container(border=True):
+        st.markdown(":material/receipt_long: **This image was made in the studio**; its recipe is inside.")
+        st.caption(
+            f"{recipe.get('task', 'img2img')} · model `{recipe.get('model')}` · "
+            f"{recipe.get('steps')} steps · seed {recipe.get('seed')} · “{str(recipe.get('prompt', ''))[:80]}”"
+        )
+        load_col, rerun_col = st.columns(2)
+        load_col.button(
+            "Load its settings",
+            key=f"{prefix}.load_recipe",
+            on_click=load_into_form,
+            args=(prefix, settings, catalogue),
+            help="Fills the form with the recipe's style, prompt and settings, to change and run.",
+        )
+        if not rerun:
+            return
+        original = _original_inputs(user, recipe)
+        if original is None:
+            rerun_col.caption("Its source image is no longer in your library, so it cannot be re-run exactly.")
+            return
+        if rerun_col.button("Re-run identically", key=f"{prefix}.rerun", help="Same source, model, settings and seed."):
+            request = refusals.attempt(lambda: recipe_request(settings=config, catalogue=catalogue, recipe=recipe))
+            if request is not None:
+                upload, mask = original
+                submit(config, user, Source(upload, source.name, None), request, mask=mask, job_key=job_key)
+
+
+def _original_inputs(user: User, recipe: dict) -> tuple[ValidatedImage, Image.Image | None] | None:
+    """The recipe's source (and mask) from the user's own library, if they are still there."""
+    store = app.asset_store()
+    with app.db_session() as session:
+        source = find_user_asset(
+            session=session, user_id=user.id, sha256=str(recipe.get("source_sha256")), kind=AssetKind.source
+        )
+        mask = None
+        if recipe.get("mask_sha256"):
+            mask = find_user_asset(
+                session=session, user_id=user.id, sha256=str(recipe["mask_sha256"]), kind=AssetKind.mask
+            )
+            if mask is None:
+                return None
+    if source is None or not store.exists(source.sha256) or (mask is not None and not store.exists(mask.sha256)):
+        return None
+    upload = validate_image_bytes(store.read(source.sha256))
+    return upload, (Image.open(store.path(mask.sha256)).convert("L") if mask is not None else None)
+
+
+def load_into_form(prefix: str, settings: FormSettings, catalogue: Catalogue) -> bool:
+    """Fill the form of page `prefix` with `settings`: all of them, or (with the reason shown above the
+    form) none when the page cannot show them. Safe as a widget callback and before switching pages."""
+    state = st.session_state
+    try:
+        settings.check(catalogue, offered_styles(catalogue, prefix))
+    except Refused as exc:
+        state[_load_refused_key(prefix)] = str(exc)
+        return False
+    state[f"{prefix}.style"] = settings.style if settings.style is not None else OWN_SETTINGS
+    state[f"{prefix}.prompt"] = settings.prompt
+    state[f"{prefix}.negative"] = settings.negative_prompt
+    state[f"{prefix}.strength"] = settings.strength
+    state[f"{prefix}.guidance"] = settings.guidance
+    state[f"{prefix}.seed"] = settings.seed
+    state[f"{prefix}.quality"] = settings.quality.value
+    state[f"{prefix}.steps"] = settings.steps
+    state[f"{prefix}.noise_level"] = settings.noise_level
+    state[f"{prefix}.use_control"] = settings.control is not None
+    if settings.control is not None:
+        state[f"{prefix}.guide"] = settings.control.guide.value
+        state[f"{prefix}.control_scale"] = settings.control.conditioning_scale
+        state[f"{prefix}.canny"] = (settings.control.low_threshold, settings.control.high_threshold)
+    if settings.inpaint is not None:
+        state[f"{prefix}.mask_blur"] = settings.inpaint.mask_blur
+        state[f"{prefix}.only_masked"] = settings.inpaint.only_masked
+        state[f"{prefix}.padding"] = settings.inpaint.padding
+        state[f"{prefix}.keep_unmasked"] = settings.inpaint.keep_unmasked
+    return True
+
+
+def load_recipe_into_form(prefix: str, recipe: dict, catalogue: Catalogue) -> bool:
+    """A recipe or a job's settings (History *Remix*, a sweep cell's *Use this one*) into a page's form."""
+    try:
+        settings = FormSettings.from_recipe(recipe, catalogue)
+    except Refused as exc:
+        st.session_state[_load_refused_key(prefix)] = str(exc)
+        return False
+    return load_into_form(prefix, settings, catalogue)

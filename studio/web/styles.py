@@ -1,0 +1,84 @@
+"""The style picker: the catalogue's styles a page offers, each bringing its own defaults."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from studio.billing.pricing import QUALITY_TIERS, Quality
+from studio.catalogue.styles import Catalogue, CatalogueError, Style, load_catalogue
+from studio.config import Settings
+
+OWN_SETTINGS = ""  # the style picker's "no style" choice
+# Forms of these pages repaint part of a source, so they offer only image-to-image styles (no upscalers).
+IMAGE_TO_IMAGE_PAGES = frozenset({"inpaint", "sweep"})
+
+
+def catalogue_or_stop(config: Settings) -> Catalogue:
+    try:
+        return load_catalogue(config.catalogue_path)
+    except CatalogueError as exc:
+        st.error(f"The style catalogue is broken, so styles cannot be offered until an admin fixes it: {exc}")
+        st.stop()
+
+
+def offered_styles(catalogue: Catalogue, prefix: str) -> list[Style]:
+    """The styles the form of page `prefix` offers, in catalogue order."""
+    styles = list(catalogue.styles.values())
+    if prefix in IMAGE_TO_IMAGE_PAGES:
+        return [style for style in styles if style.task.upscale_factor is None]
+    return styles
+
+
+def style_picker(prefix: str, catalogue: Catalogue, config: Settings) -> Style | None:
+    """A style from the catalogue, or None for the user's own settings on the configured model."""
+    if refused := st.session_state.pop(_load_refused_key(prefix), None):
+        st.error(refused)  # settings someone tried to load into this form (a recipe, a preset, a remix)
+    ready = {s.id: catalogue.availability(s.model, config) for s in offered_styles(catalogue, prefix)}
+
+    def label(style_id: str) -> str:
+        if style_id == OWN_SETTINGS:
+            return "Your own prompt and settings"
+        style = catalogue.styles[style_id]
+        return f"{style.name} · {style.credits} cr" + ("" if ready[style_id].ready else " · not available here")
+
+    key = f"{prefix}.style"
+    if st.session_state.get(key) not in (OWN_SETTINGS, *ready):
+        st.session_state.pop(key, None)  # a style removed from the catalogue since it was picked
+    style_id = st.selectbox(
+        "Style",
+        [OWN_SETTINGS, *ready],
+        format_func=label,
+        key=key,
+        on_change=_apply_style_defaults,
+        args=(prefix, catalogue),
+    )
+    if style_id == OWN_SETTINGS:
+        st.caption(f"Runs the configured model `{config.model}` with exactly your prompt.")
+        return None
+    style = catalogue.styles[style_id]
+    model = catalogue.models[style.model]
+    st.caption(f"{style.description} · model: {model.about or model.location}")
+    if not ready[style_id].ready:
+        st.warning(f"**{model.name}** (`{model.location}`) is not available here. {ready[style_id].note}")
+    return style
+
+
+def _apply_style_defaults(prefix: str, catalogue: Catalogue) -> None:
+    """A newly picked style brings its own strength, guidance and quality."""
+    style = catalogue.styles.get(st.session_state[f"{prefix}.style"])
+    if style is None:
+        return
+    st.session_state[f"{prefix}.strength"] = style.strength
+    st.session_state[f"{prefix}.guidance"] = style.guidance
+    if st.session_state.get(f"{prefix}.quality") not in style.qualities:
+        st.session_state[f"{prefix}.quality"] = style.qualities[0].value
+        _apply_quality_defaults(prefix)
+
+
+def _apply_quality_defaults(prefix: str) -> None:
+    quality = Quality(st.session_state.get(f"{prefix}.quality") or Quality.standard)
+    st.session_state[f"{prefix}.steps"] = QUALITY_TIERS[quality].steps
+
+
+def _load_refused_key(prefix: str) -> str:
+    return f"{prefix}.load_refused"

@@ -1,0 +1,113 @@
+"""From form to job: building the request (refusals shown, not raised), its price, and submitting it."""
+
+from __future__ import annotations
+
+import hashlib
+
+import streamlit as st
+from PIL import Image
+
+from pipelines.params import (
+    ControlParams,
+    Img2ImgParams,
+    InpaintParams,
+    Task,
+)
+from studio.billing.credits import spendable
+from studio.billing.pricing import Quality
+from studio.catalogue.requests import JobRequest, custom_request, style_request
+from studio.catalogue.styles import Catalogue, Style
+from studio.config import Settings
+from studio.db.tables import Job, User, utcnow
+from studio.jobs.submit import quote, submit_job
+from studio.media.validation import ValidatedImage
+from studio.web import app, jobs, refusals
+from studio.web.sources import Source
+
+
+def make_request(
+    config: Settings,
+    catalogue: Catalogue,
+    style: Style | None,
+    params: Img2ImgParams,
+    quality: Quality,
+    *,
+    noise_level: int = 20,
+    control: ControlParams | None = None,
+    inpaint: InpaintParams | None = None,
+) -> JobRequest | None:
+    if style is None:
+        return refusals.attempt(
+            lambda: custom_request(
+                settings=config,
+                params=params,
+                quality=quality,
+                task=Task.inpaint if inpaint is not None else Task.img2img,
+                inpaint=inpaint,
+                control=control,
+                catalogue=catalogue,
+            )
+        )
+    return refusals.attempt(
+        lambda: style_request(
+            settings=config,
+            catalogue=catalogue,
+            style_id=style.id,
+            params=params,
+            quality=quality,
+            inpaint=inpaint,
+            control=control,
+            noise_level=noise_level,
+        )
+    )
+
+
+def price_caption(config: Settings, user: User, request: JobRequest, upload: ValidatedImage) -> None:
+    with app.db_session() as session:
+        credits = spendable(session=session, user=user, now=utcnow())
+    cost = quote(settings=config, request=request, width=upload.width, height=upload.height)
+    st.caption(
+        f"Costs **{cost.credits}** credit{'s' if cost.credits != 1 else ''} ({cost.explain()}) · "
+        f"you have {credits.personal}" + (f" + {credits.team} in the team pool" if credits.team is not None else "")
+    )
+
+
+def submit(
+    config: Settings,
+    user: User,
+    source: Source,
+    request: JobRequest,
+    *,
+    mask: Image.Image | None = None,
+    job_key: str,
+) -> None:
+    """Queue the job (the page then shows it under `job_key`), or show why it was refused."""
+    submitted = refusals.attempt(
+        lambda: jobs.submit_or_resubmit(lambda: [_submit_once(config, user, source, request, mask)])
+    )
+    if submitted is not None:
+        st.session_state[job_key] = submitted[0].id
+
+
+def _submit_once(config: Settings, user: User, source: Source, request: JobRequest, mask: Image.Image | None) -> Job:
+    with app.db_write_session() as session:
+        return submit_job(
+            session=session,
+            store=app.asset_store(),
+            settings=config,
+            user=user,
+            upload=source.upload,
+            original_name=source.name,
+            request=request,
+            mask=mask,
+            idempotency_key=jobs.submit_key(
+                user_id=user.id,
+                source_png=source.upload.png_bytes,
+                recipe=request.job_params()
+                | {"model": request.model, "quality": request.quality.value, "mask": _mask_digest(mask)},
+            ),
+        )
+
+
+def _mask_digest(mask: Image.Image | None) -> str | None:
+    return hashlib.sha256(mask.tobytes()).hexdigest() if mask is not None else None

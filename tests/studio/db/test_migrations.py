@@ -1,0 +1,133 @@
+"""Alembic migrations on SQLite and PostgreSQL: `upgrade head` on an empty database gives exactly the
+models' schema; `init_db` creates, upgrades and adopts databases from before migrations."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
+from sqlmodel import SQLModel
+
+from studio.db.engine import alembic_config, get_engine, init_db, schema_differences
+
+pytestmark = pytest.mark.both_databases
+
+
+@pytest.fixture
+def empty_url(db_backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database (no tables at all) on the backend under test."""
+    if db_backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    cluster = request.getfixturevalue("postgresql_cluster")
+    name = f"m_{uuid.uuid4().hex[:12]}"
+    url = cluster.create_database(name)
+    try:
+        yield url
+    finally:
+        get_engine(url).dispose()
+        cluster.drop_database(name)
+
+
+def differences(url: str) -> list:
+    with get_engine(url).connect() as connection:
+        return schema_differences(connection)
+
+
+def current_revision(url: str) -> str | None:
+    with get_engine(url).connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def head() -> str:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    with get_engine(url).begin() as connection:
+        command.upgrade(alembic_config(connection), revision)
+
+
+def test_upgrade_head_on_an_empty_database_gives_the_models_schema(empty_url: str) -> None:
+    upgrade(empty_url)
+    assert current_revision(empty_url) == head()
+    assert differences(empty_url) == []
+
+
+def test_downgrade_to_base_and_up_again(empty_url: str) -> None:
+    upgrade(empty_url)
+    with get_engine(empty_url).begin() as connection:
+        command.downgrade(alembic_config(connection), "base")
+    assert set(inspect(get_engine(empty_url)).get_table_names()) <= {"alembic_version"}
+    upgrade(empty_url)
+    assert differences(empty_url) == []
+
+
+def test_init_db_creates_a_fresh_database_at_head_and_is_idempotent(empty_url: str) -> None:
+    init_db(empty_url)
+    assert current_revision(empty_url) == head()
+    assert differences(empty_url) == []
+    init_db(empty_url)
+    assert current_revision(empty_url) == head()
+
+
+def test_migrations_and_create_all_make_the_same_triggers_and_expression_indexes(empty_url: str) -> None:
+    upgrade(empty_url)
+    engine = get_engine(empty_url)
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO team (name, budget_alert_percent, created_at) VALUES ('t', 80, '2026-01-01')")
+        )
+        connection.execute(
+            text(
+                'INSERT INTO "user" (username, email, display_name, role, plan, is_active, can_use_team_pool,'
+                " password_hash, created_at) VALUES ('a', 'a@x', 'a', 'admin', 'free', true, false, 'h', '2026-01-01')"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO auditentry (actor_id, action, target, details, created_at)"
+                " VALUES (1, 'team_create', 'team t', '{}', '2026-01-01')"
+            )
+        )
+    with pytest.raises(Exception, match="append-only"), engine.begin() as connection:
+        connection.execute(text("DELETE FROM auditentry"))
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as connection:
+            indexes = set(connection.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index'").scalars())
+        assert {"ix_job_processing_time", "ix_job_queue_wait", "ix_job_priority_wait"} <= indexes
+
+
+def test_init_db_adopts_a_database_from_before_migrations(empty_url: str) -> None:
+    """Tables made by create_all before sweeps, batches, deletes, budgets, presets and the audit log."""
+    engine = get_engine(empty_url)
+    SQLModel.metadata.create_all(engine)
+    with engine.begin() as connection:
+        for table in ("auditentry", "preset"):
+            connection.execute(text(f"DROP TABLE {table}"))
+        for index in ("ix_job_sweep_id", "ix_job_batch_id"):
+            connection.execute(text(f"DROP INDEX {index}"))
+        for table, column in (
+            ("job", "sweep_id"),
+            ("job", "batch_id"),
+            ("job", "deleted_at"),
+            ("team", "monthly_budget"),
+            ("team", "budget_alert_percent"),
+        ):
+            connection.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+        connection.execute(text("INSERT INTO team (name, created_at) VALUES ('old team', '2026-01-01')"))
+    assert differences(empty_url) != []
+
+    init_db(empty_url)
+
+    assert current_revision(empty_url) == head()
+    assert differences(empty_url) == []
+    with engine.connect() as connection:
+        row = connection.execute(text("SELECT name, monthly_budget, budget_alert_percent FROM team")).one()
+    assert tuple(row) == ("old team", None, 80)  # the existing row got the model's default

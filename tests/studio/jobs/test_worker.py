@@ -1,0 +1,170 @@
+"""Jobs through the queue and a worker, on the tiny preview model (nothing on the diffusers path patched)."""
+
+import io
+import threading
+import time
+
+import pytest
+import torch
+from PIL import Image
+from sqlmodel import select
+
+from pipelines.params import Img2ImgParams
+from studio.accounts.users import create_user, get_user
+from studio.billing.credits import Account, balance
+from studio.billing.pricing import Quality
+from studio.catalogue.recipes import read_recipe
+from studio.catalogue.requests import custom_request
+from studio.db.engine import session_for, write_session
+from studio.db.tables import Asset, CreditEntry, CreditKind, Job, JobStatus, utcnow
+from studio.jobs.leases import cancel_job
+from studio.jobs.queries import get_user_job, list_user_jobs
+from studio.jobs.submit import submit_job
+from studio.jobs.worker import Worker
+from studio.media.storage import AssetStore
+from studio.media.validation import validate_image_bytes
+from tests.support import png_bytes
+
+PARAMS = Img2ImgParams(prompt="a watercolor shoe", negative_prompt="blurry", strength=0.5, steps=4, seed=7)
+
+
+@pytest.fixture
+def env(studio, studio_settings):
+    with session_for(studio_settings.database_url) as session:
+        user = get_user(session=session, username="admin")
+    return {
+        "settings": studio_settings,
+        "store": AssetStore(studio_settings.assets_dir),
+        "user": user,
+        "worker": Worker(studio_settings, name="test-worker", heartbeat_seconds=0.02),
+    }
+
+
+def submit(env, params=PARAMS, quality=Quality.standard, **kwargs):
+    with write_session(env["settings"].database_url) as session:
+        return submit_job(
+            session=session,
+            store=env["store"],
+            settings=env["settings"],
+            user=env["user"],
+            upload=validate_image_bytes(png_bytes(256, 384)),
+            original_name="shoe.png",
+            request=custom_request(settings=env["settings"], params=params, quality=quality),
+            **kwargs,
+        )
+
+
+def run(env, params=PARAMS) -> Job:
+    job = submit(env, params)
+    assert env["worker"].run_once().id == job.id
+    return reload(env, job)
+
+
+def reload(env, job) -> Job:
+    with session_for(env["settings"].database_url) as session:
+        return session.get(Job, job.id)
+
+
+def ledger(env, job) -> dict[CreditKind, int]:
+    with session_for(env["settings"].database_url) as session:
+        rows = session.exec(select(CreditEntry).where(CreditEntry.job_id == job.id)).all()
+    totals: dict[CreditKind, int] = {}
+    for row in rows:
+        totals[row.kind] = totals.get(row.kind, 0) + row.amount
+    return totals
+
+
+def user_balance(env) -> int:
+    with session_for(env["settings"].database_url) as session:
+        return balance(session=session, account=Account(user_id=env["user"].id), now=utcnow())
+
+
+def test_a_worker_runs_the_job_records_the_result_and_commits_the_charge(env):
+    job = run(env)
+    assert job.status is JobStatus.complete, job.error
+    assert (job.progress_step, job.progress_total) == (2, 2)  # int(4 steps × 0.5)
+    assert job.worker == "test-worker" and job.attempt == 1
+    with session_for(env["settings"].database_url) as session:
+        result = session.get(Asset, job.result_asset_id)
+        source = session.get(Asset, job.source_asset_id)
+    png = env["store"].read(result.sha256)
+    with Image.open(io.BytesIO(png)) as image:
+        assert image.size == (256, 384) == (result.width, result.height)
+    recipe = read_recipe(png)
+    assert recipe == job.recipe
+    assert recipe["prompt"] == "a watercolor shoe" and recipe["seed"] == 7 and recipe["quality"] == "standard"
+    assert recipe["source_sha256"] == source.sha256 and source.original_name == "shoe.png"
+    assert ledger(env, job) == {CreditKind.reserve: -1, CreditKind.commit: 0}
+    assert user_balance(env) == 9
+
+
+def test_same_inputs_and_seed_give_the_same_pixels_and_another_seed_does_not(env):
+    first, again = run(env), run(env)
+    other = run(env, Img2ImgParams(**{**PARAMS.__dict__, "seed": 8}))
+    with session_for(env["settings"].database_url) as session:
+        sha = {job.id: session.get(Asset, job.result_asset_id).sha256 for job in (first, again, other)}
+    assert sha[first.id] == sha[again.id]  # content-addressed: identical bytes, identical hash
+    assert sha[other.id] != sha[first.id]
+
+
+def test_an_unavailable_model_fails_the_job_and_refunds_it(env, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from dataclasses import replace
+
+    env["settings"] = replace(env["settings"], model="nobody/no-such-model")
+    env["worker"] = Worker(env["settings"], name="test-worker")
+    job = run(env)
+    assert job.status is JobStatus.failed
+    assert "nobody/no-such-model" in job.error and "not available" in job.error
+    assert job.result_asset_id is None and job.finished_at is not None
+    assert ledger(env, job) == {CreditKind.reserve: -2, CreditKind.refund: 2}
+    assert user_balance(env) == 10
+
+
+@pytest.mark.parametrize(
+    "error",
+    [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), RuntimeError("boom")],
+    ids=["out-of-memory", "runtime-error"],
+)
+def test_a_pipeline_error_fails_and_refunds_the_job(env, monkeypatch, error):
+    import pipelines.img2img
+
+    def broken(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(pipelines.img2img, "run_img2img", broken)
+    job = run(env)
+    assert job.status is JobStatus.failed
+    assert ("Ran out of memory" in job.error) if isinstance(error, torch.OutOfMemoryError) else ("boom" in job.error)
+    assert ledger(env, job) == {CreditKind.reserve: -1, CreditKind.refund: 1}
+    assert user_balance(env) == 10
+
+
+def test_cancelling_a_running_job_stops_it_at_the_next_step_and_refunds(env):
+    params = Img2ImgParams(prompt="slow", strength=1.0, steps=60, seed=1)
+    job = submit(env, params, quality=Quality.ultra)
+    runner = threading.Thread(target=env["worker"].run_once)
+    runner.start()
+    deadline = time.monotonic() + 60
+    while reload(env, job).progress_step < 1:
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.01)
+    with write_session(env["settings"].database_url) as session:
+        cancel_job(session=session, job_id=job.id, user_id=env["user"].id)
+    runner.join(60)
+    job = reload(env, job)
+    assert job.status is JobStatus.cancelled
+    assert job.progress_step < 60
+    assert ledger(env, job) == {CreditKind.reserve: -2, CreditKind.refund: 2}
+
+
+def test_history_lists_only_the_users_own_jobs_newest_first(env):
+    with session_for(env["settings"].database_url) as session:
+        other = create_user(session=session, username="other", password="other-password", email="o@example.com")
+    first, second = run(env), run(env)
+    with session_for(env["settings"].database_url) as session:
+        rows = list_user_jobs(session=session, user_id=env["user"].id)
+        assert [job.id for job, _, _ in rows] == [second.id, first.id]
+        assert all(result is not None for _, _, result in rows)
+        assert list_user_jobs(session=session, user_id=other.id) == []
+        assert get_user_job(session=session, user_id=other.id, job_id=first.id) is None

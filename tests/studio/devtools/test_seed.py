@@ -12,7 +12,7 @@ from studio.billing.credits import Account, balance, expire_lots, ledger_sum, re
 from studio.billing.plans import allocate_monthly, buy_starter_pack, grant_trial
 from studio.billing.pricing import Quality
 from studio.catalogue.styles import load_catalogue
-from studio.cli.seed import main
+from studio.cli.main import main
 from studio.db.engine import init_db
 from studio.db.tables import CreditEntry, CreditKind, Job, JobStatus, Plan, Team, User
 from studio.devtools.seed import Ledger, SeedError, SeedOptions, SeedUser, seed
@@ -178,8 +178,9 @@ def test_seeding_twice_into_one_database_is_refused(tmp_path, studio_settings):
 
 def test_the_command_line(tmp_path, studio_settings, capsys):
     url = f"sqlite:///{tmp_path / 'cli'}.db"
-    main(["--users", "3", "--teams", "1", "--jobs", "50", "--days", "10", "--seed", "1", "--database-url", url])
+    args = ["seed", "--users", "3", "--teams", "1", "--jobs", "50", "--database-url", url]
+    assert main([*args, "--days", "10", "--seed", "1"]) == 0
     assert "Seeded 1 teams, 3 users, 50 jobs and" in capsys.readouterr().out
     with pytest.raises(SystemExit) as refused:
-        main(["--users", "3", "--teams", "1", "--jobs", "50", "--database-url", url])
+        main(args)
     assert refused.value.code == 1

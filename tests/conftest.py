@@ -44,7 +44,7 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The browser journeys last: their served studio then starts after, not before, everything else has run."""
-    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
+    items.sort(key=lambda item: item.nodeid.startswith("tests/e2e/"))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     from studio.devtools.seed import SeedOptions, seed
 
     workdir = tempfile.TemporaryDirectory(prefix="analytics-bench-") if args.db is None else None
-    path = args.db or Path(workdir.name) / "studio.db.engine"
+    path = args.db or Path(workdir.name) / "studio.db"
     engine = init_db(f"sqlite:///{path}")
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, SQLite {sqlite3.sqlite_version}")
     with Session(engine) as session:

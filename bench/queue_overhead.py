@@ -74,7 +74,7 @@ def configure_environment(root: Path) -> None:
     os.environ.update(
         STUDIO_DATA_DIR=str(data_dir),
         STUDIO_MODELS_DIR=str(root / "models"),
-        STUDIO_DATABASE_URL=f"sqlite:///{data_dir / 'studio.db.engine'}",
+        STUDIO_DATABASE_URL=f"sqlite:///{data_dir / 'studio.db'}",
         STUDIO_MODEL="preview",
         STUDIO_MAX_OUTPUT_SIDE="1024",
         STUDIO_COOKIE_KEY=secrets.token_urlsafe(48),

@@ -89,7 +89,7 @@ def load_settings(environ: dict[str, str] | None = None, secrets_path: Path | No
     return Settings(
         data_dir=data_dir,
         models_dir=Path(get("models_dir", str(data_dir / "models"))).expanduser().resolve(),
-        database_url=get("database_url", f"sqlite:///{data_dir / 'studio.db.engine'}"),
+        database_url=get("database_url", f"sqlite:///{data_dir / 'studio.db'}"),
         model=get("model", PREVIEW_MODEL),
         model_cost=None if model_cost is None else int(model_cost),
         max_output_side=int(max_side),

@@ -48,7 +48,7 @@ def test_a_short_or_example_cookie_key_refuses_to_start(studio_settings, monkeyp
     get_settings.cache_clear()
     with pytest.raises(ConfigError, match="at least 32"):
         bootstrap(get_settings())
-    assert not get_settings().data_dir.joinpath("studio.db.engine").exists()
+    assert not get_settings().data_dir.joinpath("studio.db").exists()
 
 
 def test_an_unset_cookie_key_is_generated_privately_and_kept(studio_settings, monkeypatch):
@@ -75,7 +75,7 @@ def test_settings_precedence_env_over_secrets_over_defaults(tmp_path):
     settings = load_settings({"STUDIO_DATA_DIR": str(tmp_path)}, secrets_file)
     assert settings.model == "from-secrets/model"
     assert settings.max_output_side == 768
-    assert settings.database_url == f"sqlite:///{tmp_path / 'studio.db.engine'}"
+    assert settings.database_url == f"sqlite:///{tmp_path / 'studio.db'}"
     assert settings.models_dir == tmp_path / "models"
     settings = load_settings({"STUDIO_DATA_DIR": str(tmp_path), "STUDIO_MODEL": "env/model"}, secrets_file)
     assert settings.model == "env/model"

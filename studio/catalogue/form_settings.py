@@ -16,7 +16,6 @@ from pipelines.errors import PipelineInputError
 from pipelines.params import (
     DEFAULT_NOISE_LEVEL,
     ControlParams,
-    Guide,
     Img2ImgParams,
     InpaintParams,
     RunSpec,
@@ -76,14 +75,11 @@ class FormSettings:
 
     @classmethod
     def from_preset(cls, preset: PresetSettings) -> FormSettings:
-        control = None
-        if preset.control is not None:
-            control = ControlParams(model="", **{**preset.control, "guide": Guide(preset.control["guide"])})
         # A preset holds every setting of the form but mask options (it also pins the model and a seed policy).
         same = {
             field.name: getattr(preset, field.name) for field in fields(cls) if field.name not in ("control", "inpaint")
         }
-        return cls(**same, control=control)
+        return cls(**same, control=preset.control_params())
 
     def check(self, catalogue: Catalogue, offered: list[Style]) -> None:
         """Refuse settings the page (which offers the styles `offered`) cannot show, saying why."""

@@ -53,6 +53,12 @@ class PresetSettings:
     def from_dict(cls, data: dict[str, Any]) -> PresetSettings:
         return cls(**{**data, "quality": Quality(data["quality"]), "seed_policy": SeedPolicy(data["seed_policy"])})
 
+    def control_params(self) -> ControlParams | None:
+        """The ControlNet settings, with the model left empty: the catalogue names it per guide."""
+        if self.control is None:
+            return None
+        return ControlParams(model="", **{**self.control, "guide": Guide(self.control["guide"])})
+
     @classmethod
     def from_request(cls, request: JobRequest, *, seed_policy: SeedPolicy = SeedPolicy.fixed) -> PresetSettings:
         params, control = request.spec.params, request.spec.control
@@ -84,9 +90,7 @@ def preset_request(
         guidance=preset.guidance,
         seed=preset.seed if seed is None else seed,
     )
-    control = None
-    if preset.control is not None:
-        control = ControlParams(model="", **{**preset.control, "guide": Guide(preset.control["guide"])})
+    control = preset.control_params()
     if preset.style is None:
         request = custom_request(
             settings=settings, params=params, quality=preset.quality, control=control, catalogue=catalogue

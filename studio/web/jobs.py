@@ -10,13 +10,16 @@ import uuid
 from collections.abc import Callable
 
 import streamlit as st
+from PIL import Image
 from sqlmodel import Session
 
 from pipelines.params import RunSpec
-from studio.db.tables import Asset, Job, JobStatus
+from studio.config import Settings
+from studio.db.tables import Asset, Job, JobStatus, User
 from studio.jobs.leases import cancel_job, queue_position
 from studio.jobs.queries import get_user_job
 from studio.web.app import asset_store, db_session, db_write_session
+from studio.web.sources import Source
 
 
 def submit_key(*, user_id: int, source_png: bytes, recipe: dict) -> str:
@@ -40,6 +43,42 @@ def submit_or_resubmit(submit_once: Callable[[], list[Job]]) -> list[Job]:
         allow_resubmit()
         jobs = submit_once()
     return jobs
+
+
+def submit_from_page(
+    submit: Callable[..., Job | list[Job]],
+    *,
+    config: Settings,
+    user: User,
+    source: Source,
+    mask: Image.Image | None,
+    key_recipe: dict,
+    **request: object,
+) -> list[Job]:
+    """Submit what a page built (`submit` is studio.jobs.submit's submit_job or submit_sweep, `request`
+    its request or requests) with this session's idempotency key for those inputs; Refused propagates."""
+
+    def submit_once() -> list[Job]:
+        with db_write_session() as session:
+            submitted = submit(
+                session=session,
+                store=asset_store(),
+                settings=config,
+                user=user,
+                upload=source.upload,
+                original_name=source.name,
+                mask=mask,
+                idempotency_key=submit_key(
+                    user_id=user.id,
+                    source_png=source.upload.png_bytes,
+                    recipe=key_recipe
+                    | {"mask": hashlib.sha256(mask.tobytes()).hexdigest() if mask is not None else None},
+                ),
+                **request,
+            )
+        return submitted if isinstance(submitted, list) else [submitted]
+
+    return submit_or_resubmit(submit_once)
 
 
 def job_panel(*, job_id: int, user_id: int) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import streamlit as st
 from PIL import Image
 
@@ -18,7 +16,7 @@ from studio.billing.pricing import Quality
 from studio.catalogue.requests import JobRequest, custom_request, style_request
 from studio.catalogue.styles import Catalogue, Style
 from studio.config import Settings
-from studio.db.tables import Job, User, utcnow
+from studio.db.tables import User, utcnow
 from studio.jobs.submit import quote, submit_job
 from studio.media.validation import ValidatedImage
 from studio.web import app, jobs, refusals
@@ -82,32 +80,11 @@ def submit(
     job_key: str,
 ) -> None:
     """Queue the job (the page then shows it under `job_key`), or show why it was refused."""
+    key_recipe = request.job_params() | {"model": request.model, "quality": request.quality.value}
     submitted = refusals.attempt(
-        lambda: jobs.submit_or_resubmit(lambda: [_submit_once(config, user, source, request, mask)])
+        lambda: jobs.submit_from_page(
+            submit_job, config=config, user=user, source=source, mask=mask, key_recipe=key_recipe, request=request
+        )
     )
     if submitted is not None:
         st.session_state[job_key] = submitted[0].id
-
-
-def _submit_once(config: Settings, user: User, source: Source, request: JobRequest, mask: Image.Image | None) -> Job:
-    with app.db_write_session() as session:
-        return submit_job(
-            session=session,
-            store=app.asset_store(),
-            settings=config,
-            user=user,
-            upload=source.upload,
-            original_name=source.name,
-            request=request,
-            mask=mask,
-            idempotency_key=jobs.submit_key(
-                user_id=user.id,
-                source_png=source.upload.png_bytes,
-                recipe=request.job_params()
-                | {"model": request.model, "quality": request.quality.value, "mask": _mask_digest(mask)},
-            ),
-        )
-
-
-def _mask_digest(mask: Image.Image | None) -> str | None:
-    return hashlib.sha256(mask.tobytes()).hexdigest() if mask is not None else None

@@ -4,7 +4,6 @@ Logic lives in studio.sweeps; this module only draws it.
 
 from __future__ import annotations
 
-import hashlib
 import io
 
 import plotly.graph_objects as go
@@ -79,34 +78,14 @@ def submit(
     config, user: User, source: Source, cells: list[JobRequest], *, mask: Image.Image | None = None, sweep_key: str
 ) -> None:
     """Queue the sweep (the page then shows it under `sweep_key`), or show why it was refused."""
+    key_recipe = {"sweep": [cell.job_params() for cell in cells], "model": cells[0].model}
     submitted = refusals.attempt(
-        lambda: jobs.submit_or_resubmit(lambda: _submit_once(config, user, source, cells, mask))
+        lambda: jobs.submit_from_page(
+            submit_sweep, config=config, user=user, source=source, mask=mask, key_recipe=key_recipe, requests=cells
+        )
     )
     if submitted is not None:
         st.session_state[sweep_key] = submitted[0].sweep_id
-
-
-def _submit_once(config, user: User, source: Source, cells: list[JobRequest], mask: Image.Image | None) -> list[Job]:
-    with app.db_write_session() as session:
-        return submit_sweep(
-            session=session,
-            store=app.asset_store(),
-            settings=config,
-            user=user,
-            upload=source.upload,
-            original_name=source.name,
-            requests=cells,
-            mask=mask,
-            idempotency_key=jobs.submit_key(
-                user_id=user.id,
-                source_png=source.upload.png_bytes,
-                recipe={
-                    "sweep": [cell.job_params() for cell in cells],
-                    "model": cells[0].model,
-                    "mask": hashlib.sha256(mask.tobytes()).hexdigest() if mask is not None else None,
-                },
-            ),
-        )
 
 
 def sweep_panel(*, sweep_id: str, user_id: int) -> None:

@@ -1,8 +1,10 @@
-"""A tiny, randomly initialised Stable Diffusion img2img pipeline that needs no download.
+"""Tiny, randomly initialised pipelines that need no download: the preview models of every family.
 
-It has the shapes of real SD 1.x (4 latent channels, a VAE that downscales ×8, CLIP text conditioning)
-at a few MB, so the whole app runs offline and tests run in seconds. Its pictures are noise: it is a
-preview of the plumbing, not of image quality. Same recipe as diffusers' own pipeline tests.
+Each has the shapes of the real thing (4 latent channels, a VAE that downscales ×8, CLIP text conditioning;
+SD 2.x's linear projections and v-prediction; SDXL's two text encoders and added time ids) at a few MB, so
+the whole app runs offline and tests run in seconds. Their pictures are noise: they preview the plumbing,
+not image quality. Same recipe as diffusers' own pipeline tests (../shared/PLATFORM.md has the details).
+pipelines.registry.PREVIEW_BUILDERS says which function builds which preview model.
 """
 
 from __future__ import annotations
@@ -19,10 +21,15 @@ from diffusers import (
     StableDiffusionImg2ImgPipeline,
     StableDiffusionLatentUpscalePipeline,
     StableDiffusionUpscalePipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLInpaintPipeline,
     UNet2DConditionModel,
 )
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+from pipelines.families.sdxl import TIME_IDS_WITH_AESTHETIC_SCORE, TIME_IDS_WITH_TARGET_SIZE
+from pipelines.registry import PREVIEW_BUILDERS
 
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
@@ -38,11 +45,17 @@ def build_tiny_tokenizer() -> CLIPTokenizer:
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=MAX_TOKENS)
 
 
-def build_tiny_text_encoder(tokenizer: CLIPTokenizer, seed: int = 0, hidden_act: str = "quick_gelu") -> CLIPTextModel:
-    """A 5-layer, 32-wide CLIP text encoder for the byte-level tokenizer."""
+def build_tiny_text_encoder(
+    tokenizer: CLIPTokenizer,
+    seed: int = 0,
+    hidden_act: str = "quick_gelu",
+    model_class: type[CLIPTextModel | CLIPTextModelWithProjection] = CLIPTextModel,
+    **config: object,
+) -> CLIPTextModel | CLIPTextModelWithProjection:
+    """A 5-layer, 32-wide CLIP text encoder for the byte-level tokenizer (`config`: more CLIPTextConfig fields)."""
     vocab = tokenizer.get_vocab()
     torch.manual_seed(seed)
-    return CLIPTextModel(
+    return model_class(
         CLIPTextConfig(
             vocab_size=len(vocab),
             hidden_size=32,
@@ -56,6 +69,7 @@ def build_tiny_text_encoder(tokenizer: CLIPTokenizer, seed: int = 0, hidden_act:
             bos_token_id=vocab[BOS_TOKEN],
             eos_token_id=vocab[EOS_TOKEN],
             pad_token_id=vocab[EOS_TOKEN],
+            **config,
         )
     )
 
@@ -116,14 +130,19 @@ def build_tiny_sd_pipeline(seed: int = 0) -> StableDiffusionImg2ImgPipeline:
 
 
 def build_tiny_controlnet(seed: int = 0) -> ControlNetModel:
-    """A ControlNet for the tiny pipeline, made from its UNet (as real ControlNets start from SD's UNet).
+    """A ControlNet for the tiny SD 1.x pipeline (see controlnet_from_unet)."""
+    return controlnet_from_unet(build_tiny_sd_pipeline(seed).unet, seed)
+
+
+def controlnet_from_unet(unet: UNet2DConditionModel, seed: int = 0) -> ControlNetModel:
+    """A ControlNet made from a tiny pipeline's UNet (as real ControlNets start from their base model's UNet).
 
     `from_unet` zero-initialises the "zero convolutions" that feed the guide into the UNet, as training
     starts; untrained, that ControlNet would change nothing. So they get seeded random weights (as in
     diffusers' own ControlNet tests), and the guide and conditioning scale visibly steer the result.
     Its conditioning embedding downsamples ×8, matching the VAE, so guide images of any ×8 size fit.
     """
-    controlnet = ControlNetModel.from_unet(build_tiny_sd_pipeline(seed).unet)
+    controlnet = ControlNetModel.from_unet(unet)
     generator = torch.Generator().manual_seed(seed)
     zero_convolutions = [
         controlnet.controlnet_cond_embedding.conv_out,
@@ -135,6 +154,115 @@ def build_tiny_controlnet(seed: int = 0) -> ControlNetModel:
             conv.weight.normal_(0, 0.1, generator=generator)
             conv.bias.normal_(0, 0.1, generator=generator)
     return controlnet
+
+
+def build_tiny_sd21_pipeline(seed: int = 0) -> StableDiffusionImg2ImgPipeline:
+    """The tiny pipeline with SD 2.x's settings (as diffusers' SD 2 tests): linear projections in the transformer
+    blocks, per-level attention heads, a GELU text encoder (OpenCLIP's) and SD 2.1-768's v-prediction DDIM."""
+    tokenizer = build_tiny_tokenizer()
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+    )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="v_prediction",
+    )
+    pipe = StableDiffusionImg2ImgPipeline(
+        vae=build_tiny_vae(seed).eval(),
+        text_encoder=build_tiny_text_encoder(tokenizer, seed, hidden_act="gelu").eval(),
+        tokenizer=tokenizer,
+        unet=unet.eval(),
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def build_tiny_sd21_controlnet(seed: int = 0) -> ControlNetModel:
+    return controlnet_from_unet(build_tiny_sd21_pipeline(seed).unet, seed)
+
+
+def build_tiny_sdxl_unet(seed: int = 0, *, aesthetics: bool = False, in_channels: int = 4) -> UNet2DConditionModel:
+    """SDXL's UNet in small: the SD one plus text-time added embeddings (8 wide per time id, plus the 32-wide pooled
+    text embedding), cross-attention on both encoders' hidden states (32 + 32), linear projections, two
+    transformer layers at the deeper level. `aesthetics`: refiner-style (5 time ids, an aesthetic score instead of
+    the target size); `in_channels` 9: an inpainting UNet (latents, mask, masked source)."""
+    time_ids = TIME_IDS_WITH_AESTHETIC_SCORE if aesthetics else TIME_IDS_WITH_TARGET_SIZE
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=32,
+        in_channels=in_channels,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=8 * time_ids + 32,
+        cross_attention_dim=64,
+    ).eval()
+
+
+def build_tiny_sdxl_pipeline(
+    seed: int = 0, *, aesthetics: bool = False, in_channels: int = 4
+) -> StableDiffusionXLImg2ImgPipeline | StableDiffusionXLInpaintPipeline:
+    """The tiny SDXL pipeline (an inpainting pipeline when the UNet takes 9 channels), with SDXL's Euler scheduler
+    ("leading" spacing). Both tokenizers are the byte-level one; the second encoder adds a 32-wide projection."""
+    tokenizer = build_tiny_tokenizer()
+    components = {
+        "vae": build_tiny_vae(seed).eval(),
+        "text_encoder": build_tiny_text_encoder(tokenizer, seed, hidden_act="gelu", projection_dim=32).eval(),
+        "text_encoder_2": build_tiny_text_encoder(
+            tokenizer, seed + 1, hidden_act="gelu", model_class=CLIPTextModelWithProjection, projection_dim=32
+        ).eval(),
+        "tokenizer": tokenizer,
+        "tokenizer_2": tokenizer,
+        "unet": build_tiny_sdxl_unet(seed, aesthetics=aesthetics, in_channels=in_channels),
+        "scheduler": EulerDiscreteScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            steps_offset=1,
+            timestep_spacing="leading",
+        ),
+        "requires_aesthetics_score": aesthetics,
+        "add_watermarker": False,
+    }
+    cls = StableDiffusionXLInpaintPipeline if in_channels == 9 else StableDiffusionXLImg2ImgPipeline
+    pipe = cls(**components)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def build_tiny_sdxl_inpainting_pipeline(seed: int = 0) -> StableDiffusionXLInpaintPipeline:
+    """A tiny dedicated SDXL inpainting checkpoint: its UNet also takes the mask and the masked source's latents."""
+    return build_tiny_sdxl_pipeline(seed, in_channels=9)
+
+
+def build_tiny_sdxl_controlnet(seed: int = 0) -> ControlNetModel:
+    return controlnet_from_unet(build_tiny_sdxl_unet(seed), seed)
 
 
 def build_tiny_latent_upscaler_pipeline(seed: int = 0) -> StableDiffusionLatentUpscalePipeline:
@@ -235,13 +363,7 @@ def save_tiny_sd_pipeline(folder: Path, seed: int = 0) -> Path:
 
 def save_tiny_model(name: str, folder: Path) -> Path:
     """Build and save the tiny model called `name` (see pipelines.registry.PREVIEW_MODELS) into `folder`."""
-    builders = {
-        "preview": build_tiny_sd_pipeline,
-        "preview-controlnet": build_tiny_controlnet,
-        "preview-upscaler-x2": build_tiny_latent_upscaler_pipeline,
-        "preview-upscaler-x4": build_tiny_x4_upscaler_pipeline,
-    }
-    if name not in builders:
-        raise ValueError(f"No tiny model called {name!r}; known: {', '.join(builders)}.")
-    builders[name]().save_pretrained(Path(folder), safe_serialization=True)
+    if name not in PREVIEW_BUILDERS:
+        raise ValueError(f"No tiny model called {name!r}; known: {', '.join(PREVIEW_BUILDERS)}.")
+    globals()[PREVIEW_BUILDERS[name]]().save_pretrained(Path(folder), safe_serialization=True)
     return Path(folder)

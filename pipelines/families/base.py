@@ -1,0 +1,137 @@
+"""What a model family is: the pipelines that run it, its sizes and defaults, and what its recipe records.
+
+Torch-free: the studio reads a family's defaults and limits (and refuses a bad request) without the model
+stack. Pipeline classes are named here and imported only by `Family.pipeline_class`, which the heavy modules
+(pipelines.cache, pipelines.img2img, …) call.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipelines.errors import PipelineInputError
+from pipelines.params import SIZE_MULTIPLE, Task, output_size
+
+# The parts of a family that have a tiny offline stand-in (pipelines.registry.PREVIEW_MODELS).
+BASE = "base"
+CONTROLNET = "controlnet"
+INPAINTING = "inpainting"  # a dedicated inpainting checkpoint (9-channel UNet)
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A tiny offline model of the family: random weights, real shapes, built in code by `builder` (a function
+    of pipelines.tiny taking a seed) and saved under the models folder as `name`."""
+
+    name: str
+    role: str  # BASE, CONTROLNET or INPAINTING
+    builder: str
+    marker: str = "model_index.json"  # the file whose presence marks its saved folder complete
+
+
+@dataclass(frozen=True)
+class Pipelines:
+    """diffusers pipeline class names. The cache loads `base` once per model; each request derives the pipeline
+    of its task from it (shared weights, a scheduler of its own: pipelines.cache.request_pipeline)."""
+
+    base: str
+    img2img: str
+    inpaint: str
+    controlnet_img2img: str
+    controlnet_inpaint: str
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What a style or form of the family starts from."""
+
+    steps: int
+    guidance: float
+    strength: float
+
+
+@dataclass(frozen=True)
+class Family:
+    """One model family (one module each under pipelines/families). A subclass overrides the methods whose
+    family-specific behaviour is more than data (SDXL: its pipeline options and micro-conditioning)."""
+
+    name: str  # as the catalogue's `family` field and ModelRef.family spell it
+    label: str
+    pipelines: Pipelines
+    previews: tuple[Preview, ...]
+    native_side: int  # px per side the model was trained at
+    max_side: int  # output cap: results are scaled down to this long side, whatever the studio allows
+    min_side: int  # the smallest source side it takes
+    defaults: Defaults
+    dtypes: dict[str, str]  # device type ("cuda", "mps", "cpu") → torch dtype name
+    size_multiple: int = SIZE_MULTIPLE  # rendered sides are multiples of this (the VAE's 8 px per latent)
+    one_pass_sweeps: bool = True  # strengths' schedules are suffixes of one schedule (pipelines.sweep)
+    # Its pipelines run a float16 VAE in float32 when the VAE's config says force_upcast (SDXL's VAE overflows
+    # in float16); the sweep engine does what they do.
+    vae_upcast: bool = False
+    load_options: dict[str, Any] = field(default_factory=dict)  # extra from_pretrained arguments of `base`
+    request_options: dict[str, Any] = field(default_factory=dict)  # extra constructor arguments of task pipelines
+
+    # --- pipelines ---------------------------------------------------------------------------------
+
+    def pipeline_class_name(self, task: Task | None, *, controlnet: bool = False) -> str:
+        """The diffusers class that runs `task` (None: the base the cache loads)."""
+        if task is None:
+            return self.pipelines.base
+        if task == Task.img2img:
+            return self.pipelines.controlnet_img2img if controlnet else self.pipelines.img2img
+        if task == Task.inpaint:
+            return self.pipelines.controlnet_inpaint if controlnet else self.pipelines.inpaint
+        raise PipelineInputError(f"The {self.label} family has no {task.label.lower()} pipeline.")
+
+    def pipeline_class(self, task: Task | None, *, controlnet: bool = False) -> type:
+        """The class itself; imports diffusers, so only the heavy modules call it."""
+        return getattr(importlib.import_module("diffusers"), self.pipeline_class_name(task, controlnet=controlnet))
+
+    def pipeline_options(self, base: Any) -> dict[str, Any]:
+        """Constructor arguments, beyond the shared components, of a task pipeline derived from the loaded `base`."""
+        return dict(self.request_options)
+
+    def dtype_name(self, device: str) -> str:
+        """The torch dtype its models run in on `device` ("cuda:1" counts as "cuda")."""
+        return self.dtypes.get(device.split(":")[0], "float32")
+
+    # --- sizes and steps ---------------------------------------------------------------------------
+
+    def output_size(self, width: int, height: int, max_side: int) -> tuple[int, int]:
+        """The size a width×height source renders at: scaled down (never up) to fit min(max_side, the family's
+        cap), sides rounded down to its size multiple."""
+        return output_size(width, height, min(max_side, self.max_side), self.size_multiple)
+
+    def check_source(self, width: int, height: int, *, model: str) -> None:
+        if min(width, height) < self.min_side:
+            raise PipelineInputError(
+                f"The source image is {width}×{height} px; model '{model}' ({self.label}) needs at least "
+                f"{self.min_side} px per side."
+            )
+
+    def denoising_steps(self, steps: int, strength: float) -> int:
+        """The steps a run of `steps` at `strength` takes: diffusers' img2img and inpaint pipelines run the last
+        int(steps × strength) steps of the schedule (get_timesteps)."""
+        return min(int(steps * strength), steps)
+
+    # --- conditioning and recipes ------------------------------------------------------------------
+
+    def conditioning(self, pipe: Any, *, source_size: tuple[int, int], render_size: tuple[int, int]) -> dict:
+        """Extra call arguments of a run that renders `render_size` (w, h) from a source region of
+        `source_size` (w, h) px. Stable Diffusion has none."""
+        return {}
+
+    def recipe(self, conditioning: dict[str, Any]) -> dict[str, Any]:
+        """What a result's recipe records about the family: its name and the conditioning the run used (JSON)."""
+        return {"family": self.name} | {
+            key: list(value) if isinstance(value, tuple) else value for key, value in conditioning.items()
+        }
+
+    # --- previews ----------------------------------------------------------------------------------
+
+    def preview(self, role: str = BASE) -> str | None:
+        """The name of the family's tiny offline model for `role` (None if it has none)."""
+        return next((preview.name for preview in self.previews if preview.role == role), None)

@@ -324,6 +324,10 @@ def _one_pass(
         image_latents = None
         if sample_source:
             image_latents = scaling * retrieve_latents(encoded, generator=generator).to(dtype)
+            if mask is not None:
+                # The inpaint pipelines copy these latents into the standard memory layout (their batch repeat);
+                # the layout decides the UNet's conv kernels, and so the float rounding.
+                image_latents = image_latents.contiguous()
         shape = (1, pipe.vae.config.latent_channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
         noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         if mask is not None and full_strength:

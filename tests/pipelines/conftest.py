@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from pipelines.registry import ModelRef, ensure_preview_model, resolve_model
-from tests.conftest import gradient
+from tests.support import gradient
 
 # SDXL takes sources of at least 512 px per side (Family.min_side); tests render them at a small max_side.
 XL_SOURCE_SIZE = (768, 512)

@@ -25,8 +25,8 @@ from pipelines.masks import feathered
 from pipelines.params import Img2ImgParams, InpaintParams
 from pipelines.registry import ModelRef
 from pipelines.sweep import ONE_PASS, SEPARATE, SweepRequest, run_sweep
-from tests.conftest import gradient
 from tests.pipelines.conftest import XL_SOURCE_SIZE, box_mask, xl_source
+from tests.support import gradient
 
 BASE = Img2ImgParams(prompt="a red shoe", negative_prompt="blurry", steps=4, guidance=5.0, seed=5)
 # Strength, seed and guidance all vary; one cell runs without classifier-free guidance (guidance ≤ 1).

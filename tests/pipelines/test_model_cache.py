@@ -17,7 +17,7 @@ from pipelines.errors import ModelUnavailableError
 from pipelines.img2img import Img2ImgRequest, run_img2img
 from pipelines.params import Img2ImgParams, MemoryBudget
 from pipelines.registry import ModelRef, ensure_preview_model, resolve_model
-from tests.conftest import gradient
+from tests.support import gradient
 
 NAMES = ("preview", "preview-sd21", "preview-sdxl")
 

@@ -18,8 +18,8 @@ from pipelines.inpaint import InpaintRequest, run_inpaint
 from pipelines.masks import feathered
 from pipelines.params import ControlParams, Guide, Img2ImgParams, InpaintParams
 from pipelines.registry import ModelRef, resolve_model
-from tests.conftest import gradient
 from tests.pipelines.conftest import XL_SOURCE_SIZE, box_mask, xl_source
+from tests.support import gradient
 
 PARAMS = Img2ImgParams(prompt="a red sneaker, watercolor", negative_prompt="blurry", strength=0.75, steps=4, seed=1)
 XL_PARAMS = replace(PARAMS, guidance=5.0)

@@ -17,7 +17,7 @@ from pipelines.inpaint import InpaintRequest, run_inpaint
 from pipelines.masks import feathered
 from pipelines.params import ControlParams, Img2ImgParams, InpaintParams
 from pipelines.registry import ModelRef
-from tests.conftest import gradient
+from tests.support import gradient
 
 PARAMS = Img2ImgParams(prompt="a red sneaker", negative_prompt="blurry", strength=1.0, steps=4, guidance=6.0, seed=2)
 LEVELS = (0, 64, 128, 255)

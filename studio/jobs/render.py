@@ -42,7 +42,7 @@ def render_job(
     should_stop: Callable[[], bool] | None = None,
 ) -> Rendered:
     """Run a job's spec on its source (and mask). Raises what the pipeline raises (the worker decides)."""
-    import_model_stack()
+    _load_model_stack(settings)
     spec = RunSpec.from_dict(job.params)
     source = Image.open(io.BytesIO(source_png)).convert("RGB")
     mask = Image.open(io.BytesIO(mask_png)).convert("L") if mask_png is not None else None
@@ -76,7 +76,7 @@ def render_sweep(
 
     on_step(step, total) counts the shared loop's steps; see pipelines.sweep.run_sweep for each cell's own.
     """
-    import_model_stack()
+    _load_model_stack(settings)
     from pipelines.sweep import SweepRequest, run_sweep
 
     specs = [RunSpec.from_dict(job.params) for job in jobs]
@@ -107,6 +107,14 @@ def render_sweep(
         }
         rendered.append(_rendered(job, spec, image, ran))
     return rendered
+
+
+def _load_model_stack(settings: Settings) -> None:
+    """Import torch and diffusers (once) and keep the model cache to the configured memory budget."""
+    import_model_stack()
+    from pipelines.cache import set_memory_budget
+
+    set_memory_budget(settings.model_memory)
 
 
 def _rendered(job: Job, spec: RunSpec, image: Image.Image, ran: dict) -> Rendered:

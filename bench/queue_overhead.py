@@ -52,9 +52,11 @@ TARGET_OVERHEAD_PERCENT = 5.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from pipelines.families import FAMILIES  # torch-free, reads no settings
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--family", default="sd15", help="model family whose tiny preview model runs: sd15, sd21, sdxl (default sd15)"
+        "--family", choices=list(FAMILIES), default="sd15", help="model family whose tiny preview model runs"
     )
     parser.add_argument("--repeats", type=int, default=5, help="interleaved raw/e2e pairs to time (default 5)")
     parser.add_argument("--size", type=int, default=512, help="source side in px (default 512)")

@@ -88,33 +88,36 @@ def build_tiny_vae(seed: int = 0, blocks: int = 4) -> AutoencoderKL:
     )
 
 
+# The tiny UNet's shape, shared by every family's (which add their conditioning: text width, time ids, …).
+TINY_UNET = {
+    "block_out_channels": (32, 64),
+    "layers_per_block": 2,
+    "sample_size": 32,
+    "out_channels": 4,
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+}
+# Real SD 1.x/2.x DDIM settings, so schedules (and strength → steps) behave as with a real model.
+SD_DDIM = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+}
+
+
 def build_tiny_sd_pipeline(seed: int = 0) -> StableDiffusionImg2ImgPipeline:
     """Build the tiny pipeline; the same seed gives the same weights."""
     tokenizer = build_tiny_tokenizer()
 
     # Seed before each component so its weights do not depend on how the others were built.
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=2,
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-    )
+    unet = UNet2DConditionModel(**TINY_UNET, in_channels=4, cross_attention_dim=32)
     vae = build_tiny_vae(seed)
     text_encoder = build_tiny_text_encoder(tokenizer, seed)
-    # Real SD 1.x's DDIM settings, so schedules (and strength → steps) behave as with a real model.
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
+    scheduler = DDIMScheduler(**SD_DDIM)
     pipe = StableDiffusionImg2ImgPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -162,26 +165,9 @@ def build_tiny_sd21_pipeline(seed: int = 0) -> StableDiffusionImg2ImgPipeline:
     tokenizer = build_tiny_tokenizer()
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=2,
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=(2, 4),
-        use_linear_projection=True,
+        **TINY_UNET, in_channels=4, cross_attention_dim=32, attention_head_dim=(2, 4), use_linear_projection=True
     )
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type="v_prediction",
-    )
+    scheduler = DDIMScheduler(**SD_DDIM, prediction_type="v_prediction")
     pipe = StableDiffusionImg2ImgPipeline(
         vae=build_tiny_vae(seed).eval(),
         text_encoder=build_tiny_text_encoder(tokenizer, seed, hidden_act="gelu").eval(),
@@ -208,13 +194,8 @@ def build_tiny_sdxl_unet(seed: int = 0, *, aesthetics: bool = False, in_channels
     time_ids = TIME_IDS_WITH_AESTHETIC_SCORE if aesthetics else TIME_IDS_WITH_TARGET_SIZE
     torch.manual_seed(seed)
     return UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=2,
-        sample_size=32,
+        **TINY_UNET,
         in_channels=in_channels,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         attention_head_dim=(2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",

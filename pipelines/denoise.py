@@ -78,7 +78,10 @@ def denoise(
     def legacy_callback(step_index: int, _timestep: torch.Tensor, _latents: torch.Tensor) -> None:
         after_step(step_index)
 
-    if "callback_on_step_end" in inspect.signature(pipe.__call__).parameters:
+    accepted = inspect.signature(pipe.__call__).parameters
+    # FLUX.1 Fill takes no negative prompt (Family.check_params refuses one for a family that ignores it).
+    negative = {"negative_prompt": params.negative_prompt or None} if "negative_prompt" in accepted else {}
+    if "callback_on_step_end" in accepted:
         progress: dict[str, Any] = {"callback_on_step_end": on_step_end}
     else:
         # The upscale pipelines (diffusers 0.42) only call the older `callback(step, timestep, latents)`.
@@ -91,7 +94,7 @@ def denoise(
         started = time.perf_counter()
         output = pipe(
             prompt=params.prompt,
-            negative_prompt=params.negative_prompt or None,
+            **negative,
             num_inference_steps=params.steps,
             guidance_scale=params.guidance,
             generator=torch.Generator("cpu").manual_seed(params.seed),

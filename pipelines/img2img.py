@@ -19,9 +19,6 @@ from pipelines.guides import make_guide
 from pipelines.params import ControlParams, Img2ImgParams, Task
 from pipelines.registry import ModelRef
 
-# A UNet that denoises plain latents; inpainting checkpoints' UNets also take the mask and the masked source (9).
-LATENT_CHANNELS = 4
-
 
 @dataclass(frozen=True)
 class Img2ImgRequest:
@@ -50,13 +47,12 @@ def check_control(control: ControlParams | None, control_ref: ModelRef | None, r
         )
 
 
-def check_img2img_model(base: DiffusionPipeline, ref: ModelRef) -> None:
-    """Refuse an inpainting checkpoint for image to image: its UNet wants a mask and a masked source too."""
-    channels = base.unet.config.in_channels
-    if channels != LATENT_CHANNELS:
+def check_img2img_model(base: DiffusionPipeline, family: Family, ref: ModelRef) -> None:
+    """Refuse an inpainting checkpoint for image to image: its denoiser wants a mask and a masked source too."""
+    if family.is_inpainting_checkpoint(base):
         raise PipelineInputError(
-            f"Model '{ref.name}' is an inpainting model (its UNet takes {channels} channels, not "
-            f"{LATENT_CHANNELS}): it can inpaint, not transform a whole image."
+            f"Model '{ref.name}' is an inpainting model (it takes the mask and the masked source as input): it can "
+            "inpaint, not transform a whole image."
         )
 
 
@@ -80,6 +76,7 @@ def run_img2img(
     family = get_family(ref.family, model=ref.name)
     params = request.params
     params.check()
+    family.check_params(params, model=ref.name)
     check_control(request.control, control_ref, ref)
     source = request.image
     check_source(source, family, ref)
@@ -96,7 +93,7 @@ def run_img2img(
         # 3. Get the cached base pipeline and derive this request's own pipeline: shared weights, but its
         # own scheduler, since schedulers keep per-run state and requests may run in several threads.
         base = get_base_pipeline(ref)
-        check_img2img_model(base, ref)
+        check_img2img_model(base, family, ref)
         call: dict[str, Any] = {"image": source, "strength": params.strength}
         guide = None
         if request.control is None:

@@ -73,7 +73,13 @@ class InpaintRegion:
 def check_inpaint(request: InpaintRequest, family: Family, ref: ModelRef) -> None:
     request.params.check()
     request.inpaint.check()
+    family.check_params(request.params, model=ref.name)
     check_source(request.image, family, ref)
+    if request.inpaint.soft and not family.soft_inpainting:
+        raise PipelineInputError(
+            f"Model '{ref.name}' ({family.label}) does not take soft (per-pixel strength) masks yet: paint the "
+            "mask in full strength, or choose a model of another family."
+        )
     if request.mask.mode != "L" or request.mask.size != request.image.size:
         raise PipelineInputError(
             f"The mask must be a greyscale image the size of the source ({request.image.width}×"
@@ -89,7 +95,9 @@ def inpaint_region(request: InpaintRequest, family: Family) -> InpaintRegion:
     if request.inpaint.only_masked:
         box = masked_box(request.mask, request.inpaint.padding)
         region, region_mask = source.crop(box), request.mask.crop(box)
-        width, height = working_size(region.width, region.height, min(request.max_side, family.max_side))
+        width, height = working_size(
+            region.width, region.height, min(request.max_side, family.max_side), family.size_multiple
+        )
     else:
         box = (0, 0, source.width, source.height)
         region, region_mask = source, request.mask
@@ -116,10 +124,11 @@ def paste_back(request: InpaintRequest, region: InpaintRegion, generated: Image.
 # --- soft inpainting -----------------------------------------------------------------------------
 
 
-def source_latents(pipe: DiffusionPipeline, encoded: Any) -> torch.Tensor:
+def source_latents(pipe: DiffusionPipeline, family: Family, encoded: Any) -> torch.Tensor:
     """The source's latents a soft run keeps where pixels may not change yet: the VAE encoding's mode (no random
     draw, so the run's own generator draws exactly what a plain run draws), scaled."""
-    return pipe.vae.config.scaling_factor * retrieve_latents(encoded, sample_mode="argmax").to(pipe.unet.dtype)
+    latents = retrieve_latents(encoded, sample_mode="argmax")
+    return pipe.vae.config.scaling_factor * latents.to(family.denoiser(pipe).dtype)
 
 
 def soft_noise(source: torch.Tensor, seed: int) -> torch.Tensor:
@@ -163,7 +172,7 @@ class SoftBlend:
         if self.source is None:
             width, height = self.image.size
             pixels = pipe.image_processor.preprocess(self.image, height=height, width=width).to(dtype=torch.float32)
-            self.source = source_latents(pipe, encode_image(pipe, self.family, pixels))
+            self.source = source_latents(pipe, self.family, encode_image(pipe, self.family, pixels))
             self.noise = soft_noise(self.source, self.seed)
             self.strengths = latent_strengths(self.mask, pipe.vae_scale_factor)
         total = pipe.num_timesteps
@@ -216,14 +225,15 @@ def run_inpaint(
         }
         guide = None
         if request.control is None:
-            pipe = request_pipeline(base, family, Task.inpaint)
+            checkpoint = family.is_inpainting_checkpoint(base)
+            pipe = request_pipeline(base, family, Task.inpaint, inpainting_checkpoint=checkpoint)
         else:
             pipe = request_pipeline(base, family, Task.inpaint, controlnet=get_controlnet(control_ref))
             guide = make_guide(region.image, request.control, seed=params.seed)
             call |= {"control_image": guide, "controlnet_conditioning_scale": request.control.conditioning_scale}
         on_latents = None
         if request.inpaint.soft:
-            call["mask_image"] = soft_pipeline_mask(region.mask, pipe.unet.config.in_channels)
+            call["mask_image"] = soft_pipeline_mask(region.mask, family.denoiser(pipe).config.in_channels)
             on_latents = SoftBlend(family, region.image, region.mask, params.seed)
         conditioning = family.conditioning(pipe, source_size=region.source_size, render_size=(width, height))
 

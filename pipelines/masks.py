@@ -88,16 +88,16 @@ def masked_box(mask: Image.Image, padding: int) -> tuple[int, int, int, int]:
     )
 
 
-def working_size(width: int, height: int, long_side: int) -> tuple[int, int]:
-    """`width`×`height` scaled (up or down) so the long side is `long_side`, sides rounded down to ×8.
+def working_size(width: int, height: int, long_side: int, multiple: int = SIZE_MULTIPLE) -> tuple[int, int]:
+    """`width`×`height` scaled (up or down) so the long side is `long_side`, sides rounded down to `multiple`.
 
     Used for the only-masked crop, which is rendered at the full working resolution whatever its size.
     """
     longest = max(width, height)
     # Integer arithmetic, so the long side lands exactly on long_side (floats lose it: 1024 / 49 * 49 < 1024).
     return (
-        max(SIZE_MULTIPLE, width * long_side // longest // SIZE_MULTIPLE * SIZE_MULTIPLE),
-        max(SIZE_MULTIPLE, height * long_side // longest // SIZE_MULTIPLE * SIZE_MULTIPLE),
+        max(multiple, width * long_side // longest // multiple * multiple),
+        max(multiple, height * long_side // longest // multiple * multiple),
     )
 
 

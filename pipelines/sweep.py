@@ -100,7 +100,7 @@ def one_pass_obstacle(pipe: DiffusionPipeline, family: Family) -> str:
     """Why this pipeline cannot sweep in one pass ("" when it can)."""
     scheduler = pipe.scheduler
     if not family.one_pass_sweeps:
-        return f"{family.label} models do not share one schedule across strengths, so the cells run one after another"
+        return f"the one-pass engine does not run {family.label} models yet, so the cells run one after another"
     if getattr(pipe.unet.config, "time_cond_proj_dim", None) is not None:
         return "this model takes guidance as an embedding (LCM-style), so its cells run one after another"
     if getattr(pipe.vae.config, "latents_mean", None) is not None:
@@ -149,8 +149,13 @@ def run_sweep(
         # 3. This request's pipeline: the cached base's weights, its own scheduler
         base = get_base_pipeline(ref)
         if not inpainting:
-            check_img2img_model(base, ref)
-        pipe = request_pipeline(base, family, Task.inpaint if inpainting else Task.img2img)
+            check_img2img_model(base, family, ref)
+        pipe = request_pipeline(
+            base,
+            family,
+            Task.inpaint if inpainting else Task.img2img,
+            inpainting_checkpoint=inpainting and family.is_inpainting_checkpoint(base),
+        )
         obstacle = one_pass_obstacle(pipe, family)
         if obstacle:
             return _run_separately(ref, request, obstacle, family, on_step=on_step, should_stop=should_stop)
@@ -305,7 +310,7 @@ def _one_pass(
         latent_size = (height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
         mask_latent = torch.nn.functional.interpolate(mask_condition, size=latent_size).to(device=device, dtype=dtype)
     if strengths is not None:
-        kept_source = source_latents(pipe, encoded)
+        kept_source = source_latents(pipe, family, encoded)
 
     # 3. Each member: its generator, its scheduler (set to the shared N-step schedule), its start step,
     # and its starting latents — drawn in a single run's order (VAE sample, noise, [masked-source sample]).

@@ -18,6 +18,10 @@ from diffusers import (
     DDIMScheduler,
     DDPMScheduler,
     EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    FluxFillPipeline,
+    FluxImg2ImgPipeline,
+    FluxTransformer2DModel,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionLatentUpscalePipeline,
     StableDiffusionUpscalePipeline,
@@ -25,7 +29,15 @@ from diffusers import (
     StableDiffusionXLInpaintPipeline,
     UNet2DConditionModel,
 )
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+    T5Config,
+    T5EncoderModel,
+    T5Tokenizer,
+)
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from pipelines.families.sdxl import TIME_IDS_WITH_AESTHETIC_SCORE, TIME_IDS_WITH_TARGET_SIZE
@@ -244,6 +256,107 @@ def build_tiny_sdxl_inpainting_pipeline(seed: int = 0) -> StableDiffusionXLInpai
 
 def build_tiny_sdxl_controlnet(seed: int = 0) -> ControlNetModel:
     return controlnet_from_unet(build_tiny_sdxl_unet(seed), seed)
+
+
+def build_tiny_t5_tokenizer() -> T5Tokenizer:
+    """A T5 tokenizer with no sentencepiece file: a Unigram vocabulary of the printable ASCII characters, alone
+    and after the word-start mark "▁" (in transformers 5, T5Tokenizer is backed by the `tokenizers` library)."""
+    chars = [chr(code) for code in range(32, 127)]
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    vocab += [(char, -3.0) for char in chars] + [("▁" + char, -2.5) for char in chars]
+    return T5Tokenizer(vocab=vocab, extra_ids=0)
+
+
+def build_tiny_t5_encoder(tokenizer: T5Tokenizer, seed: int = 0, width: int = 32) -> T5EncoderModel:
+    """A 2-layer T5 encoder `width` wide (FLUX's joint_attention_dim), in eval mode: T5's dropout would
+    otherwise change every run's output."""
+    torch.manual_seed(seed)
+    config = T5Config(
+        d_model=width,
+        d_kv=8,
+        d_ff=37,
+        num_layers=2,
+        num_heads=4,
+        vocab_size=len(tokenizer),
+        relative_attention_num_buckets=8,
+        is_encoder_decoder=False,
+        use_cache=False,
+    )
+    return T5EncoderModel(config).eval()
+
+
+def build_tiny_flux_vae(seed: int = 0) -> AutoencoderKL:
+    """FLUX's VAE layout (×8, no quant convs, a shift factor) at 4 channels and 1 latent channel."""
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        block_out_channels=(4,) * 4,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=1,
+        norm_num_groups=1,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    ).eval()
+
+
+def build_tiny_flux_transformer(seed: int = 0, *, in_channels: int = 4) -> FluxTransformer2DModel:
+    """One double and one single block on 4-channel tokens (1 latent channel packed 2×2); `in_channels` more for
+    FLUX.1 Fill, whose tokens also carry the packed masked source and mask."""
+    torch.manual_seed(seed)
+    return FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=in_channels,
+        out_channels=4,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        axes_dims_rope=[4, 4, 8],
+        guidance_embeds=True,
+    ).eval()
+
+
+def flux_scheduler() -> FlowMatchEulerDiscreteScheduler:
+    """FLUX.1 [dev]'s scheduler config: the shift grows with the image's token count (dynamic shifting)."""
+    return FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        shift=3.0,
+        use_dynamic_shifting=True,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
+        base_shift=0.5,
+        max_shift=1.15,
+    )
+
+
+def _flux_components(seed: int, transformer_channels: int) -> dict:
+    tokenizer, tokenizer_2 = build_tiny_tokenizer(), build_tiny_t5_tokenizer()
+    return {
+        "scheduler": flux_scheduler(),
+        "vae": build_tiny_flux_vae(seed),
+        "text_encoder": build_tiny_text_encoder(tokenizer, seed, model_class=CLIPTextModel).eval(),
+        "tokenizer": tokenizer,
+        "text_encoder_2": build_tiny_t5_encoder(tokenizer_2, seed),
+        "tokenizer_2": tokenizer_2,
+        "transformer": build_tiny_flux_transformer(seed, in_channels=transformer_channels),
+    }
+
+
+def build_tiny_flux_pipeline(seed: int = 0) -> FluxImg2ImgPipeline:
+    """A tiny FLUX.1 (its pooled CLIP and T5 text embeddings are both 32 wide)."""
+    return FluxImg2ImgPipeline(**_flux_components(seed, 4))
+
+
+def build_tiny_flux_fill_pipeline(seed: int = 0) -> FluxFillPipeline:
+    """A tiny FLUX.1 Fill: the transformer also takes the packed masked source (4 channels) and the mask, packed
+    from its ×8 pixel blocks (8 · 8 · 4 = 256 channels)."""
+    return FluxFillPipeline(**_flux_components(seed, 4 + 4 + 256))
 
 
 def build_tiny_latent_upscaler_pipeline(seed: int = 0) -> StableDiffusionLatentUpscalePipeline:

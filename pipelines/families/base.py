@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.errors import PipelineInputError
-from pipelines.params import SIZE_MULTIPLE, Task, output_size
+from pipelines.params import SIZE_MULTIPLE, Img2ImgParams, Task, output_size
 
 # The parts of a family that have a tiny offline stand-in (pipelines.registry.PREVIEW_MODELS).
 BASE = "base"
 CONTROLNET = "controlnet"
 INPAINTING = "inpainting"  # a dedicated inpainting checkpoint (9-channel UNet)
+# The latent channels of Stable Diffusion's VAEs: a UNet taking more is an inpainting checkpoint's.
+LATENT_CHANNELS = 4
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,10 @@ class Pipelines:
     base: str
     img2img: str
     inpaint: str
-    controlnet_img2img: str
-    controlnet_inpaint: str
+    controlnet_img2img: str | None  # None: the family has no ControlNet pipelines the studio runs
+    controlnet_inpaint: str | None
+    # What inpaints with a dedicated inpainting checkpoint (FLUX.1 Fill); None: `inpaint` runs those too.
+    inpainting_checkpoint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,24 +75,53 @@ class Family:
     # Its pipelines run a float16 VAE in float32 when the VAE's config says force_upcast (SDXL's VAE overflows
     # in float16); the sweep engine does what they do.
     vae_upcast: bool = False
+    negative_prompt: bool = True  # its pipelines take a negative prompt (guidance-distilled FLUX.1 does not)
+    soft_inpainting: bool = True  # per-pixel strength (pipelines.inpaint.SoftBlend) works on its latents
     load_options: dict[str, Any] = field(default_factory=dict)  # extra from_pretrained arguments of `base`
     request_options: dict[str, Any] = field(default_factory=dict)  # extra constructor arguments of task pipelines
 
     # --- pipelines ---------------------------------------------------------------------------------
 
-    def pipeline_class_name(self, task: Task | None, *, controlnet: bool = False) -> str:
-        """The diffusers class that runs `task` (None: the base the cache loads)."""
+    def pipeline_class_name(
+        self, task: Task | None, *, controlnet: bool = False, inpainting_checkpoint: bool = False
+    ) -> str:
+        """The diffusers class that runs `task` (None: the base the cache loads), with a ControlNet or on a
+        dedicated inpainting checkpoint."""
         if task is None:
             return self.pipelines.base
+        if controlnet:
+            name = {Task.img2img: self.pipelines.controlnet_img2img, Task.inpaint: self.pipelines.controlnet_inpaint}
+            if name.get(task) is None:
+                raise PipelineInputError(f"The {self.label} family has no ControlNet {task.label.lower()} pipeline.")
+            return name[task]
         if task == Task.img2img:
-            return self.pipelines.controlnet_img2img if controlnet else self.pipelines.img2img
+            return self.pipelines.img2img
         if task == Task.inpaint:
-            return self.pipelines.controlnet_inpaint if controlnet else self.pipelines.inpaint
+            return (inpainting_checkpoint and self.pipelines.inpainting_checkpoint) or self.pipelines.inpaint
         raise PipelineInputError(f"The {self.label} family has no {task.label.lower()} pipeline.")
 
-    def pipeline_class(self, task: Task | None, *, controlnet: bool = False) -> type:
+    def pipeline_class(
+        self, task: Task | None, *, controlnet: bool = False, inpainting_checkpoint: bool = False
+    ) -> type:
         """The class itself; imports diffusers, so only the heavy modules call it."""
-        return getattr(importlib.import_module("diffusers"), self.pipeline_class_name(task, controlnet=controlnet))
+        name = self.pipeline_class_name(task, controlnet=controlnet, inpainting_checkpoint=inpainting_checkpoint)
+        return getattr(importlib.import_module("diffusers"), name)
+
+    def denoiser(self, pipe: Any) -> Any:
+        """The network that denoises the latents: Stable Diffusion's UNet (a transformer for FLUX.1)."""
+        return pipe.unet
+
+    def is_inpainting_checkpoint(self, base: Any) -> bool:
+        """Whether the loaded model is a dedicated inpainting checkpoint: its denoiser also takes the mask and
+        the masked source as input channels (SD's 9-channel UNets), so it cannot transform a whole image."""
+        return base.unet.config.in_channels != LATENT_CHANNELS
+
+    def check_params(self, params: Img2ImgParams, *, model: str) -> None:
+        """Refuse settings the family's pipelines would silently ignore."""
+        if params.negative_prompt and not self.negative_prompt:
+            raise PipelineInputError(
+                f"Model '{model}' ({self.label}) takes no negative prompt: describe what you want instead."
+            )
 
     def pipeline_options(self, base: Any) -> dict[str, Any]:
         """Constructor arguments, beyond the shared components, of a task pipeline derived from the loaded `base`."""

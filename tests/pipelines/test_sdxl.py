@@ -174,7 +174,7 @@ def test_sdxl_inpaint_keeps_the_outside_byte_for_byte(request: pytest.FixtureReq
 
 
 def test_an_inpainting_checkpoint_is_refused_for_image_to_image(preview_sdxl_inpaint: ModelRef) -> None:
-    with pytest.raises(PipelineInputError, match=r"'preview-sdxl-inpaint' is an inpainting model .*9 channels"):
+    with pytest.raises(PipelineInputError, match=r"'preview-sdxl-inpaint' is an inpainting model"):
         xl_img2img(preview_sdxl_inpaint)
 
 

@@ -333,16 +333,20 @@ def request_pipeline(
     *,
     controlnet: ControlNetModel | None = None,
     inpainting_checkpoint: bool = False,
+    masked: bool = False,
 ) -> DiffusionPipeline:
     """The family's pipeline for `task` for one request: the base's models (shared, no copy), a fresh scheduler
     of its own, the family's options (pipeline_options) and, given one, a ControlNet. `inpainting_checkpoint`:
-    the base is one (Family.is_inpainting_checkpoint), for families that inpaint those with another pipeline.
+    the base is one (Family.is_inpainting_checkpoint), for families that inpaint those with another pipeline;
+    `masked`: an edit restricted to a mask.
 
     This is what `cls.from_pipe(base, scheduler=…)` does, built with the constructor instead: in
     diffusers 0.42, from_pipe ends with `.to(dtype=...)` (float32 unless told otherwise), which casts
     the *shared* fp16 models of the cached base in place, and it logs a warning on every call.
     """
-    cls = family.pipeline_class(task, controlnet=controlnet is not None, inpainting_checkpoint=inpainting_checkpoint)
+    cls = family.pipeline_class(
+        task, controlnet=controlnet is not None, inpainting_checkpoint=inpainting_checkpoint, masked=masked
+    )
     accepted = inspect.signature(cls.__init__).parameters
     components = {name: part for name, part in base.components.items() if name in accepted}
     components["scheduler"] = type(base.scheduler).from_config(base.scheduler.config)

@@ -92,16 +92,17 @@ def denoise(
         if should_stop is not None and should_stop():
             raise RunCancelled(f"Cancelled before step 1 of {total}.")
         started = time.perf_counter()
-        output = pipe(
-            prompt=params.prompt,
+        arguments = {
+            "prompt": params.prompt,
             **negative,
-            num_inference_steps=params.steps,
-            guidance_scale=params.guidance,
-            generator=torch.Generator("cpu").manual_seed(params.seed),
-            output_type="pil",
+            "num_inference_steps": params.steps,
+            "guidance_scale": params.guidance,
+            "generator": torch.Generator("cpu").manual_seed(params.seed),
+            "output_type": "pil",
             **progress,
-            **call,
-        )
+        }
+        # The task's arguments win: a family may take its guidance another way (Family.conditioning).
+        output = pipe(**(arguments | call))
         return output.images[0], time.perf_counter() - started
 
 

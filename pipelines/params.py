@@ -72,6 +72,7 @@ class Task(StrEnum):
     inpaint = "inpaint"
     upscale_2x = "upscale_2x"
     upscale_4x = "upscale_4x"
+    edit = "edit"  # an instruction instead of a strength (FLUX.1 Kontext, Qwen-Image-Edit)
 
     @property
     def upscale_factor(self) -> int | None:
@@ -84,6 +85,7 @@ class Task(StrEnum):
             Task.inpaint: "Inpaint",
             Task.upscale_2x: "Upscale 2×",
             Task.upscale_4x: "Upscale 4×",
+            Task.edit: "Edit",
         }[self]
 
 

@@ -21,6 +21,7 @@ from diffusers import (
     FlowMatchEulerDiscreteScheduler,
     FluxFillPipeline,
     FluxImg2ImgPipeline,
+    FluxKontextPipeline,
     FluxTransformer2DModel,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionLatentUpscalePipeline,
@@ -357,6 +358,11 @@ def build_tiny_flux_fill_pipeline(seed: int = 0) -> FluxFillPipeline:
     """A tiny FLUX.1 Fill: the transformer also takes the packed masked source (4 channels) and the mask, packed
     from its ×8 pixel blocks (8 · 8 · 4 = 256 channels)."""
     return FluxFillPipeline(**_flux_components(seed, 4 + 4 + 256))
+
+
+def build_tiny_flux_kontext_pipeline(seed: int = 0) -> FluxKontextPipeline:
+    """A tiny FLUX.1 Kontext: FLUX.1's components; the source's latents join the noise as tokens."""
+    return FluxKontextPipeline(**_flux_components(seed, 4))
 
 
 def build_tiny_latent_upscaler_pipeline(seed: int = 0) -> StableDiffusionLatentUpscalePipeline:

@@ -8,7 +8,7 @@ below (and the tiny builders its previews name, in pipelines.tiny). A ModelRef n
 from __future__ import annotations
 
 from pipelines.errors import PipelineInputError
-from pipelines.families import flux, sd15, sd21, sdxl
+from pipelines.families import flux, flux_kontext, sd15, sd21, sdxl
 from pipelines.families.base import BASE, CONTROLNET, INPAINTING, Defaults, Family, Pipelines, Preview
 
 __all__ = [
@@ -25,7 +25,9 @@ __all__ = [
     "preview_family",
 ]
 
-FAMILIES: dict[str, Family] = {family.name: family for family in (sd15.FAMILY, sd21.FAMILY, sdxl.FAMILY, flux.FAMILY)}
+FAMILIES: dict[str, Family] = {
+    family.name: family for family in (sd15.FAMILY, sd21.FAMILY, sdxl.FAMILY, flux.FAMILY, flux_kontext.FAMILY)
+}
 # The family of a model configured without one (STUDIO_MODEL, the studio's first family).
 DEFAULT_FAMILY = sd15.FAMILY.name
 

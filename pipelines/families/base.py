@@ -39,12 +39,14 @@ class Pipelines:
     of its task from it (shared weights, a scheduler of its own: pipelines.cache.request_pipeline)."""
 
     base: str
-    img2img: str
-    inpaint: str
-    controlnet_img2img: str | None  # None: the family has no ControlNet pipelines the studio runs
-    controlnet_inpaint: str | None
+    img2img: str | None  # None: the family does not run the task (an instruction editor only edits)
+    inpaint: str | None
+    controlnet_img2img: str | None = None  # None: the family has no ControlNet pipelines the studio runs
+    controlnet_inpaint: str | None = None
     # What inpaints with a dedicated inpainting checkpoint (FLUX.1 Fill); None: `inpaint` runs those too.
     inpainting_checkpoint: str | None = None
+    edit: str | None = None  # an instruction editor (Task.edit)
+    masked_edit: str | None = None  # the editor restricted to a mask
 
 
 @dataclass(frozen=True)
@@ -83,29 +85,38 @@ class Family:
     # --- pipelines ---------------------------------------------------------------------------------
 
     def pipeline_class_name(
-        self, task: Task | None, *, controlnet: bool = False, inpainting_checkpoint: bool = False
+        self,
+        task: Task | None,
+        *,
+        controlnet: bool = False,
+        inpainting_checkpoint: bool = False,
+        masked: bool = False,
     ) -> str:
-        """The diffusers class that runs `task` (None: the base the cache loads), with a ControlNet or on a
-        dedicated inpainting checkpoint."""
+        """The diffusers class that runs `task` (None: the base the cache loads), with a ControlNet, on a
+        dedicated inpainting checkpoint, or (an edit) within a mask; a PipelineInputError if the family has none."""
+        pipelines = self.pipelines
         if task is None:
-            return self.pipelines.base
+            return pipelines.base
+        name = None
         if controlnet:
-            name = {Task.img2img: self.pipelines.controlnet_img2img, Task.inpaint: self.pipelines.controlnet_inpaint}
-            if name.get(task) is None:
-                raise PipelineInputError(f"The {self.label} family has no ControlNet {task.label.lower()} pipeline.")
-            return name[task]
-        if task == Task.img2img:
-            return self.pipelines.img2img
-        if task == Task.inpaint:
-            return (inpainting_checkpoint and self.pipelines.inpainting_checkpoint) or self.pipelines.inpaint
-        raise PipelineInputError(f"The {self.label} family has no {task.label.lower()} pipeline.")
+            name = {Task.img2img: pipelines.controlnet_img2img, Task.inpaint: pipelines.controlnet_inpaint}.get(task)
+            what = f"ControlNet {task.label.lower()}"
+        elif task == Task.img2img:
+            name, what = pipelines.img2img, "image to image"
+        elif task == Task.inpaint:
+            name, what = (inpainting_checkpoint and pipelines.inpainting_checkpoint) or pipelines.inpaint, "inpaint"
+        elif task == Task.edit:
+            name, what = (pipelines.masked_edit, "masked edit") if masked else (pipelines.edit, "instruction edit")
+        else:
+            what = task.label.lower()
+        if name is None:
+            raise PipelineInputError(f"The {self.label} family has no {what} pipeline.")
+        return name
 
-    def pipeline_class(
-        self, task: Task | None, *, controlnet: bool = False, inpainting_checkpoint: bool = False
-    ) -> type:
-        """The class itself; imports diffusers, so only the heavy modules call it."""
-        name = self.pipeline_class_name(task, controlnet=controlnet, inpainting_checkpoint=inpainting_checkpoint)
-        return getattr(importlib.import_module("diffusers"), name)
+    def pipeline_class(self, task: Task | None, **variant: bool) -> type:
+        """The class itself (`variant`: pipeline_class_name's flags); imports diffusers, so only the heavy modules
+        call it."""
+        return getattr(importlib.import_module("diffusers"), self.pipeline_class_name(task, **variant))
 
     def denoiser(self, pipe: Any) -> Any:
         """The network that denoises the latents: Stable Diffusion's UNet (a transformer for FLUX.1)."""

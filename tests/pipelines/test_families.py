@@ -36,8 +36,8 @@ def test_the_family_layer_does_not_import_torch() -> None:
 
 
 def test_each_family_declares_its_pipelines_previews_and_defaults() -> None:
-    assert list(FAMILIES) == ["sd15", "sd21", "sdxl"]
-    sd15, sd21, sdxl = FAMILIES.values()
+    assert list(FAMILIES) == ["sd15", "sd21", "sdxl", "flux", "flux-kontext"]
+    sd15, sd21, sdxl, flux, kontext = FAMILIES.values()
     assert sd15.pipeline_class_name(Task.img2img) == "StableDiffusionImg2ImgPipeline"
     assert sd21.pipeline_class_name(Task.inpaint, controlnet=True) == "StableDiffusionControlNetInpaintPipeline"
     assert sdxl.pipeline_class_name(None) == "StableDiffusionXLImg2ImgPipeline"
@@ -53,7 +53,15 @@ def test_each_family_declares_its_pipelines_previews_and_defaults() -> None:
         "float32",
         "float32",
     ]
-    assert all(family.one_pass_sweeps for family in FAMILIES.values())
+    assert sd15.one_pass_sweeps and sd21.one_pass_sweeps and sdxl.one_pass_sweeps
+    assert flux.pipeline_class_name(Task.inpaint, inpainting_checkpoint=True) == "FluxFillPipeline"
+    assert flux.pipeline_class_name(Task.inpaint) == "FluxInpaintPipeline"
+    assert kontext.pipeline_class_name(Task.edit, masked=True) == "FluxKontextInpaintPipeline"
+    with pytest.raises(PipelineInputError, match="FLUX.1 Kontext family has no image to image pipeline"):
+        kontext.pipeline_class_name(Task.img2img)
+    with pytest.raises(PipelineInputError, match="Stable Diffusion XL family has no instruction edit pipeline"):
+        sdxl.pipeline_class_name(Task.edit)
+    assert [flux.dtype_name(d) for d in ("cuda", "cpu")] == ["bfloat16", "float32"]
     assert (sdxl.preview(BASE), sdxl.preview(CONTROLNET), sdxl.preview(INPAINTING)) == (
         "preview-sdxl",
         "preview-sdxl-controlnet",
@@ -72,16 +80,16 @@ def test_every_preview_model_has_a_builder_and_a_family() -> None:
 
 
 def test_an_unknown_family_is_refused_naming_the_model() -> None:
-    with pytest.raises(PipelineInputError, match=r"Model 'my/flux' belongs to the unknown model family 'flux'.*sd15"):
-        get_family("flux", model="my/flux")
+    with pytest.raises(PipelineInputError, match=r"Model 'my/sd3' belongs to the unknown model family 'sd3'.*sd15"):
+        get_family("sd3", model="my/sd3")
 
 
 @pytest.mark.parametrize(
     ("steps", "strength", "expected"), [(20, 0.3, 6), (10, 0.35, 3), (4, 1.0, 4), (3, 0.7, 2), (30, 0.0, 0)]
 )
-def test_denoising_steps_round_down_as_diffusers_does(steps: int, strength: float, expected: int) -> None:
-    for family in FAMILIES.values():
-        assert family.denoising_steps(steps, strength) == expected
+def test_stable_diffusion_steps_round_down_as_diffusers_does(steps: int, strength: float, expected: int) -> None:
+    for name in ("sd15", "sd21", "sdxl"):
+        assert FAMILIES[name].denoising_steps(steps, strength) == expected
     assert Img2ImgParams("x", strength=strength, steps=steps).denoising_steps == expected
 
 
@@ -140,7 +148,7 @@ def test_a_model_ref_carries_its_family_and_offload(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "kwargs", "message"),
     [
-        ("someone/flux", {"family": "flux"}, "Model 'someone/flux' belongs to the unknown model family 'flux'"),
+        ("someone/sd3", {"family": "sd3"}, "Model 'someone/sd3' belongs to the unknown model family 'sd3'"),
         ("preview", {"family": "sdxl"}, "Preview model 'preview' stands in for the sd15 family, not sdxl: use "),
         ("preview-sdxl-controlnet", {"family": "sd15"}, "stands in for the sdxl family, not sd15"),
         ("someone/sdxl", {"family": "sdxl", "offload": "disk"}, "asks for CPU offload 'disk'; the modes are"),

@@ -53,6 +53,7 @@ from pipelines.inpaint import (
 from pipelines.masks import latent_strengths, soft_pipeline_mask
 from pipelines.params import MAX_SWEEP_MEMBERS, Img2ImgParams, InpaintParams, Task
 from pipelines.registry import ModelRef
+from pipelines.sweep_flux import flux_one_pass
 
 ONE_PASS = "one-pass"
 SEPARATE = "separate"
@@ -74,7 +75,7 @@ class SweepResult:
     denoising_steps: tuple[int, ...]  # per member: Family.denoising_steps (int(steps × strength))
     mode: str  # ONE_PASS, or SEPARATE (with `reason`)
     reason: str  # why the members ran separately ("" in one pass)
-    unet_calls: int  # batched UNet forward calls (one pass) or their sum (separate runs)
+    unet_calls: int  # batched denoiser (UNet or transformer) calls in one pass, or their sum (separate runs)
     scheduler: str
     width: int
     height: int
@@ -96,11 +97,13 @@ def check_sweep(members: tuple[Img2ImgParams, ...]) -> None:
         raise PipelineInputError("The cells of a sweep share one prompt, negative prompt and step count.")
 
 
-def one_pass_obstacle(pipe: DiffusionPipeline, family: Family) -> str:
+def one_pass_obstacle(pipe: DiffusionPipeline, family: Family, *, inpainting: bool = False) -> str:
     """Why this pipeline cannot sweep in one pass ("" when it can)."""
     scheduler = pipe.scheduler
     if not family.one_pass_sweeps:
-        return f"the one-pass engine does not run {family.label} models yet, so the cells run one after another"
+        return f"{family.label} models do not share one schedule across their cells, so the cells run one after another"
+    if family.sweep_engine == "flux":
+        return f"{family.label} inpainting cells run one after another" if inpainting else ""
     if getattr(pipe.unet.config, "time_cond_proj_dim", None) is not None:
         return "this model takes guidance as an embedding (LCM-style), so its cells run one after another"
     if getattr(pipe.vae.config, "latents_mean", None) is not None:
@@ -129,6 +132,7 @@ def run_sweep(
     family = get_family(ref.family, model=ref.name)
     members = request.members
     check_sweep(members)
+    family.check_params(members[0], model=ref.name)  # members share the prompts it checks
     check_source(request.image, family, ref)
     inpainting = request.mask is not None
     if inpainting:
@@ -156,7 +160,7 @@ def run_sweep(
             Task.inpaint if inpainting else Task.img2img,
             inpainting_checkpoint=inpainting and family.is_inpainting_checkpoint(base),
         )
-        obstacle = one_pass_obstacle(pipe, family)
+        obstacle = one_pass_obstacle(pipe, family, inpainting=inpainting)
         if obstacle:
             return _run_separately(ref, request, obstacle, family, on_step=on_step, should_stop=should_stop)
         conditioning = family.conditioning(pipe, source_size=source_size, render_size=work_image.size)
@@ -171,17 +175,27 @@ def run_sweep(
             if should_stop is not None and should_stop():
                 raise RunCancelled("Cancelled before the sweep started.")
             started = time.perf_counter()
-            images, unet_calls = _one_pass(
-                pipe,
-                family,
-                work_image,
-                work_mask,
-                members,
-                conditioning=conditioning,
-                strengths=strengths,
-                on_step=on_step,
-                should_stop=should_stop,
-            )
+            if family.sweep_engine == "flux":
+                images, unet_calls = flux_one_pass(
+                    pipe,
+                    work_image,
+                    members,
+                    steps_of=lambda m: family.denoising_steps(m.steps, m.strength),
+                    on_step=on_step,
+                    should_stop=should_stop,
+                )
+            else:
+                images, unet_calls = _one_pass(
+                    pipe,
+                    family,
+                    work_image,
+                    work_mask,
+                    members,
+                    conditioning=conditioning,
+                    strengths=strengths,
+                    on_step=on_step,
+                    should_stop=should_stop,
+                )
             seconds = time.perf_counter() - started
 
     # 5. Inpainting: each cell back at the source's size, unmasked pixels kept as the options say

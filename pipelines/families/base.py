@@ -74,6 +74,9 @@ class Family:
     dtypes: dict[str, str]  # device type ("cuda", "mps", "cpu") → torch dtype name
     size_multiple: int = SIZE_MULTIPLE  # rendered sides are multiples of this (the VAE's 8 px per latent)
     one_pass_sweeps: bool = True  # strengths' schedules are suffixes of one schedule (pipelines.sweep)
+    # The one-pass loop its sweeps run on: "unet" (pipelines.sweep, Stable Diffusion's UNets, img2img and inpaint)
+    # or "flux" (pipelines.sweep_flux, img2img).
+    sweep_engine: str = "unet"
     # Its pipelines run a float16 VAE in float32 when the VAE's config says force_upcast (SDXL's VAE overflows
     # in float16); the sweep engine does what they do.
     vae_upcast: bool = False

@@ -60,8 +60,8 @@ FAMILY = FluxFamily(
     # bfloat16 on CUDA: FLUX's activations overflow float16.
     dtypes={"cuda": "bfloat16", "mps": "float32", "cpu": "float32"},
     size_multiple=FLUX_SIZE_MULTIPLE,
-    # The size-dependent shift of its schedule: the sweep engine's shared loop is Stable Diffusion's (a UNet).
-    one_pass_sweeps=False,
+    # Its schedule shifts with the image size; a sweep has one size, so strengths share one schedule.
+    sweep_engine="flux",
     negative_prompt=False,
     soft_inpainting=False,
 )

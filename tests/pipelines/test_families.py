@@ -57,7 +57,7 @@ def test_each_family_declares_its_pipelines_previews_and_defaults() -> None:
     assert flux.pipeline_class_name(Task.inpaint, inpainting_checkpoint=True) == "FluxFillPipeline"
     assert flux.pipeline_class_name(Task.inpaint) == "FluxInpaintPipeline"
     assert kontext.pipeline_class_name(Task.edit, masked=True) == "FluxKontextInpaintPipeline"
-    with pytest.raises(PipelineInputError, match="FLUX.1 Kontext family has no image to image pipeline"):
+    with pytest.raises(PipelineInputError, match=r"FLUX\.1 Kontext family has no image to image pipeline"):
         kontext.pipeline_class_name(Task.img2img)
     with pytest.raises(PipelineInputError, match="Stable Diffusion XL family has no instruction edit pipeline"):
         sdxl.pipeline_class_name(Task.edit)

@@ -17,7 +17,7 @@ from pipelines.inpaint import InpaintRequest, run_inpaint
 from pipelines.masks import feathered
 from pipelines.params import ControlParams, Guide, Img2ImgParams, InpaintParams, Task
 from pipelines.registry import ModelRef
-from pipelines.sweep import SEPARATE, SweepRequest, run_sweep
+from pipelines.sweep import ONE_PASS, SEPARATE, SweepRequest, run_sweep
 from tests.pipelines.conftest import box_mask, preview_ref
 from tests.support import gradient
 
@@ -147,14 +147,44 @@ def test_a_source_below_the_minimum_is_refused_before_loading(preview_flux: Mode
         run_img2img(preview_flux, Img2ImgRequest(small, PARAMS))
 
 
-@pytest.mark.parametrize("masked", [False, True])
-def test_sweeps_run_cell_by_cell_each_equal_to_its_single_run(preview_flux: ModelRef, masked: bool) -> None:
+@pytest.mark.parametrize("guidances", [(3.5, 3.5, 3.5), (1.0, 3.5, 7.0)])
+def test_a_strength_sweep_runs_in_one_pass_each_cell_within_1_of_255_of_its_single_run(
+    preview_flux: ModelRef, guidances: tuple[float, ...]
+) -> None:
+    members = tuple(
+        replace(PARAMS, steps=6, strength=strength, guidance=guidance, seed=seed)
+        for strength, guidance, seed in zip((0.3, 0.6, 1.0), guidances, (3, 4, 5), strict=True)
+    )
+    progress: list[tuple[int, int]] = []
+    result = run_sweep(
+        preview_flux, SweepRequest(source(), members), on_step=lambda step, total: progress.append((step, total))
+    )
+    assert result.mode == ONE_PASS and result.reason == ""
+    assert result.denoising_steps == (2, 4, 6)
+    assert result.unet_calls == 6  # max(cell steps), not their sum (12)
+    assert progress == [(step, 6) for step in range(1, 7)]
+    for member, image in zip(members, result.images, strict=True):
+        single = np.asarray(flux_img2img(preview_flux, member).image).astype(int)
+        assert np.abs(np.asarray(image).astype(int) - single).max() <= 1
+
+
+def test_a_one_cell_sweep_is_bitwise_its_single_run(preview_flux: ModelRef) -> None:
+    member = replace(PARAMS, steps=5, strength=0.7)
+    [image] = run_sweep(preview_flux, SweepRequest(source(), (member,))).images
+    assert np.array_equal(np.asarray(image), np.asarray(flux_img2img(preview_flux, member).image))
+
+
+def test_inpainting_sweeps_run_cell_by_cell_each_equal_to_its_single_run(preview_flux: ModelRef) -> None:
     members = tuple(replace(PARAMS, steps=4, strength=strength) for strength in (0.3, 0.6, 1.0))
-    mask = box_mask(SOURCE_SIZE, MASK_BOX) if masked else None
-    result = run_sweep(preview_flux, SweepRequest(source(), members, mask=mask))
+    result = run_sweep(preview_flux, SweepRequest(source(), members, mask=box_mask(SOURCE_SIZE, MASK_BOX)))
     assert result.mode == SEPARATE
-    assert "does not run FLUX.1 models yet" in result.reason
+    assert result.reason == "FLUX.1 inpainting cells run one after another"
     assert result.denoising_steps == (2, 3, 4)
     for member, image in zip(members, result.images, strict=True):
-        single = flux_inpaint(preview_flux, member) if masked else flux_img2img(preview_flux, member)
-        assert np.array_equal(np.asarray(image), np.asarray(single.image))
+        assert np.array_equal(np.asarray(image), np.asarray(flux_inpaint(preview_flux, member).image))
+
+
+def test_a_sweep_with_a_negative_prompt_is_refused(preview_flux: ModelRef) -> None:
+    members = tuple(replace(PARAMS, negative_prompt="blurry", strength=s) for s in (0.3, 0.6))
+    with pytest.raises(PipelineInputError, match="takes no negative prompt"):
+        run_sweep(preview_flux, SweepRequest(source(), members))

@@ -29,7 +29,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -213,9 +213,17 @@ def _unavailable_message(ref: ModelRef) -> str:
     )
 
 
-def get_pipeline(ref: ModelRef, cls: type[_Loadable], **load_kwargs: Any) -> _Loadable:
+def get_pipeline(
+    ref: ModelRef,
+    cls: type[_Loadable],
+    *,
+    components: Callable[..., dict[str, Any]] | None = None,
+    **load_kwargs: Any,
+) -> _Loadable:
     """The loaded `cls` (a pipeline or model class) for a model on this machine's device; loads it on first use,
-    evicting least recently used models to stay within the budget. Pinned when called inside `in_use()`."""
+    evicting least recently used models to stay within the budget. Pinned when called inside `in_use()`.
+    `components(location, local_files_only=…)` builds components to hand to from_pretrained (Family.load_components),
+    only when it loads."""
     device = pick_device()
     dtype = pick_dtype(device, ref.family)
     # Offload moves a pipeline's components between RAM and an accelerator; a bare model (a ControlNet) and
@@ -228,7 +236,7 @@ def get_pipeline(ref: ModelRef, cls: type[_Loadable], **load_kwargs: Any) -> _Lo
     with _LOAD_LOCK:
         entry = _loaded.get(key)
         if entry is None:
-            entry = _load(ref, cls, key, load_kwargs)
+            entry = _load(ref, cls, key, load_kwargs, components)
         _loaded.move_to_end(key)
         stack = getattr(_holds, "stack", None)
         if stack:
@@ -237,15 +245,23 @@ def get_pipeline(ref: ModelRef, cls: type[_Loadable], **load_kwargs: Any) -> _Lo
         return entry.model
 
 
-def _load(ref: ModelRef, cls: type, key: _CacheKey, load_kwargs: dict[str, Any]) -> _Entry:
+def _load(
+    ref: ModelRef,
+    cls: type,
+    key: _CacheKey,
+    load_kwargs: dict[str, Any],
+    components: Callable[..., dict[str, Any]] | None,
+) -> _Entry:
     """Load to RAM, count its bytes, make room on the device, then place it there (called under _LOAD_LOCK)."""
     _, _, device, dtype, offload = key
     if ref.is_preview:
         # Preview folders are models_dir/<name> (resolve_model); build on first use.
         ensure_preview_model(Path(ref.location).parent, ref.name)
+    local_files_only = ref.is_local or _hub_offline()
     try:
+        built = components(ref.location, local_files_only=local_files_only) if components is not None else {}
         loaded = cls.from_pretrained(
-            ref.location, dtype=dtype, local_files_only=ref.is_local or _hub_offline(), **load_kwargs
+            ref.location, dtype=dtype, local_files_only=local_files_only, **load_kwargs, **built
         )
     # Not cached offline, missing repo or files (OSError and its hub subclasses such as
     # LocalEntryNotFoundError, RepositoryNotFoundError); a hub that cannot be reached (HTTP errors).
@@ -319,7 +335,7 @@ def _size(count: int) -> str:
 def get_base_pipeline(ref: ModelRef) -> DiffusionPipeline:
     """The loaded pipeline of the model's family that every task derives its pipeline from (request_pipeline)."""
     family = get_family(ref.family, model=ref.name)
-    return get_pipeline(ref, family.pipeline_class(None), **family.load_options)
+    return get_pipeline(ref, family.pipeline_class(None), components=family.load_components, **family.load_options)
 
 
 def get_controlnet(ref: ModelRef) -> ControlNetModel:

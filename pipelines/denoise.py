@@ -7,7 +7,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,13 +53,15 @@ def denoise(
     on_step: Callable[[int, int], None] | None,
     should_stop: Callable[[], bool] | None,
     on_latents: LatentsHook | None = None,
+    inside_lock: AbstractContextManager[None] | None = None,
 ) -> tuple[Image.Image, float]:
     """Run `pipe` with the prompt, steps, guidance and seed of `params` plus the task's `call` arguments,
     one run at a time per process; returns the image and the seconds the call took.
 
     `total` is the number of denoising steps the run takes (for progress). The noise comes from a CPU
     generator seeded with params.seed, so the pixels do not depend on the device. `on_latents` may replace
-    the latents after each step (before progress is reported).
+    the latents after each step (before progress is reported); `inside_lock` is entered around the call, under
+    the lock (Family.run_context).
     """
 
     def after_step(step_index: int) -> None:
@@ -87,7 +89,7 @@ def denoise(
         # The upscale pipelines (diffusers 0.42) only call the older `callback(step, timestep, latents)`.
         progress = {"callback": legacy_callback, "callback_steps": 1}
 
-    with RUN_LOCK:
+    with RUN_LOCK, inside_lock or nullcontext():
         # The caller may have given up while waiting for the lock.
         if should_stop is not None and should_stop():
             raise RunCancelled(f"Cancelled before step 1 of {total}.")

@@ -1,7 +1,8 @@
 """Run one instruction edit: a source image and an instruction ("put the bottle on white marble, keep the label")
-in, the edited image and what ran out, on an instruction editor's family (FLUX.1 Kontext). There is no strength:
-the editor sees the whole source and runs every step. With a mask, only the masked area changes (the family's
-masked editor; pixels outside the feathered mask come back byte for byte)."""
+in, the edited image and what ran out, on an instruction editor's family (FLUX.1 Kontext, Qwen-Image-Edit).
+There is no strength: the editor sees the whole source and runs every step. With a mask, only the masked area
+changes (the family's masked editor; pixels outside the feathered mask come back byte for byte). Qwen-Image-Edit
+Plus also reads reference images the instruction names."""
 
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ class EditRequest:
     params: Img2ImgParams  # the prompt is the instruction; strength is not used (EDIT_STRENGTH)
     max_side: int = 1024  # cap on the output's long side (with the family's pixel budget: Family.output_size)
     mask: Image.Image | None = None  # "L", the source's size, 255 = may change; None: the whole image
+    # More images the instruction refers to ("Picture 2", …: a background or style reference), for families that
+    # take them (Family.max_images)
+    references: tuple[Image.Image, ...] = ()
     inpaint: InpaintParams = field(default_factory=InpaintParams)  # mask_blur and keep_unmasked apply
 
 
@@ -43,6 +47,13 @@ def check_edit(request: EditRequest, family: Family, ref: ModelRef) -> None:
         raise PipelineInputError(
             f"Model '{ref.name}' ({family.label}) is not an instruction editor: transform or inpaint with it instead."
         )
+    if len(request.references) > family.max_images - 1:
+        takes = "no reference images" if family.max_images == 1 else f"up to {family.max_images - 1} reference images"
+        raise PipelineInputError(
+            f"Model '{ref.name}' ({family.label}) takes {takes}; this edit has {len(request.references)}."
+        )
+    for reference in request.references:
+        family.check_source(reference.width, reference.height, model=ref.name)
     if request.mask is not None and family.pipelines.masked_edit is None:
         raise PipelineInputError(f"Model '{ref.name}' ({family.label}) edits the whole image only: remove the mask.")
     check_source(request.image, family, ref)
@@ -85,7 +96,8 @@ def run_edit(
         # 3. This request's pipeline: the cached base's weights, its own scheduler
         base = get_base_pipeline(ref)
         pipe = request_pipeline(base, family, Task.edit, masked=request.mask is not None)
-        call: dict[str, Any] = {"image": work_image}
+        images = [work_image, *(reference.convert("RGB") for reference in request.references)]
+        call: dict[str, Any] = {"image": images if request.references else work_image} | family.call_arguments(params)
         if request.mask is not None:
             call |= {
                 "mask_image": request.mask.resize((width, height), Image.Resampling.NEAREST),
@@ -96,7 +108,13 @@ def run_edit(
         # 4. Denoise: every step
         steps = family.denoising_steps(params.steps, params.strength)
         generated, seconds = denoise(
-            pipe, params, call | conditioning, total=steps, on_step=on_step, should_stop=should_stop
+            pipe,
+            params,
+            call | conditioning,
+            total=steps,
+            on_step=on_step,
+            should_stop=should_stop,
+            inside_lock=family.run_context(preview=ref.is_preview),
         )
 
     # 5. Outside the mask, the source's own pixels

@@ -9,11 +9,13 @@ pipelines.registry.PREVIEW_BUILDERS says which function builds which preview mod
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 from diffusers import (
     AutoencoderKL,
+    AutoencoderKLQwenImage,
     ControlNetModel,
     DDIMScheduler,
     DDPMScheduler,
@@ -23,6 +25,9 @@ from diffusers import (
     FluxImg2ImgPipeline,
     FluxKontextPipeline,
     FluxTransformer2DModel,
+    QwenImageEditPipeline,
+    QwenImageEditPlusPipeline,
+    QwenImageTransformer2DModel,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionLatentUpscalePipeline,
     StableDiffusionUpscalePipeline,
@@ -35,6 +40,10 @@ from transformers import (
     CLIPTextModel,
     CLIPTextModelWithProjection,
     CLIPTokenizer,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2Tokenizer,
+    Qwen2VLImageProcessorPil,
     T5Config,
     T5EncoderModel,
     T5Tokenizer,
@@ -365,6 +374,95 @@ def build_tiny_flux_kontext_pipeline(seed: int = 0) -> FluxKontextPipeline:
     return FluxKontextPipeline(**_flux_components(seed, 4))
 
 
+QWEN_SPECIAL_TOKENS = (
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+
+
+def build_tiny_qwen_tokenizer() -> Qwen2Tokenizer:
+    """A byte-level Qwen2 tokenizer with no merges (every byte a token) and the chat and vision special tokens the
+    editors' prompt template uses; "<|endoftext|>" ends and pads."""
+    vocab = {char: index for index, char in enumerate(bytes_to_unicode().values())}
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], eos_token=EOS_TOKEN, pad_token=EOS_TOKEN, unk_token=None)
+    tokenizer.add_special_tokens({"additional_special_tokens": list(QWEN_SPECIAL_TOKENS)})
+    return tokenizer
+
+
+def _qwen_components(seed: int) -> dict:
+    from pipelines.qwen import ImageOnlyQwenProcessor
+
+    tokenizer = build_tiny_qwen_tokenizer()
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in (EOS_TOKEN, *QWEN_SPECIAL_TOKENS)}
+    torch.manual_seed(seed)
+    config = Qwen2_5_VLConfig(
+        text_config={
+            "hidden_size": 16,
+            "intermediate_size": 16,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
+            "rope_theta": 1000000.0,
+            "vocab_size": len(tokenizer),
+            "bos_token_id": ids[EOS_TOKEN],
+            "eos_token_id": ids[EOS_TOKEN],
+        },
+        vision_config={"depth": 2, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2, "out_hidden_size": 16},
+        hidden_size=16,
+        vocab_size=len(tokenizer),
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+    )
+    text_encoder = Qwen2_5_VLForConditionalGeneration(config).eval()
+    torch.manual_seed(seed)
+    transformer = QwenImageTransformer2DModel(
+        patch_size=2,
+        in_channels=16,
+        out_channels=4,
+        num_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=3,
+        joint_attention_dim=16,
+        guidance_embeds=False,
+        axes_dims_rope=(8, 4, 4),
+    ).eval()
+    torch.manual_seed(seed)
+    vae = AutoencoderKLQwenImage(
+        base_dim=8,
+        z_dim=4,
+        dim_mult=[1, 2, 4],
+        num_res_blocks=1,
+        temperal_downsample=[False, True],
+        latents_mean=[0.0] * 4,
+        latents_std=[1.0] * 4,
+    ).eval()
+    return {
+        "scheduler": flux_scheduler(),
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "tokenizer": tokenizer,
+        "processor": ImageOnlyQwenProcessor(image_processor=Qwen2VLImageProcessorPil(), tokenizer=tokenizer),
+        "transformer": transformer,
+    }
+
+
+def build_tiny_qwen_image_edit_pipeline(seed: int = 0) -> QwenImageEditPipeline:
+    """A tiny Qwen-Image-Edit: a 2-layer Qwen2.5-VL reads the instruction with the source, a 2-layer MMDiT edits."""
+    return QwenImageEditPipeline(**_qwen_components(seed))
+
+
+def build_tiny_qwen_image_edit_plus_pipeline(seed: int = 0) -> QwenImageEditPlusPipeline:
+    """The same tiny parts as Qwen-Image-Edit Plus, which reads up to three images."""
+    return QwenImageEditPlusPipeline(**_qwen_components(seed))
+
+
 def build_tiny_latent_upscaler_pipeline(seed: int = 0) -> StableDiffusionLatentUpscalePipeline:
     """A tiny 2× latent upscaler (stabilityai/sd-x2-latent-upscaler's shapes, as in diffusers' tests).
 
@@ -466,4 +564,11 @@ def save_tiny_model(name: str, folder: Path) -> Path:
     if name not in PREVIEW_BUILDERS:
         raise ValueError(f"No tiny model called {name!r}; known: {', '.join(PREVIEW_BUILDERS)}.")
     globals()[PREVIEW_BUILDERS[name]]().save_pretrained(Path(folder), safe_serialization=True)
+    index_file = Path(folder) / "model_index.json"
+    if index_file.is_file():
+        index = json.loads(index_file.read_text())
+        if "processor" in index:
+            # As a real checkpoint records it; the cache hands the pipeline an image-only one (pipelines.qwen).
+            index["processor"] = ["transformers", "Qwen2VLProcessor"]
+            index_file.write_text(json.dumps(index, indent=2))
     return Path(folder)

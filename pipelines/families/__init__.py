@@ -8,7 +8,7 @@ below (and the tiny builders its previews name, in pipelines.tiny). A ModelRef n
 from __future__ import annotations
 
 from pipelines.errors import PipelineInputError
-from pipelines.families import flux, flux_kontext, sd15, sd21, sdxl
+from pipelines.families import flux, flux_kontext, qwen_image_edit, sd15, sd21, sdxl
 from pipelines.families.base import BASE, CONTROLNET, INPAINTING, Defaults, Family, Pipelines, Preview
 
 __all__ = [
@@ -26,7 +26,16 @@ __all__ = [
 ]
 
 FAMILIES: dict[str, Family] = {
-    family.name: family for family in (sd15.FAMILY, sd21.FAMILY, sdxl.FAMILY, flux.FAMILY, flux_kontext.FAMILY)
+    family.name: family
+    for family in (
+        sd15.FAMILY,
+        sd21.FAMILY,
+        sdxl.FAMILY,
+        flux.FAMILY,
+        flux_kontext.FAMILY,
+        qwen_image_edit.FAMILY,
+        qwen_image_edit.PLUS_FAMILY,
+    )
 }
 # The family of a model configured without one (STUDIO_MODEL, the studio's first family).
 DEFAULT_FAMILY = sd15.FAMILY.name

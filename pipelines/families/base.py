@@ -8,6 +8,7 @@ stack. Pipeline classes are named here and imported only by `Family.pipeline_cla
 from __future__ import annotations
 
 import importlib
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +82,10 @@ class Family:
     # in float16); the sweep engine does what they do.
     vae_upcast: bool = False
     negative_prompt: bool = True  # its pipelines take a negative prompt (guidance-distilled FLUX.1 does not)
+    # Editors: the most pixels a render has (the source's aspect within it, never scaled up); None: only the side
+    # caps apply.
+    pixel_budget: int | None = None
+    max_images: int = 1  # images an edit may take: the source, then references (Qwen-Image-Edit Plus: 3)
     soft_inpainting: bool = True  # per-pixel strength (pipelines.inpaint.SoftBlend) works on its latents
     load_options: dict[str, Any] = field(default_factory=dict)  # extra from_pretrained arguments of `base`
     request_options: dict[str, Any] = field(default_factory=dict)  # extra constructor arguments of task pipelines
@@ -130,6 +135,20 @@ class Family:
         the masked source as input channels (SD's 9-channel UNets), so it cannot transform a whole image."""
         return base.unet.config.in_channels != LATENT_CHANNELS
 
+    def call_arguments(self, params: Img2ImgParams) -> dict[str, Any]:
+        """Call arguments that replace or add to what `pipelines.denoise` passes (prompt, negative prompt, steps,
+        guidance_scale, generator): how the family takes its guidance. Stable Diffusion and FLUX need none."""
+        return {}
+
+    def load_components(self, location: str, *, local_files_only: bool) -> dict[str, Any]:
+        """Components the cache builds itself and hands to `from_pretrained` (beyond load_options). Heavy: only
+        pipelines.cache calls it, once per load."""
+        return {}
+
+    def run_context(self, *, preview: bool) -> AbstractContextManager[None]:
+        """What a run of one of its models (`preview`: a tiny offline one) runs inside, holding the run lock."""
+        return nullcontext()
+
     def check_params(self, params: Img2ImgParams, *, model: str) -> None:
         """Refuse settings the family's pipelines would silently ignore."""
         if params.negative_prompt and not self.negative_prompt:
@@ -149,8 +168,16 @@ class Family:
 
     def output_size(self, width: int, height: int, max_side: int) -> tuple[int, int]:
         """The size a width×height source renders at: scaled down (never up) to fit min(max_side, the family's
-        cap), sides rounded down to its size multiple."""
-        return output_size(width, height, min(max_side, self.max_side), self.size_multiple)
+        cap) and the pixel budget, sides rounded down to its size multiple."""
+        cap = min(max_side, self.max_side)
+        if self.pixel_budget is None:
+            return output_size(width, height, cap, self.size_multiple)
+        scale = min(1.0, (self.pixel_budget / (width * height)) ** 0.5, cap / max(width, height))
+        multiple = self.size_multiple
+        return (
+            max(multiple, int(width * scale) // multiple * multiple),
+            max(multiple, int(height * scale) // multiple * multiple),
+        )
 
     def check_source(self, width: int, height: int, *, model: str) -> None:
         if min(width, height) < self.min_side:

@@ -14,16 +14,6 @@ PIXEL_BUDGET = 1024 * 1024
 
 
 class FluxKontextFamily(FluxFamily):
-    def output_size(self, width: int, height: int, max_side: int) -> tuple[int, int]:
-        """The source's aspect within the pixel budget and the side caps, never scaled up, sides multiples of 16.
-        (Kontext's own auto-resize snaps to its preferred resolutions whatever the source's aspect.)"""
-        scale = min(1.0, (PIXEL_BUDGET / (width * height)) ** 0.5, min(max_side, self.max_side) / max(width, height))
-        multiple = self.size_multiple
-        return (
-            max(multiple, int(width * scale) // multiple * multiple),
-            max(multiple, int(height * scale) // multiple * multiple),
-        )
-
     def denoising_steps(self, steps: int, strength: float) -> int:
         """An edit has no strength: it runs every step."""
         return steps
@@ -53,6 +43,7 @@ FAMILY = FluxKontextFamily(
     defaults=Defaults(steps=28, guidance=2.5, strength=1.0),
     dtypes={"cuda": "bfloat16", "mps": "float32", "cpu": "float32"},
     size_multiple=FLUX_SIZE_MULTIPLE,
+    pixel_budget=PIXEL_BUDGET,
     one_pass_sweeps=False,
     negative_prompt=False,
     soft_inpainting=False,

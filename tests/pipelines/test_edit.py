@@ -125,3 +125,97 @@ def test_bad_edits_are_refused_before_loading(
 def test_a_model_that_does_not_edit_is_refused_by_name(preview_flux: ModelRef) -> None:
     with pytest.raises(PipelineInputError, match=r"'preview-flux' \(FLUX\.1\) is not an instruction editor"):
         run_edit(preview_flux, EditRequest(source(), INSTRUCTION))
+
+
+# --- Qwen-Image-Edit -------------------------------------------------------------------------------
+
+QWEN_INSTRUCTION = replace(INSTRUCTION, steps=2, guidance=4.0)
+SMALL = 64  # max_side for the Qwen runs: its tiny VAE is slow at larger sizes on a CPU
+
+
+@pytest.fixture(scope="module")
+def preview_qwen(shared_models_dir: Path) -> ModelRef:
+    return preview_ref(shared_models_dir, "preview-qwen-image-edit")
+
+
+@pytest.fixture(scope="module")
+def preview_qwen_plus(shared_models_dir: Path) -> ModelRef:
+    return preview_ref(shared_models_dir, "preview-qwen-image-edit-plus")
+
+
+@pytest.fixture
+def qwen_calls(monkeypatch) -> list[dict]:
+    """What run_edit hands the pipeline, delegating to the real denoise."""
+    calls: list[dict] = []
+    real = edit.denoise
+
+    def recording(pipe, params, call, **kwargs):
+        calls.append(call)
+        return real(pipe, params, call, **kwargs)
+
+    monkeypatch.setattr(edit, "denoise", recording)
+    return calls
+
+
+def test_qwen_edits_with_true_cfg_at_the_source_aspect(preview_qwen: ModelRef, qwen_calls: list[dict]) -> None:
+    import diffusers.pipelines.qwenimage.pipeline_qwenimage_edit as qwen_module
+
+    before = qwen_module.calculate_dimensions
+    progress: list[tuple[int, int]] = []
+    result = run_edit(
+        preview_qwen,
+        EditRequest(source(), QWEN_INSTRUCTION, max_side=SMALL),
+        on_step=lambda step, total: progress.append((step, total)),
+    )
+    assert (result.width, result.height) == (64, 48)
+    assert progress == [(1, 2), (2, 2)] and result.recipe == {"family": "qwen-image-edit"}
+    # The studio's guidance is Qwen's true CFG, with a blank negative prompt when the user gave none.
+    assert qwen_calls[0]["true_cfg_scale"] == 4.0 and qwen_calls[0]["guidance_scale"] is None
+    assert qwen_calls[0]["negative_prompt"] == " "
+    # The preview's small condition images are undone after the run.
+    assert qwen_module.calculate_dimensions is before
+
+
+def test_qwen_loads_an_image_only_processor(preview_qwen: ModelRef, shared_models_dir: Path) -> None:
+    import json
+
+    from pipelines.cache import get_base_pipeline
+    from pipelines.qwen import ImageOnlyQwenProcessor
+
+    index = json.loads((shared_models_dir / "preview-qwen-image-edit" / "model_index.json").read_text())
+    assert index["processor"] == ["transformers", "Qwen2VLProcessor"]  # as a real checkpoint records it
+    assert isinstance(get_base_pipeline(preview_qwen).processor, ImageOnlyQwenProcessor)
+
+
+def test_qwen_same_inputs_same_pixels(preview_qwen: ModelRef) -> None:
+    first = run_edit(preview_qwen, EditRequest(source(), QWEN_INSTRUCTION, max_side=SMALL))
+    again = run_edit(preview_qwen, EditRequest(source(), QWEN_INSTRUCTION, max_side=SMALL))
+    assert np.array_equal(np.asarray(first.image), np.asarray(again.image))
+
+
+def test_qwen_plus_reads_reference_images(preview_qwen_plus: ModelRef, qwen_calls: list[dict]) -> None:
+    background = gradient(256, 320)
+    plain = run_edit(preview_qwen_plus, EditRequest(source(), QWEN_INSTRUCTION, max_side=SMALL))
+    with_reference = run_edit(
+        preview_qwen_plus, EditRequest(source(), QWEN_INSTRUCTION, max_side=SMALL, references=(background,))
+    )
+    assert [len(call["image"]) if isinstance(call["image"], list) else 1 for call in qwen_calls] == [1, 2]
+    assert (with_reference.width, with_reference.height) == (64, 48)  # the source's aspect, not the reference's
+    assert not np.array_equal(np.asarray(plain.image), np.asarray(with_reference.image))
+
+
+@pytest.mark.parametrize(
+    ("ref_name", "references", "message"),
+    [
+        ("preview_qwen", 1, r"'preview-qwen-image-edit' \(Qwen-Image-Edit\) takes no reference images; .* has 1"),
+        ("preview_qwen_plus", 3, r"takes up to 2 reference images; this edit has 3"),
+        ("preview_qwen", 0, r"edits the whole image only: remove the mask"),
+    ],
+)
+def test_qwen_refuses_what_it_cannot_read(
+    ref_name: str, references: int, message: str, request: pytest.FixtureRequest
+) -> None:
+    mask = None if references else box_mask(SOURCE_SIZE, MASK_BOX)
+    edit_request = EditRequest(source(), QWEN_INSTRUCTION, mask=mask, references=(gradient(256, 256),) * references)
+    with pytest.raises(PipelineInputError, match=message):
+        run_edit(request.getfixturevalue(ref_name), edit_request)

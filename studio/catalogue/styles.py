@@ -55,6 +55,11 @@ class ModelKind(StrEnum):
         return PREVIEW_MODELS[self.preview]
 
 
+# The families the studio's forms, prices and progress handle. pipelines.families also has FLUX.1 (flux), FLUX.1
+# Kontext and Qwen-Image-Edit (instruction editors, Task.edit); the studio offers them once its Edit page,
+# family-aware step counts and FLUX's prompt rules are in.
+STUDIO_FAMILIES = ("sd15", "sd21", "sdxl")
+
 # The task each model kind can serve as the main model.
 _TASK_KINDS = {
     Task.img2img: ModelKind.sd,
@@ -278,7 +283,12 @@ def _model(name: str, entry: object, source: str) -> ModelEntry:
     if family not in FAMILIES:
         raise CatalogueError(
             f"{where}: model {name!r} names the unknown family {family!r}; the known families are "
-            f"{', '.join(FAMILIES)}."
+            f"{', '.join(STUDIO_FAMILIES)}."
+        )
+    if family not in STUDIO_FAMILIES:
+        raise CatalogueError(
+            f"{where}: model {name!r} is a {FAMILIES[family].label} ({family}) model; the studio's pages, prices and "
+            f"progress run {', '.join(STUDIO_FAMILIES)} models so far (the pipelines run {family} already)."
         )
     offload = _field(entry, "offload", str, where, "none")
     if offload not in OFFLOAD_MODES:
@@ -307,6 +317,9 @@ def _style(style_id: str, entry: object, models: dict[str, ModelEntry], source: 
         raise CatalogueError(f"{where}: task {task!r} is not one of {', '.join(Task)}.") from None
     if task == Task.inpaint:
         raise CatalogueError(f"{where}: use task = 'img2img'; every img2img style also works for inpainting.")
+    if task not in _TASK_KINDS:
+        offered = ", ".join(repr(t.value) for t in _TASK_KINDS if t != Task.inpaint)
+        raise CatalogueError(f"{where}: the studio has no {task.label} page yet; a style's task is one of {offered}.")
     model = _field(entry, "model", str, where)
     if model not in models:
         raise CatalogueError(f"{where}: model {model!r} is not in [models].")

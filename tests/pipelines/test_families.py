@@ -36,8 +36,8 @@ def test_the_family_layer_does_not_import_torch() -> None:
 
 
 def test_each_family_declares_its_pipelines_previews_and_defaults() -> None:
-    assert list(FAMILIES) == ["sd15", "sd21", "sdxl", "flux", "flux-kontext"]
-    sd15, sd21, sdxl, flux, kontext = FAMILIES.values()
+    assert list(FAMILIES) == ["sd15", "sd21", "sdxl", "flux", "flux-kontext", "qwen-image-edit", "qwen-image-edit-plus"]
+    sd15, sd21, sdxl, flux, kontext, qwen, qwen_plus = FAMILIES.values()
     assert sd15.pipeline_class_name(Task.img2img) == "StableDiffusionImg2ImgPipeline"
     assert sd21.pipeline_class_name(Task.inpaint, controlnet=True) == "StableDiffusionControlNetInpaintPipeline"
     assert sdxl.pipeline_class_name(None) == "StableDiffusionXLImg2ImgPipeline"
@@ -62,6 +62,8 @@ def test_each_family_declares_its_pipelines_previews_and_defaults() -> None:
     with pytest.raises(PipelineInputError, match="Stable Diffusion XL family has no instruction edit pipeline"):
         sdxl.pipeline_class_name(Task.edit)
     assert [flux.dtype_name(d) for d in ("cuda", "cpu")] == ["bfloat16", "float32"]
+    assert qwen.pipeline_class_name(Task.edit) == "QwenImageEditPipeline" and qwen.max_images == 1
+    assert qwen_plus.pipeline_class_name(Task.edit) == "QwenImageEditPlusPipeline" and qwen_plus.max_images == 3
     assert (sdxl.preview(BASE), sdxl.preview(CONTROLNET), sdxl.preview(INPAINTING)) == (
         "preview-sdxl",
         "preview-sdxl-controlnet",

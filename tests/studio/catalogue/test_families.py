@@ -18,7 +18,7 @@ from studio.accounts.users import get_user
 from studio.billing.credits import Account, balance
 from studio.catalogue.recipes import read_recipe
 from studio.catalogue.requests import recipe_request, style_request
-from studio.catalogue.styles import CatalogueError, ModelKind, load_catalogue, parse_catalogue
+from studio.catalogue.styles import STUDIO_FAMILIES, CatalogueError, ModelKind, load_catalogue, parse_catalogue
 from studio.config import PROJECT_ROOT
 from studio.db.engine import session_for, write_session
 from studio.db.tables import Asset, Job, JobStatus, utcnow
@@ -93,9 +93,14 @@ def test_in_preview_mode_every_model_runs_as_the_tiny_model_of_its_family_and_ki
     ("edit", "message"),
     [
         (
-            ('family = "sdxl"\ncredits = 4', 'family = "flux"\ncredits = 4'),
-            "model 'xl' names the unknown family 'flux'",
+            ('family = "sdxl"\ncredits = 4', 'family = "sd3"\ncredits = 4'),
+            "model 'xl' names the unknown family 'sd3'",
         ),
+        (
+            ('family = "sdxl"\ncredits = 4', 'family = "flux"\ncredits = 4'),
+            r"model 'xl' is a FLUX\.1 \(flux\) model; the studio's pages, prices and progress run sd15, sd21, sdxl",
+        ),
+        (('task = "img2img"', 'task = "edit"'), "the studio has no Edit page yet"),
         (('family = "sdxl"\ncredits = 4', 'offload = "gpu"\ncredits = 4'), "model 'xl' asks for offload 'gpu'"),
         (('canny = ["edges", "xl-edges"]', 'canny = ["edges", "edges"]'), "both sd15 ControlNets"),
         (('canny = ["edges", "xl-edges"]', 'canny = ["edges", "xl"]'), "'xl' is not a controlnet"),
@@ -110,8 +115,8 @@ def test_a_broken_family_entry_stops_the_catalogue_with_a_message_naming_it(edit
 
 def test_an_unknown_family_lists_the_known_ones_and_an_upscaler_takes_none():
     with pytest.raises(CatalogueError) as caught:
-        parse_catalogue(MINIMAL.replace('family = "sdxl"\ncredits = 4', 'family = "flux"\ncredits = 4'))
-    assert all(name in str(caught.value) for name in FAMILIES)
+        parse_catalogue(MINIMAL.replace('family = "sdxl"\ncredits = 4', 'family = "sd3"\ncredits = 4'))
+    assert all(name in str(caught.value) for name in STUDIO_FAMILIES)
     upscaler = '[models.up]\nkind = "upscaler_x2"\nlocation = "a/b"\nfamily = "sdxl"\ncredits = 3\n'
     with pytest.raises(CatalogueError, match="belongs to no model family"):
         parse_catalogue(upscaler + MINIMAL)

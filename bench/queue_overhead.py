@@ -3,6 +3,7 @@
 Run from the repository root:
 
     python bench/queue_overhead.py                 # 5 interleaved pairs, 512×512, 20 steps, strength 0.6
+    python bench/queue_overhead.py --family sdxl   # the tiny SDXL model (STUDIO_MODEL=preview-sdxl) instead
     python bench/queue_overhead.py --repeats 9 --threads 2 --keep
 
 Builds a throwaway studio in a temporary folder (its own SQLite database, asset store and preview
@@ -51,7 +52,12 @@ TARGET_OVERHEAD_PERCENT = 5.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from pipelines.families import FAMILIES  # torch-free, reads no settings
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--family", choices=list(FAMILIES), default="sd15", help="model family whose tiny preview model runs"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="interleaved raw/e2e pairs to time (default 5)")
     parser.add_argument("--size", type=int, default=512, help="source side in px (default 512)")
     parser.add_argument("--steps", type=int, default=20, help="schedule length (default 20)")
@@ -66,7 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def configure_environment(root: Path) -> None:
+def configure_environment(root: Path, model: str) -> None:
     """The throwaway studio's settings, in the environment before anything reads settings."""
     for name in [name for name in os.environ if name.startswith("STUDIO_")]:
         del os.environ[name]
@@ -75,7 +81,7 @@ def configure_environment(root: Path) -> None:
         STUDIO_DATA_DIR=str(data_dir),
         STUDIO_MODELS_DIR=str(root / "models"),
         STUDIO_DATABASE_URL=f"sqlite:///{data_dir / 'studio.db'}",
-        STUDIO_MODEL="preview",
+        STUDIO_MODEL=model,
         STUDIO_MAX_OUTPUT_SIDE="1024",
         STUDIO_COOKIE_KEY=secrets.token_urlsafe(48),
         STUDIO_ADMIN_PASSWORD=secrets.token_urlsafe(16),
@@ -156,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, root: Path) -> int:
-    configure_environment(root)
+    from pipelines.families import get_family
+
+    configure_environment(root, get_family(args.family).preview())
     load_before = os.getloadavg()
 
     # Imported only now: settings are read from the environment configured above.
@@ -321,10 +329,10 @@ def run(args: argparse.Namespace, root: Path) -> int:
         f"({raw_result.device}, {raw_result.dtype})"
     )
     print(
-        f"workload  preview model (tiny, random weights), source {upload.width}×{upload.height} → output "
-        f"{width}×{height}, steps {params.steps}, strength {params.strength} → {raw_result.denoising_steps} "
-        f"denoising steps, guidance {params.guidance}, seed {params.seed}, quality {quality.value} "
-        f"(cost {e2e_job.cost})"
+        f"workload  {settings.model} (tiny {args.family} preview model, random weights), source "
+        f"{upload.width}×{upload.height} → output {width}×{height}, steps {params.steps}, strength {params.strength} "
+        f"→ {raw_result.denoising_steps} denoising steps, guidance {params.guidance}, seed {params.seed}, "
+        f"quality {quality.value} (cost {e2e_job.cost})"
     )
     print(f"          scheduler {raw_result.scheduler}; SQLite (WAL) at {url.removeprefix('sqlite:///')}")
     print(

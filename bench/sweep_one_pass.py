@@ -2,11 +2,13 @@
 
 Run from the repository root:
 
-    python bench/sweep_one_pass.py                      # tiny model, 512², 20 steps, 5 strengths, 3 pairs
+    python bench/sweep_one_pass.py                      # tiny SD 1.x, 512², 20 steps, 5 strengths, 3 pairs
+    python bench/sweep_one_pass.py --family sdxl        # the tiny SDXL model instead
     python bench/sweep_one_pass.py --repeats 5 --strengths 0.2,0.35,0.5,0.65,0.8 --threads 2
 
-Builds the tiny offline preview model in a temporary folder (nothing downloaded, nothing under data/
-touched) and, after a warm-up of both, alternates (ABBA) the two ways of computing the same cells:
+Builds the tiny offline preview model of the family (pipelines.families: "preview", "preview-sdxl", …) in a
+temporary folder (nothing downloaded, nothing under data/ touched) and, after a warm-up of both, alternates
+(ABBA) the two ways of computing the same cells:
 
   one-pass   `run_sweep`: one denoising loop, one batched UNet call per step, one batched decode;
   separate   one `run_img2img` per strength (what a sweep costs without the engine).
@@ -44,7 +46,10 @@ def gradient(width: int, height: int):
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from pipelines.families import FAMILIES
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--family", choices=list(FAMILIES), default="sd15", help="model family (default sd15)")
     parser.add_argument("--repeats", type=int, default=3, help="ABBA pairs to time (default 3)")
     parser.add_argument("--size", type=int, default=512, help="source side in px (default 512)")
     parser.add_argument("--steps", type=int, default=20, help="schedule length (default 20)")
@@ -59,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from pipelines.cache import get_base_pipeline
+    from pipelines.families import get_family
     from pipelines.img2img import Img2ImgRequest, run_img2img
     from pipelines.params import Img2ImgParams
     from pipelines.registry import ensure_preview_model, resolve_model
@@ -77,9 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     members = tuple(replace(params, strength=s) for s in strengths)
     source = gradient(args.size, args.size)
 
+    family = get_family(args.family)
+    preview = family.preview()
     with tempfile.TemporaryDirectory(prefix="sweep-bench-") as models:
-        ensure_preview_model(Path(models))
-        ref = resolve_model("preview", models_dir=Path(models))
+        ensure_preview_model(Path(models), preview)
+        ref = resolve_model(preview, models_dir=Path(models))
         unet = get_base_pipeline(ref).unet
         calls: list[int] = []
         unet.register_forward_hook(lambda _module, inputs, _output: calls.append(inputs[0].shape[0]))
@@ -116,10 +124,11 @@ def main(argv: list[str] | None = None) -> int:
             for a, b in zip(results["one-pass"], results["separate"], strict=True):
                 largest_difference = max(largest_difference, int(np.abs(np.asarray(a, int) - np.asarray(b, int)).max()))
 
-    denoising = [m.denoising_steps for m in members]
+    denoising = [family.denoising_steps(m.steps, m.strength) for m in members]
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
     print(f"machine: {platform.machine()}, {device}, torch {torch.__version__}")
     print(
+        f"model: {preview} (tiny {family.label}, random weights); "
         f"sweep: {args.size}×{args.size}, {args.steps} steps, strengths {strengths} → denoising steps {denoising}, "
         f"guidance {args.guidance} (classifier-free: 2 rows per cell and step)"
     )

@@ -1,9 +1,10 @@
 """Model code: the only package that imports torch, diffusers and transformers.
 
-Importing this package, `pipelines.errors`, `pipelines.params` or `pipelines.registry` stays cheap
-(no torch); the heavy modules (`pipelines.tiny`, `pipelines.cache`, `pipelines.img2img`, …) import the
-diffusion stack at the top. A process that runs models from several threads (the Streamlit server: its
-model warm-up, its queue worker, a guide preview) calls `import_model_stack()` before using them.
+Importing this package, `pipelines.errors`, `pipelines.params`, `pipelines.registry`, `pipelines.masks` or
+`pipelines.families` stays cheap (no torch); the heavy modules (`pipelines.tiny`, `pipelines.cache`,
+`pipelines.denoise`, `pipelines.img2img`, …) import the diffusion stack at the top. A process that runs models
+from several threads (the Streamlit server: its model warm-up, its queue worker, a guide preview) calls
+`import_model_stack()` before using them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import threading
 # Every module that imports the diffusion stack at the top, in the order they build on each other.
 MODEL_MODULES = (
     "pipelines.cache",
+    "pipelines.denoise",
     "pipelines.guides",
     "pipelines.img2img",
     "pipelines.inpaint",

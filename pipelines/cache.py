@@ -1,35 +1,114 @@
-"""Process-wide cache of loaded base pipelines, and the lock that serialises diffusion runs.
+"""Process-wide cache of loaded models within a memory budget, and the lock that serialises diffusion runs.
 
-A model is loaded once per (class, location, device, dtype). A base Stable Diffusion pipeline is
-never run directly: each request derives the pipeline of its task from it (`request_pipeline`:
-img2img, inpaint, ControlNet; shared weights, own scheduler), because diffusers pipelines are not
-thread-safe and schedulers keep per-run state.
+A model is loaded once per (class, location, device, dtype, offload). A family's base pipeline is never run
+directly: each request derives the pipeline of its task from it (`request_pipeline`: img2img, inpaint,
+ControlNet; shared weights, own scheduler), because diffusers pipelines are not thread-safe and schedulers
+keep per-run state.
+
+Memory budget: each loaded model is tracked by the bytes of its parameters and buffers that stay on the
+device. Loading one that would take the total past the budget (`set_memory_budget`: the studio passes
+STUDIO_MODEL_MEMORY; default 90 % of the device's memory, of RAM on CPU) first evicts the least recently used
+models. Models fetched inside `in_use()` are pinned until the block ends, so a run's models are never evicted
+mid-run. When a model does not fit even after evicting every unpinned one, its load is refused with a
+ModelUnavailableError naming the sizes and the budget, rather than waiting: a run waiting for room held by
+its own pinned models would wait forever.
+
+CPU offload (ModelRef.offload): on an accelerator, "model" and "sequential" apply diffusers'
+enable_model_cpu_offload / enable_sequential_cpu_offload to a pipeline instead of moving it to the device;
+the budget then counts what stays on the device while it runs (its largest component, or its largest layer).
+On a CPU device both are no-ops (the weights are in RAM already, and diffusers refuses offload without an
+accelerator): the model loads without offload, and memory_report shows the offload it asked for and the one
+that applies.
 """
 
 from __future__ import annotations
 
 import inspect
+import itertools
+import logging
 import os
 import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from diffusers import ControlNetModel, DiffusionPipeline, StableDiffusionImg2ImgPipeline
+from diffusers import ControlNetModel, DiffusionPipeline
 from huggingface_hub.errors import HTTPError as HubHTTPError
 
 from pipelines.errors import ModelUnavailableError
+from pipelines.families import DEFAULT_FAMILY, Family, get_family
+from pipelines.params import MemoryBudget, Task
 from pipelines.registry import ModelRef, ensure_preview_model
+
+log = logging.getLogger(__name__)
 
 # Held around each diffusion call, so runs in one process take the accelerator one at a time.
 RUN_LOCK = threading.Lock()
 
 _LOAD_LOCK = threading.Lock()
-# (class name, location, device, dtype) → the loaded pipeline or model
-_CacheKey = tuple[str, str, str, torch.dtype]
-_loaded: dict[_CacheKey, Any] = {}
 _Loadable = TypeVar("_Loadable")
-_Pipeline = TypeVar("_Pipeline", bound=DiffusionPipeline)
+
+
+@dataclass
+class _Entry:
+    """A loaded model and what the budget knows about it."""
+
+    model: Any
+    ref: ModelRef
+    kind: str  # the class it was loaded as
+    device: str
+    dtype: torch.dtype
+    offload: str  # the offload that applies (ref.offload, or "none" on a CPU device or for a bare model)
+    bytes: int  # parameters and buffers, wherever they are
+    device_bytes: int  # what of them stays on the device; counted against the budget
+    pins: int = 0  # runs using it now (in_use blocks): never evicted while above 0
+
+
+# (class name, location, device, dtype, offload) → the entry, least recently used first
+_CacheKey = tuple[str, str, str, torch.dtype, str]
+_loaded: OrderedDict[_CacheKey, _Entry] = OrderedDict()
+_budget = MemoryBudget()
+_holds = threading.local()  # per thread: a stack of lists of the entries each open in_use() block pinned
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One loaded model, for the admin Models page (`str()` is the one-line form)."""
+
+    name: str  # as configured: a preview name, hub id or folder
+    location: str
+    family: str
+    kind: str  # the class it was loaded as
+    bytes: int
+    device_bytes: int  # counted against the budget
+    device: str
+    dtype: str
+    offload: str  # the offload that applies
+    offload_requested: str  # what the model asked for (differs on a CPU device)
+    in_use: bool
+
+    def __str__(self) -> str:
+        offload = f", offload {self.offload}" if self.offload != "none" else ""
+        in_use = ", in use" if self.in_use else ""
+        return f"{self.name} ({self.kind}, {_size(self.bytes)}, {self.device}, {self.dtype}{offload}{in_use})"
+
+
+@dataclass(frozen=True)
+class MemoryReport:
+    """What this process has loaded on its device and the budget it keeps to."""
+
+    device: str
+    budget_bytes: int
+    used_bytes: int  # device bytes of the loaded models
+    models: tuple[LoadedModel, ...]  # least recently used first
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (a worker's heartbeat)."""
+        return asdict(self)
 
 
 # Set by `python -m studio worker --device cuda:1` (one worker process per GPU); None: the best available.
@@ -61,9 +140,57 @@ def pick_device() -> str:
     return "cpu"
 
 
-def pick_dtype(device: str) -> torch.dtype:
-    # Half precision halves memory and time on CUDA; CPU and MPS are slow or unreliable in fp16.
-    return torch.float16 if device.startswith("cuda") else torch.float32
+def pick_dtype(device: str, family: str = DEFAULT_FAMILY) -> torch.dtype:
+    """The dtype models of `family` run in on `device` (pipelines.families: float16 on CUDA, else float32)."""
+    return getattr(torch, get_family(family).dtype_name(device))
+
+
+# --- the memory budget ---------------------------------------------------------------------------
+
+
+def set_memory_budget(budget: MemoryBudget | str | None) -> None:
+    """The memory this process's models may take (MemoryBudget, or its text form such as "24GB" or "80%"; None:
+    the default, 90 % of the device's memory). Applies from the next load on: nothing is evicted now."""
+    global _budget
+    if budget is None:
+        budget = MemoryBudget()
+    elif isinstance(budget, str):
+        budget = MemoryBudget.parse(budget)
+    with _LOAD_LOCK:
+        _budget = budget
+
+
+def device_memory(device: str) -> int:
+    """Bytes of memory on `device`: a CUDA device's own, else the machine's RAM (CPU, and MPS's unified memory)."""
+    parsed = torch.device(device)
+    if parsed.type == "cuda":
+        index = parsed.index if parsed.index is not None else torch.cuda.current_device()
+        return torch.cuda.get_device_properties(index).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def memory_budget_bytes(device: str | None = None) -> int:
+    """The budget in bytes on `device` (default: this process's)."""
+    return _budget.bytes_of(device_memory(device or pick_device()))
+
+
+@contextmanager
+def in_use() -> Iterator[None]:
+    """Pin every model this thread fetches (get_pipeline, get_base_pipeline, get_controlnet) until the block ends:
+    a run wraps the fetching of its models and its denoising in one, so they cannot be evicted mid-run."""
+    pinned: list[_Entry] = []
+    stack = _holds.__dict__.setdefault("stack", [])
+    stack.append(pinned)
+    try:
+        yield
+    finally:
+        stack.pop()
+        with _LOAD_LOCK:
+            for entry in pinned:
+                entry.pins -= 1
+
+
+# --- loading -------------------------------------------------------------------------------------
 
 
 def _hub_offline() -> bool:
@@ -86,37 +213,129 @@ def _unavailable_message(ref: ModelRef) -> str:
     )
 
 
-def get_pipeline(ref: ModelRef, cls: type[_Loadable], **load_kwargs: Any) -> _Loadable:
-    """The loaded `cls` (a pipeline or model class) for a model on this machine's device; loads it on first use."""
+def get_pipeline(
+    ref: ModelRef,
+    cls: type[_Loadable],
+    *,
+    components: Callable[..., dict[str, Any]] | None = None,
+    **load_kwargs: Any,
+) -> _Loadable:
+    """The loaded `cls` (a pipeline or model class) for a model on this machine's device; loads it on first use,
+    evicting least recently used models to stay within the budget. Pinned when called inside `in_use()`.
+    `components(location, local_files_only=…)` builds components to hand to from_pretrained (Family.load_components),
+    only when it loads."""
     device = pick_device()
-    dtype = pick_dtype(device)
-    key = (cls.__name__, ref.location, device, dtype)
+    dtype = pick_dtype(device, ref.family)
+    # Offload moves a pipeline's components between RAM and an accelerator; a bare model (a ControlNet) and
+    # anything on the CPU stay where they are.
+    offloads = issubclass(cls, DiffusionPipeline) and torch.device(device).type != "cpu"
+    offload = ref.offload if offloads else "none"
+    key = (cls.__name__, ref.location, device, dtype, offload)
     # One lock for all loads: two callers asking for a model at once load it once, and a big
     # model is never loaded twice side by side.
     with _LOAD_LOCK:
-        if key in _loaded:
-            return _loaded[key]
-        if ref.is_preview:
-            # Preview folders are models_dir/<name> (resolve_model); build on first use.
-            ensure_preview_model(Path(ref.location).parent, ref.name)
-        try:
-            loaded = cls.from_pretrained(
-                ref.location, dtype=dtype, local_files_only=ref.is_local or _hub_offline(), **load_kwargs
-            )
-        # Not cached offline, missing repo or files (OSError and its hub subclasses such as
-        # LocalEntryNotFoundError, RepositoryNotFoundError); a hub that cannot be reached (HTTP errors).
-        except (OSError, HubHTTPError) as exc:
-            raise ModelUnavailableError(_unavailable_message(ref)) from exc
+        entry = _loaded.get(key)
+        if entry is None:
+            entry = _load(ref, cls, key, load_kwargs, components)
+        _loaded.move_to_end(key)
+        stack = getattr(_holds, "stack", None)
+        if stack:
+            entry.pins += 1
+            stack[-1].append(entry)
+        return entry.model
+
+
+def _load(
+    ref: ModelRef,
+    cls: type,
+    key: _CacheKey,
+    load_kwargs: dict[str, Any],
+    components: Callable[..., dict[str, Any]] | None,
+) -> _Entry:
+    """Load to RAM, count its bytes, make room on the device, then place it there (called under _LOAD_LOCK)."""
+    _, _, device, dtype, offload = key
+    if ref.is_preview:
+        # Preview folders are models_dir/<name> (resolve_model); build on first use.
+        ensure_preview_model(Path(ref.location).parent, ref.name)
+    local_files_only = ref.is_local or _hub_offline()
+    try:
+        built = components(ref.location, local_files_only=local_files_only) if components is not None else {}
+        loaded = cls.from_pretrained(
+            ref.location, dtype=dtype, local_files_only=local_files_only, **load_kwargs, **built
+        )
+    # Not cached offline, missing repo or files (OSError and its hub subclasses such as
+    # LocalEntryNotFoundError, RepositoryNotFoundError); a hub that cannot be reached (HTTP errors).
+    except (OSError, HubHTTPError) as exc:
+        raise ModelUnavailableError(_unavailable_message(ref)) from exc
+    total, on_device = _parameter_bytes(loaded, offload)
+    _make_room(ref, on_device, device)
+    if offload == "model":
+        loaded.enable_model_cpu_offload(device=device)
+    elif offload == "sequential":
+        loaded.enable_sequential_cpu_offload(device=device)
+    else:
         loaded = loaded.to(device)
-        if hasattr(loaded, "set_progress_bar_config"):
-            loaded.set_progress_bar_config(disable=True)
-        _loaded[key] = loaded
-        return loaded
+    if hasattr(loaded, "set_progress_bar_config"):
+        loaded.set_progress_bar_config(disable=True)
+    entry = _Entry(loaded, ref, cls.__name__, device, dtype, offload, total, on_device)
+    _loaded[key] = entry
+    return entry
 
 
-def get_base_pipeline(ref: ModelRef) -> StableDiffusionImg2ImgPipeline:
-    """The loaded Stable Diffusion model every SD task derives its pipeline from (see request_pipeline)."""
-    return get_pipeline(ref, StableDiffusionImg2ImgPipeline, safety_checker=None, requires_safety_checker=False)
+def _parameter_bytes(loaded: Any, offload: str) -> tuple[int, int]:
+    """(all its parameter and buffer bytes, those that stay on the device): all without offload, the largest
+    component with model offload (one component is on the device at a time), the largest layer with
+    sequential offload (weights stream in layer by layer)."""
+    if isinstance(loaded, torch.nn.Module):
+        modules = [loaded]
+    else:
+        modules = [part for part in loaded.components.values() if isinstance(part, torch.nn.Module)]
+
+    def size(tensors: Iterator[torch.Tensor]) -> int:
+        return sum(tensor.numel() * tensor.element_size() for tensor in tensors)
+
+    sizes = [size(itertools.chain(module.parameters(), module.buffers())) for module in modules]
+    if offload == "model":
+        return sum(sizes), max(sizes)
+    if offload == "sequential":
+        layers = (layer for module in modules for layer in module.modules())
+        return sum(sizes), max(size(itertools.chain(m.parameters(False), m.buffers(False))) for m in layers)
+    return sum(sizes), sum(sizes)
+
+
+def _make_room(ref: ModelRef, needed: int, device: str) -> None:
+    """Evict unpinned models, least recently used first, until `needed` more bytes fit the budget on `device`."""
+    budget = memory_budget_bytes(device)
+    used = sum(entry.device_bytes for entry in _loaded.values() if entry.device == device)
+    evicted = False
+    for key, entry in list(_loaded.items()):
+        if used + needed <= budget:
+            break
+        if entry.pins == 0 and entry.device == device:
+            del _loaded[key]
+            used -= entry.device_bytes
+            evicted = True
+            log.info("Evicted model %s (%s) to load %s", entry.ref.name, _size(entry.device_bytes), ref.name)
+    if used + needed > budget:
+        in_use = [f"'{e.ref.name}' ({_size(e.device_bytes)})" for e in _loaded.values() if e.device == device]
+        held = f"; in use by runs now: {', '.join(in_use)}" if in_use else ""
+        raise ModelUnavailableError(
+            f"Model '{ref.name}' needs {_size(needed)} on {device}, more than the model memory budget of "
+            f"{_size(budget)} leaves{held}. Raise STUDIO_MODEL_MEMORY, or give the model CPU offload "
+            '(offload = "model" or "sequential").'
+        )
+    if evicted and torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**30:.2f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
+
+
+def get_base_pipeline(ref: ModelRef) -> DiffusionPipeline:
+    """The loaded pipeline of the model's family that every task derives its pipeline from (request_pipeline)."""
+    family = get_family(ref.family, model=ref.name)
+    return get_pipeline(ref, family.pipeline_class(None), components=family.load_components, **family.load_options)
 
 
 def get_controlnet(ref: ModelRef) -> ControlNetModel:
@@ -124,29 +343,69 @@ def get_controlnet(ref: ModelRef) -> ControlNetModel:
 
 
 def request_pipeline(
-    base: DiffusionPipeline, cls: type[_Pipeline] = StableDiffusionImg2ImgPipeline, **extra: Any
-) -> _Pipeline:
-    """A `cls` pipeline for one request: the base's models (shared, no copy), a fresh scheduler of its own,
-    and `extra` components (a ControlNet).
+    base: DiffusionPipeline,
+    family: Family,
+    task: Task = Task.img2img,
+    *,
+    controlnet: ControlNetModel | None = None,
+    inpainting_checkpoint: bool = False,
+    masked: bool = False,
+) -> DiffusionPipeline:
+    """The family's pipeline for `task` for one request: the base's models (shared, no copy), a fresh scheduler
+    of its own, the family's options (pipeline_options) and, given one, a ControlNet. `inpainting_checkpoint`:
+    the base is one (Family.is_inpainting_checkpoint), for families that inpaint those with another pipeline;
+    `masked`: an edit restricted to a mask.
 
     This is what `cls.from_pipe(base, scheduler=…)` does, built with the constructor instead: in
     diffusers 0.42, from_pipe ends with `.to(dtype=...)` (float32 unless told otherwise), which casts
     the *shared* fp16 models of the cached base in place, and it logs a warning on every call.
     """
+    cls = family.pipeline_class(
+        task, controlnet=controlnet is not None, inpainting_checkpoint=inpainting_checkpoint, masked=masked
+    )
     accepted = inspect.signature(cls.__init__).parameters
     components = {name: part for name, part in base.components.items() if name in accepted}
     components["scheduler"] = type(base.scheduler).from_config(base.scheduler.config)
-    if "requires_safety_checker" in accepted:
-        components["requires_safety_checker"] = False
-    pipe = cls(**components, **extra)
+    if controlnet is not None:
+        components["controlnet"] = controlnet
+    options = {name: value for name, value in family.pipeline_options(base).items() if name in accepted}
+    pipe = cls(**components, **options)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
+# --- what is loaded ------------------------------------------------------------------------------
+
+
 def loaded_models() -> list[str]:
-    """The loaded pipelines and models, as "location (device, dtype)"."""
+    """The loaded pipelines and models, as "location (device, dtype)" (memory_report has the details)."""
     with _LOAD_LOCK:
-        return [f"{location} ({device}, {str(dtype).removeprefix('torch.')})" for _, location, device, dtype in _loaded]
+        return [f"{e.ref.location} ({e.device}, {str(e.dtype).removeprefix('torch.')})" for e in _loaded.values()]
+
+
+def memory_report() -> MemoryReport:
+    """What is loaded on this process's device, least recently used first, with sizes and the budget."""
+    device = pick_device()
+    with _LOAD_LOCK:
+        models = tuple(
+            LoadedModel(
+                name=entry.ref.name,
+                location=entry.ref.location,
+                family=entry.ref.family,
+                kind=entry.kind,
+                bytes=entry.bytes,
+                device_bytes=entry.device_bytes,
+                device=entry.device,
+                dtype=str(entry.dtype).removeprefix("torch."),
+                offload=entry.offload,
+                offload_requested=entry.ref.offload,
+                in_use=entry.pins > 0,
+            )
+            for entry in _loaded.values()
+        )
+        budget = memory_budget_bytes(device)
+    used = sum(model.device_bytes for model in models if model.device == device)
+    return MemoryReport(device=device, budget_bytes=budget, used_bytes=used, models=models)
 
 
 def clear_cache() -> None:

@@ -1,24 +1,22 @@
 """Run one img2img request: source image + prompt + params (+ ControlNet guidance) in, result image and
-what ran out. `denoise` is the call every Stable Diffusion task shares (progress, cancel, seed, lock)."""
+what ran out, on the pipelines of the model's family (pipelines.families)."""
 
 from __future__ import annotations
 
-import inspect
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import diffusers
-import torch
-import transformers
-from diffusers import DiffusionPipeline, StableDiffusionControlNetImg2ImgPipeline, StableDiffusionImg2ImgPipeline
+from diffusers import DiffusionPipeline
 from PIL import Image
 
-from pipelines.cache import RUN_LOCK, get_base_pipeline, get_controlnet, request_pipeline
-from pipelines.errors import PipelineInputError, RunCancelled
+from pipelines.cache import get_base_pipeline, get_controlnet, in_use, request_pipeline
+from pipelines.denoise import Img2ImgResult, denoise, describe_run
+from pipelines.denoise import library_versions as library_versions  # re-exported: studio.jobs reads it from here
+from pipelines.errors import PipelineInputError
+from pipelines.families import Family, get_family
 from pipelines.guides import make_guide
-from pipelines.params import SIZE_MULTIPLE, ControlParams, Img2ImgParams, output_size
+from pipelines.params import ControlParams, Img2ImgParams, Task
 from pipelines.registry import ModelRef
 
 
@@ -26,35 +24,36 @@ from pipelines.registry import ModelRef
 class Img2ImgRequest:
     image: Image.Image  # the source; converted to RGB
     params: Img2ImgParams
-    max_side: int = 1024  # cap on the output's long side (see output_size)
+    max_side: int = 1024  # cap on the output's long side (with the family's own cap: Family.output_size)
     control: ControlParams | None = None  # structure guidance through a ControlNet
 
 
-@dataclass(frozen=True)
-class Img2ImgResult:
-    image: Image.Image
-    width: int
-    height: int
-    denoising_steps: int  # int(steps × strength): the steps that actually ran
-    scheduler: str  # scheduler class name
-    device: str
-    dtype: str
-    seconds: float  # time of the diffusion call itself (not model loading or waiting for the lock)
-    guide: Image.Image | None = None  # the ControlNet guide it followed
+def check_source(image: Image.Image, family: Family, ref: ModelRef) -> None:
+    """Refuse a source smaller than the model's family takes (the message names the model and the limit)."""
+    family.check_source(image.width, image.height, model=ref.name)
 
 
-def check_source(image: Image.Image) -> None:
-    if image.width < SIZE_MULTIPLE or image.height < SIZE_MULTIPLE:
+def check_control(control: ControlParams | None, control_ref: ModelRef | None, ref: ModelRef) -> None:
+    if (control is None) != (control_ref is None):
+        raise PipelineInputError("ControlNet settings and a ControlNet model go together.")
+    if control is None:
+        return
+    control.check()
+    if control_ref.family != ref.family:
+        family, controlnet_family = get_family(ref.family), get_family(control_ref.family, model=control_ref.name)
         raise PipelineInputError(
-            f"The source image is {image.width}×{image.height} px; it needs at least {SIZE_MULTIPLE} px per side."
+            f"ControlNet '{control_ref.name}' steers {controlnet_family.label} ({controlnet_family.name}) models; "
+            f"model '{ref.name}' is {family.label} ({family.name}). Choose a ControlNet of its family."
         )
 
 
-def check_control(control: ControlParams | None, control_ref: ModelRef | None) -> None:
-    if (control is None) != (control_ref is None):
-        raise PipelineInputError("ControlNet settings and a ControlNet model go together.")
-    if control is not None:
-        control.check()
+def check_img2img_model(base: DiffusionPipeline, family: Family, ref: ModelRef) -> None:
+    """Refuse an inpainting checkpoint for image to image: its denoiser wants a mask and a masked source too."""
+    if family.is_inpainting_checkpoint(base):
+        raise PipelineInputError(
+            f"Model '{ref.name}' is an inpainting model (it takes the mask and the masked source as input): it can "
+            "inpaint, not transform a whole image."
+        )
 
 
 def run_img2img(
@@ -67,18 +66,21 @@ def run_img2img(
 ) -> Img2ImgResult:
     """Transform the source image; on_step(step, total) after each denoising step, should_stop() to cancel.
 
-    With `request.control` (and the ControlNet `control_ref`), a guide made from the source steers
-    the structure. Same model, source, params and seed give the same pixels on any device (the noise
-    comes from a CPU generator). Raises PipelineInputError for bad params, ModelUnavailableError when
-    a model cannot be loaded, and RunCancelled when should_stop() turned true during the run.
+    With `request.control` (and the ControlNet `control_ref`, of the model's family), a guide made from the
+    source steers the structure. Same model, source, params and seed give the same pixels on any device (the
+    noise comes from a CPU generator). Raises PipelineInputError for bad params (a source below the family's
+    minimum, a ControlNet of another family, …), ModelUnavailableError when a model cannot be loaded, and
+    RunCancelled when should_stop() turned true during the run.
     """
     # 1. Check inputs
+    family = get_family(ref.family, model=ref.name)
     params = request.params
     params.check()
-    check_control(request.control, control_ref)
+    family.check_params(params, model=ref.name)
+    check_control(request.control, control_ref, ref)
     source = request.image
-    check_source(source)
-    width, height = output_size(source.width, source.height, request.max_side)
+    check_source(source, family, ref)
+    width, height = family.output_size(source.width, source.height, request.max_side)
 
     # 2. Resize the source to the output size (img2img keeps the init image's size)
     if source.mode != "RGB":
@@ -86,111 +88,34 @@ def run_img2img(
     if source.size != (width, height):
         source = source.resize((width, height), Image.Resampling.LANCZOS)
 
-    # 3. Get the cached base pipeline and derive this request's own pipeline: shared weights, but its
-    # own scheduler, since schedulers keep per-run state and requests may run in several threads.
-    base = get_base_pipeline(ref)
-    call: dict[str, Any] = {"image": source, "strength": params.strength}
-    guide = None
-    if request.control is None:
-        pipe = request_pipeline(base, StableDiffusionImg2ImgPipeline)
-    else:
-        pipe = request_pipeline(base, StableDiffusionControlNetImg2ImgPipeline, controlnet=get_controlnet(control_ref))
-        guide = make_guide(source, request.control, seed=params.seed)
-        call |= {
-            "control_image": guide,
-            "controlnet_conditioning_scale": request.control.conditioning_scale,
-            "height": height,
-            "width": width,
-        }
+    # Its models stay loaded (pinned in the cache) from here to the end of the run.
+    with in_use():
+        # 3. Get the cached base pipeline and derive this request's own pipeline: shared weights, but its
+        # own scheduler, since schedulers keep per-run state and requests may run in several threads.
+        base = get_base_pipeline(ref)
+        check_img2img_model(base, family, ref)
+        call: dict[str, Any] = {"image": source, "strength": params.strength}
+        guide = None
+        if request.control is None:
+            pipe = request_pipeline(base, family, Task.img2img)
+        else:
+            pipe = request_pipeline(base, family, Task.img2img, controlnet=get_controlnet(control_ref))
+            guide = make_guide(source, request.control, seed=params.seed)
+            call |= {
+                "control_image": guide,
+                "controlnet_conditioning_scale": request.control.conditioning_scale,
+                "height": height,
+                "width": width,
+            }
+        conditioning = family.conditioning(pipe, source_size=request.image.size, render_size=(width, height))
 
-    # 4. Denoise
-    image, seconds = denoise(pipe, params, call, on_step=on_step, should_stop=should_stop)
+        # 4. Denoise
+        steps = family.denoising_steps(params.steps, params.strength)
+        image, seconds = denoise(
+            pipe, params, call | conditioning, total=steps, on_step=on_step, should_stop=should_stop
+        )
 
     # 5. Report what ran
-    return describe_run(pipe, image, denoising_steps=params.denoising_steps, seconds=seconds, guide=guide)
-
-
-def denoise(
-    pipe: DiffusionPipeline,
-    params: Img2ImgParams,
-    call: dict[str, Any],
-    *,
-    total: int | None = None,
-    on_step: Callable[[int, int], None] | None,
-    should_stop: Callable[[], bool] | None,
-) -> tuple[Image.Image, float]:
-    """Run `pipe` with the prompt, steps, guidance and seed of `params` plus the task's `call` arguments,
-    one run at a time per process; returns the image and the seconds the call took.
-
-    `total` is the number of denoising steps the run takes (default: int(steps × strength)). The noise
-    comes from a CPU generator seeded with params.seed, so the pixels do not depend on the device.
-    """
-    total = params.denoising_steps if total is None else total
-
-    def after_step(step_index: int) -> None:
-        if on_step is not None:
-            on_step(step_index + 1, total)
-        # Raising here (rather than setting pipe._interrupt) stops at once and skips the VAE decode.
-        if should_stop is not None and should_stop():
-            raise RunCancelled(f"Cancelled after step {step_index + 1} of {total}.")
-
-    def on_step_end(_pipe: DiffusionPipeline, step_index: int, _timestep: int, kwargs: dict) -> dict:
-        after_step(step_index)
-        return kwargs
-
-    def legacy_callback(step_index: int, _timestep: torch.Tensor, _latents: torch.Tensor) -> None:
-        after_step(step_index)
-
-    if "callback_on_step_end" in inspect.signature(pipe.__call__).parameters:
-        progress: dict[str, Any] = {"callback_on_step_end": on_step_end}
-    else:
-        # The upscale pipelines (diffusers 0.42) only call the older `callback(step, timestep, latents)`.
-        progress = {"callback": legacy_callback, "callback_steps": 1}
-
-    with RUN_LOCK:
-        # The caller may have given up while waiting for the lock.
-        if should_stop is not None and should_stop():
-            raise RunCancelled(f"Cancelled before step 1 of {total}.")
-        started = time.perf_counter()
-        output = pipe(
-            prompt=params.prompt,
-            negative_prompt=params.negative_prompt or None,
-            num_inference_steps=params.steps,
-            guidance_scale=params.guidance,
-            generator=torch.Generator("cpu").manual_seed(params.seed),
-            output_type="pil",
-            **progress,
-            **call,
-        )
-        return output.images[0], time.perf_counter() - started
-
-
-def describe_run(
-    pipe: DiffusionPipeline,
-    image: Image.Image,
-    *,
-    denoising_steps: int,
-    seconds: float,
-    guide: Image.Image | None = None,
-) -> Img2ImgResult:
-    """The result of a run of `pipe`, with what ran (for recipes and the UI)."""
-    return Img2ImgResult(
-        image=image,
-        width=image.width,
-        height=image.height,
-        denoising_steps=denoising_steps,
-        scheduler=type(pipe.scheduler).__name__,
-        device=pipe.device.type,
-        dtype=str(pipe.dtype).removeprefix("torch."),
-        seconds=round(seconds, 3),
-        guide=guide,
+    return describe_run(
+        pipe, image, denoising_steps=steps, seconds=seconds, guide=guide, recipe=family.recipe(conditioning)
     )
-
-
-def library_versions() -> dict[str, str]:
-    """Versions that decide the pixels, for recipes."""
-    return {
-        "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "transformers": transformers.__version__,
-    }

@@ -72,6 +72,7 @@ class Task(StrEnum):
     inpaint = "inpaint"
     upscale_2x = "upscale_2x"
     upscale_4x = "upscale_4x"
+    edit = "edit"  # an instruction instead of a strength (FLUX.1 Kontext, Qwen-Image-Edit)
 
     @property
     def upscale_factor(self) -> int | None:
@@ -84,6 +85,7 @@ class Task(StrEnum):
             Task.inpaint: "Inpaint",
             Task.upscale_2x: "Upscale 2×",
             Task.upscale_4x: "Upscale 4×",
+            Task.edit: "Edit",
         }[self]
 
 
@@ -159,6 +161,9 @@ class InpaintParams:
     only_masked: bool = False  # crop to the mask's box plus padding, run at full resolution, paste back
     padding: int = 32  # px around the mask's box when only_masked
     keep_unmasked: bool = True  # pixels outside the (blurred) mask are the source's, byte for byte
+    # Per-pixel strength ("soft inpainting", as Differential Diffusion): the mask is grey, and a pixel of value v
+    # runs only the last v/255 of the run's denoising steps (0 keeps it, 255 repaints it at the run's strength).
+    soft: bool = False
 
     def check(self) -> None:
         check_limit("mask_blur", self.mask_blur, "Mask blur", " px")
@@ -208,7 +213,7 @@ class RunSpec:
             "task": self.task.value,
             **asdict(self.params),
             "control": asdict(self.control) if self.control else None,
-            "inpaint": asdict(self.inpaint) if self.inpaint else None,
+            "inpaint": _inpaint_dict(self.inpaint) if self.inpaint else None,
             "noise_level": self.noise_level,
         }
 
@@ -232,6 +237,15 @@ class RunSpec:
             )
         except ValueError as exc:  # PipelineInputError, or an unknown task or guide
             raise PipelineInputError(f"Not a usable recipe: {exc}") from exc
+
+
+def _inpaint_dict(inpaint: InpaintParams) -> dict[str, Any]:
+    """The inpaint options for a recipe. `soft` is written only when on, so every recipe of a binary-mask run reads
+    exactly as before soft inpainting existed (and from_dict reads a missing `soft` as off)."""
+    options = asdict(inpaint)
+    if not inpaint.soft:
+        del options["soft"]
+    return options
 
 
 def _table(value: object, key: str) -> dict[str, Any]:
@@ -284,17 +298,58 @@ def upscale_source_size(width: int, height: int, factor: int) -> tuple[int, int]
     return width // multiple * multiple, height // multiple * multiple
 
 
-def output_size(width: int, height: int, max_side: int) -> tuple[int, int]:
-    """Result size: the source's aspect, scaled down (never up) to fit max_side, sides rounded down to ×8."""
+def output_size(width: int, height: int, max_side: int, multiple: int = SIZE_MULTIPLE) -> tuple[int, int]:
+    """Result size: the source's aspect, scaled down (never up) to fit max_side, sides rounded down to `multiple`."""
     if width < 1 or height < 1:
         raise PipelineInputError(f"The source image is empty ({width}×{height} px).")
-    if max_side < SIZE_MULTIPLE:
-        raise PipelineInputError(f"The output size cap must be at least {SIZE_MULTIPLE} px, got {max_side}.")
+    if max_side < multiple:
+        raise PipelineInputError(f"The output size cap must be at least {multiple} px, got {max_side}.")
     long_side = max(width, height)
     if long_side > max_side:
         # Integer arithmetic, so the long side lands exactly on max_side.
         width, height = width * max_side // long_side, height * max_side // long_side
-    return (
-        max(SIZE_MULTIPLE, width // SIZE_MULTIPLE * SIZE_MULTIPLE),
-        max(SIZE_MULTIPLE, height // SIZE_MULTIPLE * SIZE_MULTIPLE),
-    )
+    return max(multiple, width // multiple * multiple), max(multiple, height // multiple * multiple)
+
+
+_MEMORY_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_MEMORY_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+@dataclass(frozen=True)
+class MemoryBudget:
+    """How much memory a process's loaded models may take (STUDIO_MODEL_MEMORY): an absolute `limit` in bytes, or
+    else `fraction` of the device's memory (of RAM on CPU). pipelines.cache evicts least recently used models to
+    stay within it."""
+
+    limit: int | None = None
+    fraction: float = 0.9
+
+    @classmethod
+    def parse(cls, text: str) -> MemoryBudget:
+        """Read a budget: "" (the default: 90 %), "75%", "24GB", "24 GiB", "512MB" or a number of bytes."""
+        text = text.strip().lower().replace(" ", "")
+        if not text:
+            return cls()
+        if text.endswith("%"):
+            try:
+                percent = float(text[:-1])
+            except ValueError:
+                percent = math.nan
+            if not 0 < percent <= 100:
+                raise PipelineInputError(f"A model memory budget in percent is between 0 and 100, got {text!r}.")
+            return cls(fraction=percent / 100)
+        number = text.rstrip("kmgtib")
+        unit = text[len(number) :]
+        try:
+            amount = float(number)
+        except ValueError:
+            amount = math.nan
+        if unit not in _MEMORY_UNITS or not math.isfinite(amount) or amount <= 0:
+            raise PipelineInputError(
+                f"Model memory budget {text!r} is not a size: write e.g. '90%', '24GB', '512MiB' or a number of bytes."
+            )
+        return cls(limit=int(amount * _MEMORY_UNITS[unit]))
+
+    def bytes_of(self, total: int) -> int:
+        """The budget in bytes on a device with `total` bytes of memory."""
+        return self.limit if self.limit is not None else int(total * self.fraction)

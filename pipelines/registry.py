@@ -14,17 +14,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.errors import ModelUnavailableError, PipelineInputError
+from pipelines.families import DEFAULT_FAMILY, FAMILIES, get_family, preview_family
 
-# The configured model name that means "the tiny offline preview model".
+# The configured model name that means "the tiny offline preview model" (of the SD 1.x family).
 PREVIEW_MODEL = "preview"
-# Every tiny offline model the studio can build, by name, with the file that marks its folder complete:
-# the SD pipeline, a ControlNet made from its UNet, and the two upscaler pipelines.
-PREVIEW_MODELS = {
-    PREVIEW_MODEL: "model_index.json",
-    "preview-controlnet": "config.json",
+# Every tiny offline model the studio can build, by name: per family its pipeline, a ControlNet made from its
+# UNet (and for SDXL a 9-channel inpainting pipeline), and the two upscaler pipelines (which belong to no family).
+# PREVIEW_BUILDERS names the function of pipelines.tiny that builds each, PREVIEW_MODELS the file that marks
+# its saved folder complete.
+PREVIEW_BUILDERS = {preview.name: preview.builder for family in FAMILIES.values() for preview in family.previews} | {
+    "preview-upscaler-x2": "build_tiny_latent_upscaler_pipeline",
+    "preview-upscaler-x4": "build_tiny_x4_upscaler_pipeline",
+}
+PREVIEW_MODELS = {preview.name: preview.marker for family in FAMILIES.values() for preview in family.previews} | {
     "preview-upscaler-x2": "model_index.json",
     "preview-upscaler-x4": "model_index.json",
 }
+# How a model may keep its weights off the accelerator between uses (diffusers' CPU offload): "model" moves each
+# whole component (text encoder, UNet, VAE) onto it only while that component runs, "sequential" streams every
+# layer (least memory, slowest). pipelines.cache ignores both on a CPU device, where the weights already are.
+OFFLOAD_MODES = ("none", "model", "sequential")
 
 # Hugging Face repo ids: "owner/name", letters, digits, "-", "_" and "." (no leading punctuation).
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
@@ -36,17 +45,38 @@ class ModelRef:
     location: str  # what from_pretrained gets: a local folder path or a hub id
     is_preview: bool
     is_local: bool
+    family: str = DEFAULT_FAMILY  # pipelines.families name: which pipelines run it (upscalers ignore it)
+    offload: str = "none"  # one of OFFLOAD_MODES
 
 
 def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
 
 
-def resolve_model(name: str, *, models_dir: Path) -> ModelRef:
-    """Turn a configured model name into what the loader needs; refuse names that cannot be a model."""
+def resolve_model(name: str, *, models_dir: Path, family: str | None = None, offload: str = "none") -> ModelRef:
+    """Turn a configured model name into what the loader needs; refuse names that cannot be a model.
+
+    `family` is the catalogue's for the model (None: the preview's own, else sd15); `offload` one of
+    OFFLOAD_MODES. An unknown family, a preview model of another family or an unknown offload mode is a
+    PipelineInputError naming the model.
+    """
     name = name.strip()
+    if family is not None:
+        get_family(family, model=name)
+    if offload not in OFFLOAD_MODES:
+        raise PipelineInputError(
+            f"Model '{name}' asks for CPU offload {offload!r}; the modes are {', '.join(map(repr, OFFLOAD_MODES))}."
+        )
     if name in PREVIEW_MODELS:
-        return ModelRef(name, str(Path(models_dir) / name), is_preview=True, is_local=True)
+        own = preview_family(name)
+        if family is not None and own is not None and own.name != family:
+            raise PipelineInputError(
+                f"Preview model '{name}' stands in for the {own.name} family, not {family}: use "
+                f"'{get_family(family).preview()}'."
+            )
+        own_family = own.name if own is not None else DEFAULT_FAMILY
+        return ModelRef(name, str(Path(models_dir) / name), True, True, family=own_family, offload=offload)
+    family = family or DEFAULT_FAMILY
     if not name:
         raise PipelineInputError(
             f"No model configured: set STUDIO_MODEL to {PREVIEW_MODEL!r}, a hub id or a local folder."
@@ -55,14 +85,14 @@ def resolve_model(name: str, *, models_dir: Path) -> ModelRef:
     # A folder on disk wins over a hub id of the same spelling, as in diffusers' from_pretrained.
     folder = Path(name).expanduser()
     if folder.is_dir():
-        return ModelRef(name, str(folder.resolve()), is_preview=False, is_local=True)
+        return ModelRef(name, str(folder.resolve()), False, True, family=family, offload=offload)
     if _looks_like_path(name):
         raise ModelUnavailableError(
             f"Model folder '{name}' does not exist on this machine. Point STUDIO_MODEL at a folder "
             f"saved with diffusers' save_pretrained, a hub id, or {PREVIEW_MODEL!r}."
         )
     if _HUB_ID.fullmatch(name):
-        return ModelRef(name, name, is_preview=False, is_local=False)
+        return ModelRef(name, name, False, False, family=family, offload=offload)
     raise PipelineInputError(
         f"Model '{name}' is neither {PREVIEW_MODEL!r}, an existing folder nor a hub id like "
         "'stable-diffusion-v1-5/stable-diffusion-v1-5'."

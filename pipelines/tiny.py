@@ -1,28 +1,57 @@
-"""A tiny, randomly initialised Stable Diffusion img2img pipeline that needs no download.
+"""Tiny, randomly initialised pipelines that need no download: the preview models of every family.
 
-It has the shapes of real SD 1.x (4 latent channels, a VAE that downscales ×8, CLIP text conditioning)
-at a few MB, so the whole app runs offline and tests run in seconds. Its pictures are noise: it is a
-preview of the plumbing, not of image quality. Same recipe as diffusers' own pipeline tests.
+Each has the shapes of the real thing (4 latent channels, a VAE that downscales ×8, CLIP text conditioning;
+SD 2.x's linear projections and v-prediction; SDXL's two text encoders and added time ids) at a few MB, so
+the whole app runs offline and tests run in seconds. Their pictures are noise: they preview the plumbing,
+not image quality. Same recipe as diffusers' own pipeline tests (../shared/PLATFORM.md has the details).
+pipelines.registry.PREVIEW_BUILDERS says which function builds which preview model.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 from diffusers import (
     AutoencoderKL,
+    AutoencoderKLQwenImage,
     ControlNetModel,
     DDIMScheduler,
     DDPMScheduler,
     EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    FluxFillPipeline,
+    FluxImg2ImgPipeline,
+    FluxKontextPipeline,
+    FluxTransformer2DModel,
+    QwenImageEditPipeline,
+    QwenImageEditPlusPipeline,
+    QwenImageTransformer2DModel,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionLatentUpscalePipeline,
     StableDiffusionUpscalePipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLInpaintPipeline,
     UNet2DConditionModel,
 )
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2Tokenizer,
+    Qwen2VLImageProcessorPil,
+    T5Config,
+    T5EncoderModel,
+    T5Tokenizer,
+)
 from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+from pipelines.families.sdxl import TIME_IDS_WITH_AESTHETIC_SCORE, TIME_IDS_WITH_TARGET_SIZE
+from pipelines.registry import PREVIEW_BUILDERS
 
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
@@ -38,11 +67,17 @@ def build_tiny_tokenizer() -> CLIPTokenizer:
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=MAX_TOKENS)
 
 
-def build_tiny_text_encoder(tokenizer: CLIPTokenizer, seed: int = 0, hidden_act: str = "quick_gelu") -> CLIPTextModel:
-    """A 5-layer, 32-wide CLIP text encoder for the byte-level tokenizer."""
+def build_tiny_text_encoder(
+    tokenizer: CLIPTokenizer,
+    seed: int = 0,
+    hidden_act: str = "quick_gelu",
+    model_class: type[CLIPTextModel | CLIPTextModelWithProjection] = CLIPTextModel,
+    **config: object,
+) -> CLIPTextModel | CLIPTextModelWithProjection:
+    """A 5-layer, 32-wide CLIP text encoder for the byte-level tokenizer (`config`: more CLIPTextConfig fields)."""
     vocab = tokenizer.get_vocab()
     torch.manual_seed(seed)
-    return CLIPTextModel(
+    return model_class(
         CLIPTextConfig(
             vocab_size=len(vocab),
             hidden_size=32,
@@ -56,6 +91,7 @@ def build_tiny_text_encoder(tokenizer: CLIPTokenizer, seed: int = 0, hidden_act:
             bos_token_id=vocab[BOS_TOKEN],
             eos_token_id=vocab[EOS_TOKEN],
             pad_token_id=vocab[EOS_TOKEN],
+            **config,
         )
     )
 
@@ -74,33 +110,36 @@ def build_tiny_vae(seed: int = 0, blocks: int = 4) -> AutoencoderKL:
     )
 
 
+# The tiny UNet's shape, shared by every family's (which add their conditioning: text width, time ids, …).
+TINY_UNET = {
+    "block_out_channels": (32, 64),
+    "layers_per_block": 2,
+    "sample_size": 32,
+    "out_channels": 4,
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+}
+# Real SD 1.x/2.x DDIM settings, so schedules (and strength → steps) behave as with a real model.
+SD_DDIM = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+}
+
+
 def build_tiny_sd_pipeline(seed: int = 0) -> StableDiffusionImg2ImgPipeline:
     """Build the tiny pipeline; the same seed gives the same weights."""
     tokenizer = build_tiny_tokenizer()
 
     # Seed before each component so its weights do not depend on how the others were built.
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=2,
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-    )
+    unet = UNet2DConditionModel(**TINY_UNET, in_channels=4, cross_attention_dim=32)
     vae = build_tiny_vae(seed)
     text_encoder = build_tiny_text_encoder(tokenizer, seed)
-    # Real SD 1.x's DDIM settings, so schedules (and strength → steps) behave as with a real model.
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
+    scheduler = DDIMScheduler(**SD_DDIM)
     pipe = StableDiffusionImg2ImgPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -116,14 +155,19 @@ def build_tiny_sd_pipeline(seed: int = 0) -> StableDiffusionImg2ImgPipeline:
 
 
 def build_tiny_controlnet(seed: int = 0) -> ControlNetModel:
-    """A ControlNet for the tiny pipeline, made from its UNet (as real ControlNets start from SD's UNet).
+    """A ControlNet for the tiny SD 1.x pipeline (see controlnet_from_unet)."""
+    return controlnet_from_unet(build_tiny_sd_pipeline(seed).unet, seed)
+
+
+def controlnet_from_unet(unet: UNet2DConditionModel, seed: int = 0) -> ControlNetModel:
+    """A ControlNet made from a tiny pipeline's UNet (as real ControlNets start from their base model's UNet).
 
     `from_unet` zero-initialises the "zero convolutions" that feed the guide into the UNet, as training
     starts; untrained, that ControlNet would change nothing. So they get seeded random weights (as in
     diffusers' own ControlNet tests), and the guide and conditioning scale visibly steer the result.
     Its conditioning embedding downsamples ×8, matching the VAE, so guide images of any ×8 size fit.
     """
-    controlnet = ControlNetModel.from_unet(build_tiny_sd_pipeline(seed).unet)
+    controlnet = ControlNetModel.from_unet(unet)
     generator = torch.Generator().manual_seed(seed)
     zero_convolutions = [
         controlnet.controlnet_cond_embedding.conv_out,
@@ -135,6 +179,288 @@ def build_tiny_controlnet(seed: int = 0) -> ControlNetModel:
             conv.weight.normal_(0, 0.1, generator=generator)
             conv.bias.normal_(0, 0.1, generator=generator)
     return controlnet
+
+
+def build_tiny_sd21_pipeline(seed: int = 0) -> StableDiffusionImg2ImgPipeline:
+    """The tiny pipeline with SD 2.x's settings (as diffusers' SD 2 tests): linear projections in the transformer
+    blocks, per-level attention heads, a GELU text encoder (OpenCLIP's) and SD 2.1-768's v-prediction DDIM."""
+    tokenizer = build_tiny_tokenizer()
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        **TINY_UNET, in_channels=4, cross_attention_dim=32, attention_head_dim=(2, 4), use_linear_projection=True
+    )
+    scheduler = DDIMScheduler(**SD_DDIM, prediction_type="v_prediction")
+    pipe = StableDiffusionImg2ImgPipeline(
+        vae=build_tiny_vae(seed).eval(),
+        text_encoder=build_tiny_text_encoder(tokenizer, seed, hidden_act="gelu").eval(),
+        tokenizer=tokenizer,
+        unet=unet.eval(),
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def build_tiny_sd21_controlnet(seed: int = 0) -> ControlNetModel:
+    return controlnet_from_unet(build_tiny_sd21_pipeline(seed).unet, seed)
+
+
+def build_tiny_sdxl_unet(seed: int = 0, *, aesthetics: bool = False, in_channels: int = 4) -> UNet2DConditionModel:
+    """SDXL's UNet in small: the SD one plus text-time added embeddings (8 wide per time id, plus the 32-wide pooled
+    text embedding), cross-attention on both encoders' hidden states (32 + 32), linear projections, two
+    transformer layers at the deeper level. `aesthetics`: refiner-style (5 time ids, an aesthetic score instead of
+    the target size); `in_channels` 9: an inpainting UNet (latents, mask, masked source)."""
+    time_ids = TIME_IDS_WITH_AESTHETIC_SCORE if aesthetics else TIME_IDS_WITH_TARGET_SIZE
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        **TINY_UNET,
+        in_channels=in_channels,
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=8 * time_ids + 32,
+        cross_attention_dim=64,
+    ).eval()
+
+
+def build_tiny_sdxl_pipeline(
+    seed: int = 0, *, aesthetics: bool = False, in_channels: int = 4
+) -> StableDiffusionXLImg2ImgPipeline | StableDiffusionXLInpaintPipeline:
+    """The tiny SDXL pipeline (an inpainting pipeline when the UNet takes 9 channels), with SDXL's Euler scheduler
+    ("leading" spacing). Both tokenizers are the byte-level one; the second encoder adds a 32-wide projection."""
+    tokenizer = build_tiny_tokenizer()
+    components = {
+        "vae": build_tiny_vae(seed).eval(),
+        "text_encoder": build_tiny_text_encoder(tokenizer, seed, hidden_act="gelu", projection_dim=32).eval(),
+        "text_encoder_2": build_tiny_text_encoder(
+            tokenizer, seed + 1, hidden_act="gelu", model_class=CLIPTextModelWithProjection, projection_dim=32
+        ).eval(),
+        "tokenizer": tokenizer,
+        "tokenizer_2": tokenizer,
+        "unet": build_tiny_sdxl_unet(seed, aesthetics=aesthetics, in_channels=in_channels),
+        "scheduler": EulerDiscreteScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            steps_offset=1,
+            timestep_spacing="leading",
+        ),
+        "requires_aesthetics_score": aesthetics,
+        "add_watermarker": False,
+    }
+    cls = StableDiffusionXLInpaintPipeline if in_channels == 9 else StableDiffusionXLImg2ImgPipeline
+    pipe = cls(**components)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def build_tiny_sdxl_inpainting_pipeline(seed: int = 0) -> StableDiffusionXLInpaintPipeline:
+    """A tiny dedicated SDXL inpainting checkpoint: its UNet also takes the mask and the masked source's latents."""
+    return build_tiny_sdxl_pipeline(seed, in_channels=9)
+
+
+def build_tiny_sdxl_controlnet(seed: int = 0) -> ControlNetModel:
+    return controlnet_from_unet(build_tiny_sdxl_unet(seed), seed)
+
+
+def build_tiny_t5_tokenizer() -> T5Tokenizer:
+    """A T5 tokenizer with no sentencepiece file: a Unigram vocabulary of the printable ASCII characters, alone
+    and after the word-start mark "▁" (in transformers 5, T5Tokenizer is backed by the `tokenizers` library)."""
+    chars = [chr(code) for code in range(32, 127)]
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    vocab += [(char, -3.0) for char in chars] + [("▁" + char, -2.5) for char in chars]
+    return T5Tokenizer(vocab=vocab, extra_ids=0)
+
+
+def build_tiny_t5_encoder(tokenizer: T5Tokenizer, seed: int = 0, width: int = 32) -> T5EncoderModel:
+    """A 2-layer T5 encoder `width` wide (FLUX's joint_attention_dim), in eval mode: T5's dropout would
+    otherwise change every run's output."""
+    torch.manual_seed(seed)
+    config = T5Config(
+        d_model=width,
+        d_kv=8,
+        d_ff=37,
+        num_layers=2,
+        num_heads=4,
+        vocab_size=len(tokenizer),
+        relative_attention_num_buckets=8,
+        is_encoder_decoder=False,
+        use_cache=False,
+    )
+    return T5EncoderModel(config).eval()
+
+
+def build_tiny_flux_vae(seed: int = 0) -> AutoencoderKL:
+    """FLUX's VAE layout (×8, no quant convs, a shift factor) at 4 channels and 1 latent channel."""
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        block_out_channels=(4,) * 4,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=1,
+        norm_num_groups=1,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    ).eval()
+
+
+def build_tiny_flux_transformer(seed: int = 0, *, in_channels: int = 4) -> FluxTransformer2DModel:
+    """One double and one single block on 4-channel tokens (1 latent channel packed 2×2); `in_channels` more for
+    FLUX.1 Fill, whose tokens also carry the packed masked source and mask."""
+    torch.manual_seed(seed)
+    return FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=in_channels,
+        out_channels=4,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        axes_dims_rope=[4, 4, 8],
+        guidance_embeds=True,
+    ).eval()
+
+
+def flux_scheduler() -> FlowMatchEulerDiscreteScheduler:
+    """FLUX.1 [dev]'s scheduler config: the shift grows with the image's token count (dynamic shifting)."""
+    return FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        shift=3.0,
+        use_dynamic_shifting=True,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
+        base_shift=0.5,
+        max_shift=1.15,
+    )
+
+
+def _flux_components(seed: int, transformer_channels: int) -> dict:
+    tokenizer, tokenizer_2 = build_tiny_tokenizer(), build_tiny_t5_tokenizer()
+    return {
+        "scheduler": flux_scheduler(),
+        "vae": build_tiny_flux_vae(seed),
+        "text_encoder": build_tiny_text_encoder(tokenizer, seed, model_class=CLIPTextModel).eval(),
+        "tokenizer": tokenizer,
+        "text_encoder_2": build_tiny_t5_encoder(tokenizer_2, seed),
+        "tokenizer_2": tokenizer_2,
+        "transformer": build_tiny_flux_transformer(seed, in_channels=transformer_channels),
+    }
+
+
+def build_tiny_flux_pipeline(seed: int = 0) -> FluxImg2ImgPipeline:
+    """A tiny FLUX.1 (its pooled CLIP and T5 text embeddings are both 32 wide)."""
+    return FluxImg2ImgPipeline(**_flux_components(seed, 4))
+
+
+def build_tiny_flux_fill_pipeline(seed: int = 0) -> FluxFillPipeline:
+    """A tiny FLUX.1 Fill: the transformer also takes the packed masked source (4 channels) and the mask, packed
+    from its ×8 pixel blocks (8 · 8 · 4 = 256 channels)."""
+    return FluxFillPipeline(**_flux_components(seed, 4 + 4 + 256))
+
+
+def build_tiny_flux_kontext_pipeline(seed: int = 0) -> FluxKontextPipeline:
+    """A tiny FLUX.1 Kontext: FLUX.1's components; the source's latents join the noise as tokens."""
+    return FluxKontextPipeline(**_flux_components(seed, 4))
+
+
+QWEN_SPECIAL_TOKENS = (
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+
+
+def build_tiny_qwen_tokenizer() -> Qwen2Tokenizer:
+    """A byte-level Qwen2 tokenizer with no merges (every byte a token) and the chat and vision special tokens the
+    editors' prompt template uses; "<|endoftext|>" ends and pads."""
+    vocab = {char: index for index, char in enumerate(bytes_to_unicode().values())}
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], eos_token=EOS_TOKEN, pad_token=EOS_TOKEN, unk_token=None)
+    tokenizer.add_special_tokens({"additional_special_tokens": list(QWEN_SPECIAL_TOKENS)})
+    return tokenizer
+
+
+def _qwen_components(seed: int) -> dict:
+    from pipelines.qwen import ImageOnlyQwenProcessor
+
+    tokenizer = build_tiny_qwen_tokenizer()
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in (EOS_TOKEN, *QWEN_SPECIAL_TOKENS)}
+    torch.manual_seed(seed)
+    config = Qwen2_5_VLConfig(
+        text_config={
+            "hidden_size": 16,
+            "intermediate_size": 16,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
+            "rope_theta": 1000000.0,
+            "vocab_size": len(tokenizer),
+            "bos_token_id": ids[EOS_TOKEN],
+            "eos_token_id": ids[EOS_TOKEN],
+        },
+        vision_config={"depth": 2, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2, "out_hidden_size": 16},
+        hidden_size=16,
+        vocab_size=len(tokenizer),
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+    )
+    text_encoder = Qwen2_5_VLForConditionalGeneration(config).eval()
+    torch.manual_seed(seed)
+    transformer = QwenImageTransformer2DModel(
+        patch_size=2,
+        in_channels=16,
+        out_channels=4,
+        num_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=3,
+        joint_attention_dim=16,
+        guidance_embeds=False,
+        axes_dims_rope=(8, 4, 4),
+    ).eval()
+    torch.manual_seed(seed)
+    vae = AutoencoderKLQwenImage(
+        base_dim=8,
+        z_dim=4,
+        dim_mult=[1, 2, 4],
+        num_res_blocks=1,
+        temperal_downsample=[False, True],
+        latents_mean=[0.0] * 4,
+        latents_std=[1.0] * 4,
+    ).eval()
+    return {
+        "scheduler": flux_scheduler(),
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "tokenizer": tokenizer,
+        "processor": ImageOnlyQwenProcessor(image_processor=Qwen2VLImageProcessorPil(), tokenizer=tokenizer),
+        "transformer": transformer,
+    }
+
+
+def build_tiny_qwen_image_edit_pipeline(seed: int = 0) -> QwenImageEditPipeline:
+    """A tiny Qwen-Image-Edit: a 2-layer Qwen2.5-VL reads the instruction with the source, a 2-layer MMDiT edits."""
+    return QwenImageEditPipeline(**_qwen_components(seed))
+
+
+def build_tiny_qwen_image_edit_plus_pipeline(seed: int = 0) -> QwenImageEditPlusPipeline:
+    """The same tiny parts as Qwen-Image-Edit Plus, which reads up to three images."""
+    return QwenImageEditPlusPipeline(**_qwen_components(seed))
 
 
 def build_tiny_latent_upscaler_pipeline(seed: int = 0) -> StableDiffusionLatentUpscalePipeline:
@@ -235,13 +561,14 @@ def save_tiny_sd_pipeline(folder: Path, seed: int = 0) -> Path:
 
 def save_tiny_model(name: str, folder: Path) -> Path:
     """Build and save the tiny model called `name` (see pipelines.registry.PREVIEW_MODELS) into `folder`."""
-    builders = {
-        "preview": build_tiny_sd_pipeline,
-        "preview-controlnet": build_tiny_controlnet,
-        "preview-upscaler-x2": build_tiny_latent_upscaler_pipeline,
-        "preview-upscaler-x4": build_tiny_x4_upscaler_pipeline,
-    }
-    if name not in builders:
-        raise ValueError(f"No tiny model called {name!r}; known: {', '.join(builders)}.")
-    builders[name]().save_pretrained(Path(folder), safe_serialization=True)
+    if name not in PREVIEW_BUILDERS:
+        raise ValueError(f"No tiny model called {name!r}; known: {', '.join(PREVIEW_BUILDERS)}.")
+    globals()[PREVIEW_BUILDERS[name]]().save_pretrained(Path(folder), safe_serialization=True)
+    index_file = Path(folder) / "model_index.json"
+    if index_file.is_file():
+        index = json.loads(index_file.read_text())
+        if "processor" in index:
+            # As a real checkpoint records it; the cache hands the pipeline an image-only one (pipelines.qwen).
+            index["processor"] = ["transformers", "Qwen2VLProcessor"]
+            index_file.write_text(json.dumps(index, indent=2))
     return Path(folder)

@@ -14,9 +14,9 @@ from typing import Any
 from diffusers import StableDiffusionLatentUpscalePipeline, StableDiffusionUpscalePipeline
 from PIL import Image
 
-from pipelines.cache import get_pipeline
+from pipelines.cache import get_pipeline, in_use
+from pipelines.denoise import Img2ImgResult, denoise, describe_run
 from pipelines.errors import PipelineInputError
-from pipelines.img2img import Img2ImgResult, check_source, denoise, describe_run
 from pipelines.params import (
     MIN_SOURCE_SIDE,
     UPSCALE_FACTORS,
@@ -58,7 +58,6 @@ def run_upscale(
         raise PipelineInputError(f"Upscaling is 2× or 4×, got {factor}×.")
     check_limit("noise_level", request.noise_level, "Noise level")
     source = request.image
-    check_source(source)
     check_upscale_size(source.width, source.height, factor)
     if min(source.size) < MIN_SOURCE_SIDE[factor]:
         raise PipelineInputError(
@@ -73,18 +72,20 @@ def run_upscale(
     if source.size != (width, height):
         source = source.resize((width, height), Image.Resampling.LANCZOS)
 
-    # 3. Get the cached upscaler. It is run directly, not derived per request like the SD base: no other
-    # task shares it, and RUN_LOCK keeps its scheduler to one run at a time.
-    call: dict[str, Any] = {"image": source}
-    if factor == 2:
-        pipe = get_pipeline(ref, StableDiffusionLatentUpscalePipeline)
-    else:
-        # No NSFW filter, as for the SD base (a checkpoint that ships one would otherwise load and run it).
-        pipe = get_pipeline(ref, StableDiffusionUpscalePipeline, safety_checker=None)
-        call["noise_level"] = request.noise_level
+    # Its model stays loaded (pinned in the cache) from here to the end of the run.
+    with in_use():
+        # 3. Get the cached upscaler. It is run directly, not derived per request like a family's base: no
+        # other task shares it, and RUN_LOCK keeps its scheduler to one run at a time.
+        call: dict[str, Any] = {"image": source}
+        if factor == 2:
+            pipe = get_pipeline(ref, StableDiffusionLatentUpscalePipeline)
+        else:
+            # No NSFW filter, as for SD bases (a checkpoint that ships one would otherwise load and run it).
+            pipe = get_pipeline(ref, StableDiffusionUpscalePipeline, safety_checker=None)
+            call["noise_level"] = request.noise_level
 
-    # 4. Denoise: every step runs (an upscale has no strength)
-    image, seconds = denoise(pipe, params, call, total=params.steps, on_step=on_step, should_stop=should_stop)
+        # 4. Denoise: every step runs (an upscale has no strength)
+        image, seconds = denoise(pipe, params, call, total=params.steps, on_step=on_step, should_stop=should_stop)
 
     # 5. Report what ran
     return describe_run(pipe, image, denoising_steps=params.steps, seconds=seconds)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from pipelines.errors import PipelineInputError
+from pipelines.params import MemoryBudget
 from studio.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +41,9 @@ class Settings:
     admin_email: str
     catalogue_path: Path  # the style catalogue (TOML), editable by admins without code
     retention_days: int  # uploads and results are deleted after this many days (0: kept forever)
+    # How much memory a worker's loaded models may take before the least recently used is evicted
+    # (STUDIO_MODEL_MEMORY: "24GiB", "80%", bytes; default 90 % of the device's memory, or of RAM on CPU).
+    model_memory: MemoryBudget = field(default_factory=MemoryBudget)
     # Where images are stored (STUDIO_STORAGE_DIR): a folder every worker and the app can reach — a shared
     # mount when workers run on several hosts. None: `<data dir>/assets` on local disk.
     storage_dir: Path | None = None
@@ -103,7 +108,15 @@ def load_settings(environ: dict[str, str] | None = None, secrets_path: Path | No
         catalogue_path=Path(get("catalogue", str(PROJECT_ROOT / "data" / "styles.toml"))).expanduser().resolve(),
         retention_days=int(retention_days),
         storage_dir=_storage_dir(get("storage_dir")),
+        model_memory=_model_memory(get("model_memory", "")),
     )
+
+
+def _model_memory(value: str) -> MemoryBudget:
+    try:
+        return MemoryBudget.parse(value)
+    except PipelineInputError as exc:
+        raise ConfigError(f"STUDIO_MODEL_MEMORY: {exc}") from exc
 
 
 def _storage_dir(value: str | None) -> Path | None:

@@ -1,10 +1,17 @@
-"""Admin · Models: the queue workers — alive or not, their device, the job in hand and the models they loaded."""
+"""Admin · Models: the queue workers — alive or not, their device, the job in hand, the models they loaded with
+their sizes, and the model memory budget each keeps to."""
 
 import pandas as pd
 import streamlit as st
 
 from studio.db.tables import Role
-from studio.jobs.heartbeats import HEARTBEAT_SECONDS, STALE_AFTER_SECONDS, workers
+from studio.jobs.heartbeats import (
+    HEARTBEAT_SECONDS,
+    STALE_AFTER_SECONDS,
+    loaded_model_rows,
+    memory_summary,
+    workers,
+)
 from studio.web import app, auth
 
 auth.require_user(Role.admin)
@@ -33,6 +40,7 @@ else:
                     "device": state.row.device,
                     "current job": state.row.current_job_id,
                     "loaded models": ", ".join(state.row.loaded_models) or "—",
+                    **memory_summary(state),
                     "last seen (s ago)": round(state.seconds_since, 1),
                     "started": state.row.started_at,
                 }
@@ -42,5 +50,13 @@ else:
         hide_index=True,
         width="stretch",
     )
+    st.caption(
+        "Each worker keeps its loaded models within its budget (`STUDIO_MODEL_MEMORY`, default 90 % of the device's "
+        "memory): loading one more evicts the least recently used first; a model in use by a run is never evicted."
+    )
+    for state in states:
+        if rows := loaded_model_rows(state):
+            with st.expander(f"{state.row.name}: {len(rows)} loaded, least recently used first"):
+                st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 if st.button("Refresh"):
     st.rerun()

@@ -13,9 +13,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from pipelines.errors import PipelineInputError
+from pipelines.families import DEFAULT_FAMILY, FAMILIES, preview_family
 from pipelines.params import ControlParams, Img2ImgParams, InpaintParams, RunSpec, Task
 from studio.billing.pricing import QUALITY_TIERS, Quality, configured_model_credits
-from studio.catalogue.styles import Catalogue, CatalogueError, ModelEntry, ModelKind, Style
+from studio.catalogue.styles import Catalogue, CatalogueError, ModelEntry, ModelKind
 from studio.config import Settings
 from studio.errors import Refused
 
@@ -31,6 +32,8 @@ class JobRequest:
     # (studio.billing.pricing): its catalogue entry's credits, or the configured model's. Never a style's label.
     base_credits: int
     catalogue_model: str | None = None  # the [models] entry that runs; None: the configured model (STUDIO_MODEL)
+    family: str = DEFAULT_FAMILY  # the model's family (pipelines.families): which pipelines the worker runs
+    offload: str = "none"  # the catalogue model's CPU offload (pipelines.registry.OFFLOAD_MODES)
     style: str | None = None  # the catalogue style, None for the user's own settings
     user_prompt: str = ""  # what the user wrote, before the style's template
     user_negative_prompt: str = ""
@@ -52,13 +55,30 @@ class JobRequest:
                 f"{self.spec.params.steps} steps need a higher tier."
             )
 
+    def check_source(self, width: int, height: int) -> None:
+        """Refuse a width×height source smaller than the model's family takes (SDXL: 512 px per side)."""
+        if self.task.upscale_factor is not None:
+            return  # the upscalers belong to no family; their own size limits are checked at submit
+        try:
+            FAMILIES[self.family].check_source(width, height, model=self.catalogue_model or self.model)
+        except PipelineInputError as exc:
+            raise Refused(f"{exc} Nothing was charged.") from exc
+
     def job_params(self) -> dict[str, Any]:
-        """What `Job.params` stores: the run spec plus the user's own words."""
+        """What `Job.params` stores: the run spec plus the user's own words and what the worker loads it as."""
         return self.spec.to_dict() | {
             "user_prompt": self.user_prompt,
             "user_negative_prompt": self.user_negative_prompt,
             "catalogue_model": self.catalogue_model,
+            "family": self.family,
+            "offload": self.offload,
         }
+
+
+def configured_family(settings: Settings) -> str:
+    """The family of the configured model (STUDIO_MODEL): a preview model's own, else the default family."""
+    family = preview_family(settings.model)
+    return family.name if family is not None else DEFAULT_FAMILY
 
 
 def custom_request(
@@ -77,16 +97,18 @@ def custom_request(
     """
     if task.upscale_factor is not None:
         raise Refused("Upscaling runs through the Upscale styles of the catalogue.")
+    family = configured_family(settings)
     return JobRequest(
         spec=RunSpec(
             task=task,
             params=params,
-            control=_resolve_control(control, catalogue, settings, model_family=None),
+            control=_resolve_control(control, catalogue, settings, family=family, runs="The configured model"),
             inpaint=inpaint,
         ),
         model=settings.model,
         quality=quality,
         base_credits=configured_model_credits(settings),
+        family=family,
         user_prompt=params.prompt,
         user_negative_prompt=params.negative_prompt,
     )
@@ -132,7 +154,7 @@ def style_request(
                 prompt=style.prompt_for(params.prompt),
                 negative_prompt=style.negative_for(params.negative_prompt),
             ),
-            control=_resolve_control(control, catalogue, settings, model_family=entry.family, style=style),
+            control=_resolve_control(control, catalogue, settings, family=entry.family, runs=style.name),
             inpaint=inpaint,
             noise_level=noise_level,
         ),
@@ -140,6 +162,8 @@ def style_request(
         quality=quality,
         base_credits=entry.credits,
         catalogue_model=entry.name,
+        family=entry.family,
+        offload=entry.offload,
         style=style.id,
         user_prompt=params.prompt,
         user_negative_prompt=params.negative_prompt,
@@ -161,12 +185,13 @@ def recipe_request(*, settings: Settings, catalogue: Catalogue, recipe: dict[str
         raise Refused("This file's recipe names no model, so it cannot be re-run.")
     entry = _recipe_model(settings, catalogue, recipe, model, spec.task)
     if entry is None:
-        base_credits = configured_model_credits(settings)
+        base_credits, family = configured_model_credits(settings), configured_family(settings)
     else:
         _require_available(catalogue, entry.name, settings, what=f"This recipe runs the model {entry.name!r}")
-        base_credits = entry.credits
+        base_credits, family = entry.credits, entry.family
+    _recipe_family(recipe, family, entry.name if entry is not None else model)
     if spec.control is not None:
-        _recipe_control(settings, catalogue, spec.control, entry)
+        _recipe_control(settings, catalogue, spec.control, family)
     style_id = recipe.get("style")
     style = catalogue.styles.get(style_id) if isinstance(style_id, str) else None
     if style is not None and (entry is None or style.model != entry.name):
@@ -177,6 +202,8 @@ def recipe_request(*, settings: Settings, catalogue: Catalogue, recipe: dict[str
         quality=quality,
         base_credits=base_credits,
         catalogue_model=entry.name if entry is not None else None,
+        family=family,
+        offload=entry.offload if entry is not None else "none",
         style=style.id if style is not None else None,
         user_prompt=recipe_text(recipe, "user_prompt", spec.params.prompt, refusal=CANNOT_RERUN),
         user_negative_prompt=recipe_text(
@@ -258,7 +285,18 @@ def _legacy_recipe_model(
     )
 
 
-def _recipe_control(settings: Settings, catalogue: Catalogue, control: ControlParams, entry: ModelEntry | None) -> None:
+def _recipe_family(recipe: dict[str, Any], family: str, model: str) -> None:
+    """A recipe that names its family (version 4 on) re-runs only on a model of that family: the same name on a
+    model of another family would be another picture (older recipes name none and are taken as they are)."""
+    named = recipe.get("family")
+    if named is not None and named != family:
+        raise Refused(
+            f"This recipe was made with a {named} model, and {model!r} is a {family} model here; "
+            "it cannot be re-run as it is."
+        )
+
+
+def _recipe_control(settings: Settings, catalogue: Catalogue, control: ControlParams, family: str) -> None:
     """A recipe's ControlNet must be one the catalogue offers, for the family of the model that runs."""
     offered = [
         controlnet
@@ -267,10 +305,10 @@ def _recipe_control(settings: Settings, catalogue: Catalogue, control: ControlPa
     ]
     if not offered:
         raise Refused(f"This recipe's ControlNet {control.model!r} is not one this studio offers.")
-    if entry is not None and all(controlnet.family != entry.family for controlnet in offered):
+    if all(controlnet.family != family for controlnet in offered):
         raise Refused(
             f"This recipe's ControlNet {control.model!r} is made for {offered[0].family} models, and "
-            f"{entry.name!r} is a {entry.family} model."
+            f"the model it runs is a {family} model."
         )
 
 
@@ -285,23 +323,20 @@ def _resolve_control(
     catalogue: Catalogue | None,
     settings: Settings,
     *,
-    model_family: str | None,
-    style: Style | None = None,
+    family: str,
+    runs: str,
 ) -> ControlParams | None:
-    """The ControlNet settings with the model the catalogue names for the guide, as the worker loads it."""
+    """The ControlNet settings with the model the catalogue names for the guide and the family of the model that
+    runs (`runs`: the style's name, for the message), as the worker loads it."""
     if control is None:
         return None
     if catalogue is None:
         raise Refused("ControlNet guidance needs the style catalogue, which names the ControlNet per guide.")
     try:
-        entry = catalogue.controlnet_for(control.guide)
+        entry = catalogue.controlnet_for(control.guide, family)
     except CatalogueError as exc:
-        raise Refused(str(exc)) from exc
-    if model_family is not None and entry.family != model_family:
         raise Refused(
-            f"The {control.guide.label} ControlNet ({entry.name}) is made for {entry.family} models, "
-            f"and {style.name if style else 'this style'} uses a {model_family} model; "
-            "choose another style or turn structure guidance off."
-        )
+            f"{exc} {runs} runs a {family} model: choose another guide or style, or turn structure guidance off."
+        ) from exc
     _require_available(catalogue, entry.name, settings, what=f"The {control.guide.label} guide uses {entry.name!r}")
     return replace(control, model=catalogue.location(entry.name, settings))

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from pipelines.families import BASE, CONTROLNET, DEFAULT_FAMILY, FAMILIES, Family
 from pipelines.params import MAX_GUIDANCE, Guide, Task
-from pipelines.registry import PREVIEW_MODELS
+from pipelines.registry import OFFLOAD_MODES, PREVIEW_MODELS
 from studio.billing.pricing import Quality
 from studio.config import Settings
 from studio.errors import ConfigError
@@ -34,8 +35,13 @@ class ModelKind(StrEnum):
     upscaler_x4 = "upscaler_x4"
 
     @property
+    def has_family(self) -> bool:
+        """Whether models of this kind belong to a model family (the upscalers are pipelines of their own)."""
+        return self in (ModelKind.sd, ModelKind.controlnet)
+
+    @property
     def preview(self) -> str:
-        """The tiny offline model of this kind (pipelines.registry.PREVIEW_MODELS)."""
+        """The tiny offline model of this kind in the default family (pipelines.registry.PREVIEW_MODELS)."""
         return {
             ModelKind.sd: "preview",
             ModelKind.controlnet: "preview-controlnet",
@@ -48,6 +54,11 @@ class ModelKind(StrEnum):
         """The file whose presence says a saved folder (or a cached hub snapshot) is complete."""
         return PREVIEW_MODELS[self.preview]
 
+
+# The families the studio's forms, prices and progress handle. pipelines.families also has FLUX.1 (flux), FLUX.1
+# Kontext and Qwen-Image-Edit (instruction editors, Task.edit); the studio offers them once its Edit page,
+# family-aware step counts and FLUX's prompt rules are in.
+STUDIO_FAMILIES = ("sd15", "sd21", "sdxl")
 
 # The task each model kind can serve as the main model.
 _TASK_KINDS = {
@@ -64,8 +75,20 @@ class ModelEntry:
     kind: ModelKind
     location: str  # hub id or folder
     about: str = ""
-    family: str = "sd15"
+    family: str = DEFAULT_FAMILY  # a pipelines.families name (sd and controlnet models; upscalers keep the default)
     credits: int = 0  # base credits per run (0 for a ControlNet, which only steers another model's run)
+    offload: str = "none"  # pipelines.registry.OFFLOAD_MODES: keep weights off the accelerator between uses
+
+    @property
+    def family_info(self) -> Family:
+        return FAMILIES[self.family]
+
+    @property
+    def preview(self) -> str:
+        """The tiny offline model that stands in for this one in preview mode: its family's, of its kind."""
+        if self.kind.has_family:
+            return self.family_info.preview(CONTROLNET if self.kind is ModelKind.controlnet else BASE)
+        return self.kind.preview
 
 
 @dataclass(frozen=True)
@@ -100,7 +123,7 @@ class Style:
 class Catalogue:
     models: dict[str, ModelEntry]
     styles: dict[str, Style]  # in file order
-    controlnets: dict[Guide, str]  # guide → ModelEntry name
+    controlnets: dict[Guide, dict[str, str]]  # guide → family → ModelEntry name (at most one per family)
 
     def style(self, style_id: str) -> Style:
         if style_id not in self.styles:
@@ -108,19 +131,25 @@ class Catalogue:
         return self.styles[style_id]
 
     def location(self, model: str, settings: Settings) -> str:
-        """What the worker loads for a model: the preview stand-in of its kind in preview mode."""
+        """What the worker loads for a model: the preview stand-in of its family and kind in preview mode."""
         entry = self.models[model]
-        return entry.kind.preview if settings.uses_preview_model else entry.location
+        return entry.preview if settings.uses_preview_model else entry.location
 
     @staticmethod
     def kind_for(task: Task) -> ModelKind:
         """The kind of model that runs `task` (inpainting runs on the sd models too)."""
         return _TASK_KINDS[task]
 
-    def controlnet_for(self, guide: Guide) -> ModelEntry:
-        if guide not in self.controlnets:
-            raise CatalogueError(f"The catalogue names no ControlNet for the {guide.label} guide ([controlnets]).")
-        return self.models[self.controlnets[guide]]
+    def controlnet_for(self, guide: Guide, family: str) -> ModelEntry:
+        """The ControlNet that follows `guide` for models of `family`; CatalogueError when the catalogue has none."""
+        by_family = self.controlnets.get(guide, {})
+        if family not in by_family:
+            made_for = ", ".join(FAMILIES[f].label for f in by_family) or "no family"
+            raise CatalogueError(
+                f"The catalogue has no {guide.label} ControlNet made for {FAMILIES[family].label} ({family}) models, "
+                f"only for {made_for} ([controlnets] {guide.value})."
+            )
+        return self.models[by_family[family]]
 
     def availability(self, model: str, settings: Settings) -> Availability:
         entry = self.models[model]
@@ -177,20 +206,36 @@ def parse_catalogue(text: str, *, source: str = "catalogue") -> Catalogue:
     except tomllib.TOMLDecodeError as exc:
         raise CatalogueError(f"{source} is not valid TOML: {exc}") from exc
     models = {name: _model(name, entry, source) for name, entry in _table(data, "models", source).items()}
-    controlnets: dict[Guide, str] = {}
-    for guide, model in _table(data, "controlnets", source, required=False).items():
-        where = f"{source} [controlnets] {guide}"
-        try:
-            guide = Guide(guide)
-        except ValueError:
-            raise CatalogueError(f"{where}: unknown guide; use {', '.join(Guide)}.") from None
-        if model not in models or models[model].kind != ModelKind.controlnet:
-            raise CatalogueError(f"{where}: {model!r} is not a controlnet in [models].")
-        controlnets[guide] = model
+    controlnets = dict(
+        _guide_controlnets(guide, names, models, source)
+        for guide, names in _table(data, "controlnets", source, required=False).items()
+    )
     styles = {sid: _style(sid, entry, models, source) for sid, entry in _table(data, "styles", source).items()}
     if not styles:
         raise CatalogueError(f"{source} has no [styles.*] entries.")
     return Catalogue(models=models, styles=styles, controlnets=controlnets)
+
+
+def _guide_controlnets(
+    guide: str, names: object, models: dict[str, ModelEntry], source: str
+) -> tuple[Guide, dict[str, str]]:
+    """One [controlnets] entry: a ControlNet model name, or a list of them (one per family), by family."""
+    where = f"{source} [controlnets] {guide}"
+    try:
+        known = Guide(guide)
+    except ValueError:
+        raise CatalogueError(f"{where}: unknown guide; use {', '.join(Guide)}.") from None
+    by_family: dict[str, str] = {}
+    for model in names if isinstance(names, list) else [names]:
+        if not isinstance(model, str) or model not in models or models[model].kind != ModelKind.controlnet:
+            raise CatalogueError(f"{where}: {model!r} is not a controlnet in [models].")
+        family = models[model].family
+        if family in by_family:
+            raise CatalogueError(
+                f"{where}: {by_family[family]!r} and {model!r} are both {family} ControlNets; name one per family."
+            )
+        by_family[family] = model
+    return known, by_family
 
 
 def _table(data: dict, key: str, source: str, *, required: bool = True) -> dict:
@@ -232,13 +277,32 @@ def _model(name: str, entry: object, source: str) -> ModelEntry:
             )
     elif "credits" in entry:
         raise CatalogueError(f"{where}: a ControlNet has no price of its own; it steers the run of a style's model.")
+    family = _field(entry, "family", str, where, DEFAULT_FAMILY)
+    if not kind.has_family and "family" in entry:
+        raise CatalogueError(f"{where}: an {kind.value} belongs to no model family; remove `family`.")
+    if family not in FAMILIES:
+        raise CatalogueError(
+            f"{where}: model {name!r} names the unknown family {family!r}; the known families are "
+            f"{', '.join(STUDIO_FAMILIES)}."
+        )
+    if family not in STUDIO_FAMILIES:
+        raise CatalogueError(
+            f"{where}: model {name!r} is a {FAMILIES[family].label} ({family}) model; the studio's pages, prices and "
+            f"progress run {', '.join(STUDIO_FAMILIES)} models so far (the pipelines run {family} already)."
+        )
+    offload = _field(entry, "offload", str, where, "none")
+    if offload not in OFFLOAD_MODES:
+        raise CatalogueError(
+            f"{where}: model {name!r} asks for offload {offload!r}; use one of {', '.join(map(repr, OFFLOAD_MODES))}."
+        )
     return ModelEntry(
         name=name,
         kind=kind,
         location=location,
         about=_field(entry, "about", str, where, ""),
-        family=_field(entry, "family", str, where, "sd15"),
+        family=family,
         credits=credits,
+        offload=offload,
     )
 
 
@@ -253,6 +317,9 @@ def _style(style_id: str, entry: object, models: dict[str, ModelEntry], source: 
         raise CatalogueError(f"{where}: task {task!r} is not one of {', '.join(Task)}.") from None
     if task == Task.inpaint:
         raise CatalogueError(f"{where}: use task = 'img2img'; every img2img style also works for inpainting.")
+    if task not in _TASK_KINDS:
+        offered = ", ".join(repr(t.value) for t in _TASK_KINDS if t != Task.inpaint)
+        raise CatalogueError(f"{where}: the studio has no {task.label} page yet; a style's task is one of {offered}.")
     model = _field(entry, "model", str, where)
     if model not in models:
         raise CatalogueError(f"{where}: model {model!r} is not in [models].")

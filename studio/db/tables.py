@@ -321,6 +321,9 @@ class WorkerHeartbeat(SQLModel, table=True):
     device: str = Field(max_length=32)  # the torch device its models run on: cuda:0, cpu, …
     current_job_id: int | None = Field(default=None)
     loaded_models: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # pipelines.cache.MemoryReport.to_dict(): device, budget and used bytes, each loaded model with its size;
+    # None until the worker has loaded its model stack.
+    memory: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     started_at: datetime = Field(default_factory=utcnow)
     last_seen: datetime = Field(default_factory=utcnow, index=True)
     stopped_at: datetime | None = Field(default=None)  # a graceful stop; a crash just stops the beats

@@ -28,15 +28,17 @@ def beat(
     current_job_id: int | None,
     loaded_models: list[str],
     started_at: datetime,
+    memory: dict | None = None,
     now: datetime | None = None,
 ) -> None:
-    """Insert or refresh this worker's row (the caller's session; committed here)."""
+    """Insert or refresh this worker's row (the caller's session; committed here). `memory` is the model cache's
+    report (pipelines.cache.MemoryReport.to_dict()), None before the worker loaded its model stack."""
     now = now or utcnow()
     row = session.get(WorkerHeartbeat, name) or WorkerHeartbeat(
         name=name, host=socket.gethostname(), pid=os.getpid(), device=device, started_at=started_at
     )
     row.host, row.pid, row.device = socket.gethostname(), os.getpid(), device
-    row.current_job_id, row.loaded_models = current_job_id, list(loaded_models)
+    row.current_job_id, row.loaded_models, row.memory = current_job_id, list(loaded_models), memory
     row.started_at, row.last_seen, row.stopped_at = started_at, now, None
     session.add(row)
     session.commit()
@@ -68,3 +70,38 @@ def workers(*, session: Session, now: datetime | None = None) -> list[WorkerStat
         status = "stopped" if row.stopped_at else ("alive" if since <= STALE_AFTER_SECONDS else "silent")
         states.append(WorkerState(row, status, since))
     return states
+
+
+def memory_summary(state: WorkerState) -> dict[str, str]:
+    """What a worker's models take against its budget, for the Models page's table ("—" before it loaded any)."""
+    memory = state.row.memory
+    if memory is None:
+        return {"model memory": "—", "budget": "—"}
+    percent = 100 * memory["used_bytes"] / memory["budget_bytes"] if memory["budget_bytes"] else 0.0
+    return {
+        "model memory": f"{format_bytes(memory['used_bytes'])} ({percent:.0f} %)",
+        "budget": format_bytes(memory["budget_bytes"]),
+    }
+
+
+def loaded_model_rows(state: WorkerState) -> list[dict[str, object]]:
+    """One row per model the worker has loaded, least recently used first (the next to be evicted)."""
+    memory = state.row.memory or {}
+    return [
+        {
+            "model": model["name"],
+            "family": model["family"],
+            "loaded as": model["kind"],
+            "size": format_bytes(model["bytes"]),
+            "on the device": format_bytes(model["device_bytes"]),
+            "dtype": model["dtype"],
+            "offload": model["offload"]
+            + (f" (asked: {model['offload_requested']})" if model["offload_requested"] != model["offload"] else ""),
+            "in use": model["in_use"],
+        }
+        for model in memory.get("models", [])
+    ]
+
+
+def format_bytes(count: int) -> str:
+    return f"{count / 2**30:.2f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"

@@ -42,12 +42,13 @@ def render_job(
     should_stop: Callable[[], bool] | None = None,
 ) -> Rendered:
     """Run a job's spec on its source (and mask). Raises what the pipeline raises (the worker decides)."""
-    import_model_stack()
+    _load_model_stack(settings)
     spec = RunSpec.from_dict(job.params)
     source = Image.open(io.BytesIO(source_png)).convert("RGB")
     mask = Image.open(io.BytesIO(mask_png)).convert("L") if mask_png is not None else None
-    result = _run(spec, job.model, source, mask, settings, on_step=on_step, should_stop=should_stop)
+    result = _run(spec, job, source, mask, settings, on_step=on_step, should_stop=should_stop)
     ran = {
+        **result.recipe,  # the family and its conditioning (Family.recipe)
         "scheduler": result.scheduler,
         "width": result.width,
         "height": result.height,
@@ -75,8 +76,7 @@ def render_sweep(
 
     on_step(step, total) counts the shared loop's steps; see pipelines.sweep.run_sweep for each cell's own.
     """
-    import_model_stack()
-    from pipelines.registry import resolve_model
+    _load_model_stack(settings)
     from pipelines.sweep import SweepRequest, run_sweep
 
     specs = [RunSpec.from_dict(job.params) for job in jobs]
@@ -89,12 +89,11 @@ def render_sweep(
         mask=mask,
         inpaint=specs[0].inpaint or InpaintParams(),
     )
-    result = run_sweep(
-        resolve_model(jobs[0].model, models_dir=settings.models_dir), request, on_step=on_step, should_stop=should_stop
-    )
+    result = run_sweep(model_ref(jobs[0], settings), request, on_step=on_step, should_stop=should_stop)
     rendered = []
     for job, spec, image, steps in zip(jobs, specs, result.images, result.denoising_steps, strict=True):
         ran = {
+            **result.recipe,
             "scheduler": result.scheduler,
             "width": result.width,
             "height": result.height,
@@ -110,6 +109,14 @@ def render_sweep(
     return rendered
 
 
+def _load_model_stack(settings: Settings) -> None:
+    """Import torch and diffusers (once) and keep the model cache to the configured memory budget."""
+    import_model_stack()
+    from pipelines.cache import set_memory_budget
+
+    set_memory_budget(settings.model_memory)
+
+
 def _rendered(job: Job, spec: RunSpec, image: Image.Image, ran: dict) -> Rendered:
     """The result PNG with its recipe (what was asked, `ran`: what ran) and the asset row for it."""
     from pipelines.img2img import library_versions
@@ -118,6 +125,8 @@ def _rendered(job: Job, spec: RunSpec, image: Image.Image, ran: dict) -> Rendere
         "recipe_version": RECIPE_VERSION,
         "model": job.model,
         "catalogue_model": job.params.get("catalogue_model"),
+        "family": None,  # the upscalers belong to no family; every other run's `ran` names its own
+        "offload": job.params.get("offload", "none"),
         "style": job.style,
         "quality": job.quality,
         **spec.to_dict(),
@@ -138,9 +147,19 @@ def _rendered(job: Job, spec: RunSpec, image: Image.Image, ran: dict) -> Rendere
     return Rendered(png=png, asset=asset, recipe=recipe)
 
 
+def model_ref(job: Job, settings: Settings, model: str | None = None):
+    """The pipelines.registry.ModelRef of the job's model (or of `model`, its ControlNet), of the family and with
+    the offload the job was submitted with. Jobs queued before families existed are of the default family."""
+    from pipelines.registry import resolve_model
+
+    family = job.params.get("family") if Task(job.task).upscale_factor is None else None
+    offload = job.params.get("offload", "none") if model is None else "none"
+    return resolve_model(model or job.model, models_dir=settings.models_dir, family=family, offload=offload)
+
+
 def _run(
     spec: RunSpec,
-    model: str,
+    job: Job,
     source: Image.Image,
     mask: Image.Image | None,
     settings: Settings,
@@ -149,10 +168,8 @@ def _run(
     should_stop: Callable[[], bool] | None,
 ):
     """Hand the spec to the pipeline of its task."""
-    from pipelines.registry import resolve_model
-
-    ref = resolve_model(model, models_dir=settings.models_dir)
-    control_ref = resolve_model(spec.control.model, models_dir=settings.models_dir) if spec.control else None
+    ref = model_ref(job, settings)
+    control_ref = model_ref(job, settings, spec.control.model) if spec.control else None
     progress = {"on_step": on_step, "should_stop": should_stop}
     if spec.task == Task.img2img:
         from pipelines.img2img import Img2ImgRequest, run_img2img

@@ -111,8 +111,11 @@ def _submit(
     now = now or utcnow()
     if idempotency_key is not None and (existing := _jobs_for_key(session, idempotency_key, user)):
         return existing
+    if len({(request.model, request.family) for request in requests}) > 1:
+        raise Refused("A sweep's cells run in one pass on one model; these name several. Nothing was charged.")
     for request in requests:
         request.check()
+        request.check_source(upload.width, upload.height)
         if (factor := request.task.upscale_factor) is not None:
             try:
                 check_upscale_size(upload.width, upload.height, factor)
@@ -186,6 +189,10 @@ def submit_batch(
         request.check()
         if request.task == Task.inpaint:
             raise Refused("A batch applies one recipe to many images; inpainting needs a mask per image.")
+        try:
+            request.check_source(upload.width, upload.height)
+        except Refused as exc:
+            raise Refused(f"{name}: {exc}") from exc
         if (factor := request.task.upscale_factor) is not None:
             try:
                 check_upscale_size(upload.width, upload.height, factor)

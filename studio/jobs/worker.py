@@ -247,7 +247,8 @@ class Worker:
             log.info("Retention: deleted %s image rows and %s files", purged.assets, purged.files)
 
     def beat(self) -> None:
-        """Write this worker's heartbeat row: device, current job, loaded models (the admin Models page).
+        """Write this worker's heartbeat row: device, current job, loaded models with their memory and the budget
+        (the admin Models page).
 
         Reads the model cache only once a job has imported it: importing torch and diffusers just for a
         heartbeat would hold up an idle worker's start and its SIGTERM by seconds.
@@ -260,6 +261,7 @@ class Worker:
                 device=cache.pick_device() if cache is not None else "not loaded yet",
                 current_job_id=self.current_job_id,
                 loaded_models=cache.loaded_models() if cache is not None else [],
+                memory=cache.memory_report().to_dict() if cache is not None else None,
                 started_at=self.started_at,
             )
 

@@ -1,5 +1,6 @@
 """The inpainting mask: painted on a canvas over the image (streamlit-drawable-canvas) or uploaded, and the
-A1111 mask options.
+A1111 mask options. With "Soft (per-pixel strength)" the mask keeps its grey levels (InpaintParams.soft): the
+brush's opacity, or an uploaded grey PNG's values, say how much each pixel may change.
 """
 
 from __future__ import annotations
@@ -21,6 +22,18 @@ from studio.web.sources import Source
 CANVAS_SIDE = 512  # the mask canvas's long side on screen; the mask is scaled to the source
 MASK_OVERLAY = (255, 0, 255)  # the colour that shows the mask over the image
 MIN_BRUSH, MAX_BRUSH, DEFAULT_BRUSH = 2, 100, 30
+# Soft masks: the brush's opacity in percent is the strength it paints (pipelines.masks.mask_from_canvas).
+MIN_OPACITY, MAX_OPACITY, DEFAULT_OPACITY, OPACITY_STEP = 10, 100, 50, 10
+
+
+def soft_toggle(prefix: str) -> bool:
+    """Whether the mask is soft: grey levels are per-pixel strengths (0 keep … 255 repaint at the run's strength)."""
+    return st.toggle(
+        "Soft (per-pixel strength)",
+        key=f"{prefix}.soft",
+        help="Grey parts of the mask change partly: a 30 % brush (or grey 77 in an uploaded mask) lets those pixels "
+        "take 30 % of the denoising steps; black keeps them exactly, white repaints them fully.",
+    )
 
 
 def mask_editor(prefix: str, source: Source) -> Image.Image | None:
@@ -28,18 +41,21 @@ def mask_editor(prefix: str, source: Source) -> Image.Image | None:
     uploaded. None (with a hint or the reason) until there is a usable one."""
     image = source.upload.image
     mask = None
+    soft = soft_toggle(prefix)
     paint_tab, upload_tab = st.tabs(["Paint the mask", "Upload a mask"])
     with paint_tab:
-        mask = _painted_mask(prefix, source)
+        mask = _painted_mask(prefix, source, soft=soft)
     with upload_tab:
         mask_file = st.file_uploader(
-            "Mask — white (or opaque white) = repaint, black or transparent = keep; fitted to the image",
+            "Mask — grey levels = how much each pixel may change (white repaints, black keeps); fitted to the image"
+            if soft
+            else "Mask — white (or opaque white) = repaint, black or transparent = keep; fitted to the image",
             type=["png", "jpg", "jpeg", "webp"],
             key=f"{prefix}.mask_upload",
         )
         if mask_file is not None:
             try:
-                mask = mask_from_upload(decode_mask_upload(mask_file.getvalue()), image.size)
+                mask = mask_from_upload(decode_mask_upload(mask_file.getvalue()), image.size, soft=soft)
                 check_mask(mask)
             except (UploadRejected, PipelineInputError) as exc:
                 st.error(str(exc))
@@ -48,11 +64,11 @@ def mask_editor(prefix: str, source: Source) -> Image.Image | None:
         st.info("Paint over the area to repaint, or upload a mask.")
         return None
     overlay = Image.composite(Image.new("RGB", image.size, MASK_OVERLAY), image, mask.point(lambda v: v // 2))
-    st.image(overlay, caption="What will be repainted")
+    st.image(overlay, caption="What will be repainted" + (" (fainter: changes less)" if soft else ""))
     return mask
 
 
-def _painted_mask(prefix: str, source: Source) -> Image.Image | None:
+def _painted_mask(prefix: str, source: Source, *, soft: bool) -> Image.Image | None:
     from streamlit_drawable_canvas import st_canvas  # registers its component on first use
 
     brush_col, mode_col, clear_col = st.columns([2, 2, 1], vertical_alignment="bottom")
@@ -60,6 +76,18 @@ def _painted_mask(prefix: str, source: Source) -> Image.Image | None:
         "Brush size", min_value=MIN_BRUSH, max_value=MAX_BRUSH, value=DEFAULT_BRUSH, key=f"{prefix}.brush"
     )
     mode = mode_col.segmented_control("Brush", ["Paint", "Erase"], default="Paint", key=f"{prefix}.brush_mode")
+    paint = PAINT_COLOUR
+    if soft:
+        opacity = st.slider(
+            "Brush strength (%)",
+            min_value=MIN_OPACITY,
+            max_value=MAX_OPACITY,
+            value=DEFAULT_OPACITY,
+            step=OPACITY_STEP,
+            key=f"{prefix}.brush_opacity",
+            help="How much the pixels under this brush may change; strokes over each other add up.",
+        )
+        paint = brush_colour(opacity)
     round_key = f"{prefix}.canvas_round"
     if clear_col.button("Clear", key=f"{prefix}.clear"):
         st.session_state[round_key] = st.session_state.get(round_key, 0) + 1  # a new canvas is an empty one
@@ -69,7 +97,7 @@ def _painted_mask(prefix: str, source: Source) -> Image.Image | None:
     source_id = hashlib.sha256(source.upload.png_bytes).hexdigest()[:16]
     painted = st_canvas(
         stroke_width=brush,
-        stroke_color=ERASE_COLOUR if mode == "Erase" else PAINT_COLOUR,
+        stroke_color=ERASE_COLOUR if mode == "Erase" else paint,
         background_image=image.resize((width, height)),
         width=width,
         height=height,
@@ -81,11 +109,18 @@ def _painted_mask(prefix: str, source: Source) -> Image.Image | None:
     st.caption("White marks what to repaint; the eraser's dark strokes take it back. Undo is in the canvas toolbar.")
     if painted.image_data is None:
         return None
-    mask = mask_from_canvas(painted.image_data, image.size)
+    mask = mask_from_canvas(painted.image_data, image.size, soft=soft)
     return mask if mask.getbbox() is not None else None
 
 
+def brush_colour(opacity: int) -> str:
+    """The canvas stroke colour (CSS) of a soft brush: white at `opacity` percent, which the mask reads back as
+    that strength (mask_from_canvas: alpha × lightness)."""
+    return f"rgba(255, 255, 255, {opacity / 100:g})"
+
+
 def mask_options(prefix: str) -> InpaintParams:
+    """The mask options; `soft` is mask_editor's toggle (it decides how the mask is read)."""
     # Defaults through the state, not value=: loading a recipe sets these keys too.
     defaults = InpaintParams()
     for name in ("mask_blur", "only_masked", "padding", "keep_unmasked"):
@@ -110,4 +145,5 @@ def mask_options(prefix: str) -> InpaintParams:
                 key=f"{prefix}.keep_unmasked",
                 help="Outside the (feathered) mask the result is the source, byte for byte.",
             ),
+            soft=bool(st.session_state.get(f"{prefix}.soft", False)),
         )

@@ -113,6 +113,7 @@ def load_into_form(prefix: str, settings: FormSettings, catalogue: Catalogue) ->
         state[f"{prefix}.only_masked"] = settings.inpaint.only_masked
         state[f"{prefix}.padding"] = settings.inpaint.padding
         state[f"{prefix}.keep_unmasked"] = settings.inpaint.keep_unmasked
+        state[f"{prefix}.soft"] = settings.inpaint.soft
     return True
 
 

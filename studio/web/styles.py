@@ -57,7 +57,8 @@ def style_picker(prefix: str, catalogue: Catalogue, config: Settings) -> Style |
         return None
     style = catalogue.styles[style_id]
     model = catalogue.models[style.model]
-    st.caption(f"{style.description} · model: {model.about or model.location}")
+    family = f" · {model.family_info.label}" if style.task.upscale_factor is None else ""
+    st.caption(f"{style.description} · model: {model.about or model.location}{family}")
     if not ready[style_id].ready:
         st.warning(f"**{model.name}** (`{model.location}`) is not available here. {ready[style_id].note}")
     return style

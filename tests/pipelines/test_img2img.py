@@ -9,6 +9,7 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
+import diffusers
 import numpy as np
 import pytest
 import torch
@@ -16,8 +17,9 @@ from PIL import Image
 
 from pipelines import cache, img2img, tiny
 from pipelines.errors import ModelUnavailableError, PipelineInputError, RunCancelled
-from pipelines.img2img import Img2ImgRequest, library_versions, output_size, run_img2img
-from pipelines.params import Img2ImgParams
+from pipelines.families import get_family
+from pipelines.img2img import Img2ImgRequest, library_versions, run_img2img
+from pipelines.params import Img2ImgParams, output_size
 from pipelines.registry import PREVIEW_MODEL, ModelRef, ensure_preview_model, resolve_model
 from studio.config import PROJECT_ROOT
 from tests.support import gradient
@@ -120,14 +122,14 @@ def test_resolve_missing_folder(tmp_path: Path) -> None:
 
 
 def test_base_pipeline_is_loaded_once(preview: ModelRef, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_load = cache.StableDiffusionImg2ImgPipeline.from_pretrained
+    real_load = diffusers.StableDiffusionImg2ImgPipeline.from_pretrained
     loads: list[str] = []
 
     def counting_load(*args: object, **kwargs: object):
         loads.append(str(args[0]))
         return real_load(*args, **kwargs)
 
-    monkeypatch.setattr(cache.StableDiffusionImg2ImgPipeline, "from_pretrained", counting_load)
+    monkeypatch.setattr(diffusers.StableDiffusionImg2ImgPipeline, "from_pretrained", counting_load)
     cache.clear_cache()
     # Two threads asking at once, then a third call: one load.
     results: list[object] = []
@@ -144,7 +146,7 @@ def test_base_pipeline_is_loaded_once(preview: ModelRef, monkeypatch: pytest.Mon
 def test_request_pipeline_shares_models_not_scheduler_or_dtype() -> None:
     """A half-precision base (as on CUDA) stays half precision after requests derive from it."""
     base = tiny.build_tiny_sd_pipeline().to(dtype=torch.float16)
-    pipe = cache.request_pipeline(base)
+    pipe = cache.request_pipeline(base, get_family("sd15"))
     assert pipe.unet is base.unet and pipe.vae is base.vae and pipe.text_encoder is base.text_encoder
     assert pipe.scheduler is not base.scheduler
     assert pipe.scheduler.config == base.scheduler.config

@@ -51,6 +51,7 @@ def test_admins_find_every_admin_page_in_the_navigation(studio, mia):
 
 
 def test_the_models_page_lists_the_workers_with_device_job_and_models(studio, studio_settings):
+    from pipelines.cache import LoadedModel, MemoryReport  # the report's own shape (imports torch: only here)
     from studio.jobs.heartbeats import beat
 
     with session_for(studio_settings.database_url) as session:
@@ -61,13 +62,42 @@ def test_the_models_page_lists_the_workers_with_device_job_and_models(studio, st
             current_job_id=42,
             loaded_models=["preview (cuda:0, float16)"],
             started_at=utcnow(),
+            memory=MemoryReport(
+                device="cuda:0",
+                budget_bytes=12 * 2**30,
+                used_bytes=3 * 2**30,
+                models=(
+                    LoadedModel(
+                        name="stabilityai/stable-diffusion-xl-base-1.0",
+                        location="stabilityai/stable-diffusion-xl-base-1.0",
+                        family="sdxl",
+                        kind="StableDiffusionXLImg2ImgPipeline",
+                        bytes=7 * 2**30,
+                        device_bytes=3 * 2**30,
+                        device="cuda:0",
+                        dtype="float16",
+                        offload="model",
+                        offload_requested="model",
+                        in_use=True,
+                    ),
+                ),
+            ).to_dict(),
         )
     at = signed_in_page("admin/models", "admin")
     assert not at.exception, at.exception
-    [table] = at.dataframe
+    table, models = at.dataframe
     row = table.value.iloc[0]
     assert (row["worker"], row["status"], row["device"], row["current job"]) == ("gpu-host:0", "alive", "cuda:0", 42)
     assert row["loaded models"] == "preview (cuda:0, float16)"
+    assert (row["model memory"], row["budget"]) == ("3.00 GiB (25 %)", "12.00 GiB")
+    [model] = models.value.to_dict("records")
+    assert (model["family"], model["size"], model["on the device"], model["offload"], model["in use"]) == (
+        "sdxl",
+        "7.00 GiB",
+        "3.00 GiB",
+        "model",
+        True,
+    )
 
 
 def test_the_analytics_page_draws_every_chart_with_its_csv_and_follows_the_filters(studio, studio_settings):

@@ -47,6 +47,9 @@ def test_the_repository_catalogue_has_the_seed_styles_with_sensible_defaults():
         "Cartoon",
         "Abstract",
         "Quality Enhancement",
+        "Product Shot XL",
+        "Photoreal XL",
+        "Quick Sketch XL",
         "Upscale 2×",
         "Upscale 4×",
     }

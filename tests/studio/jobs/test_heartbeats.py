@@ -58,3 +58,64 @@ def test_a_worker_that_stops_beating_is_silent(studio, studio_settings) -> None:
         7,
         ["preview (cuda:1, float16)"],
     )
+
+
+def test_a_worker_keeps_to_studio_model_memory_and_reports_what_it_loaded(studio, studio_settings, monkeypatch):
+    """The budget comes from STUDIO_MODEL_MEMORY, and the heartbeat reports each loaded model's size against it."""
+    from dataclasses import replace
+
+    from pipelines import cache
+    from pipelines.params import Img2ImgParams, MemoryBudget
+    from studio.accounts.users import get_user
+    from studio.catalogue.requests import custom_request
+    from studio.db.engine import write_session
+    from studio.jobs.submit import submit_job
+    from studio.media.storage import AssetStore
+    from studio.media.validation import validate_image_bytes
+    from tests.support import png_bytes
+
+    settings = replace(studio_settings, model_memory=MemoryBudget.parse("3GiB"))
+    with write_session(settings.database_url) as session:
+        admin = get_user(session=session, username="admin")
+        submit_job(
+            session=session,
+            store=AssetStore(settings.assets_dir),
+            settings=settings,
+            user=admin,
+            upload=validate_image_bytes(png_bytes(256, 256)),
+            original_name="a.png",
+            request=custom_request(settings=settings, params=Img2ImgParams(prompt="x", strength=0.5, steps=2)),
+        )
+    worker = Worker(settings, name="budgeted")
+    try:
+        worker.run_once()
+        worker.beat()
+        with session_for(settings.database_url) as session:
+            [state] = workers(session=session)
+        memory = state.row.memory
+        assert memory["budget_bytes"] == 3 * 2**30 == cache.memory_report().budget_bytes
+        loaded = {model["name"]: model for model in memory["models"]}
+        assert loaded["preview"]["bytes"] > 0 and loaded["preview"]["family"] == "sd15"
+        assert memory["used_bytes"] == sum(model["device_bytes"] for model in memory["models"])
+    finally:
+        cache.set_memory_budget(None)  # the cache is per process: leave the default to the tests that follow
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "fraction"),
+    [("", None, 0.9), ("12GiB", 12 * 2**30, 0.9), ("512 MB", 512 * 10**6, 0.9), ("75%", None, 0.75)],
+)
+def test_studio_model_memory_is_read_as_bytes_or_a_share_of_the_device(tmp_path, text, limit, fraction) -> None:
+    from studio.config import load_settings
+
+    settings = load_settings({"STUDIO_MODEL_MEMORY": text}, secrets_path=tmp_path / "none.toml")
+    assert (settings.model_memory.limit, settings.model_memory.fraction) == (limit, fraction)
+
+
+@pytest.mark.parametrize("text", ["lots", "0GB", "150%", "-3GiB"])
+def test_a_malformed_studio_model_memory_stops_the_studio_with_the_setting_named(tmp_path, text) -> None:
+    from studio.config import load_settings
+    from studio.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="STUDIO_MODEL_MEMORY"):
+        load_settings({"STUDIO_MODEL_MEMORY": text}, secrets_path=tmp_path / "none.toml")

@@ -4,6 +4,7 @@ import streamlit as st
 
 from studio.db.tables import Role
 from studio.web import app, auth, budgets, cookies
+from studio.web.text import plain
 
 st.set_page_config(page_title="Img2Img Studio", page_icon=":material/palette:", layout="wide")
 
@@ -47,7 +48,7 @@ if user.role is Role.admin:
     navigation["Admin"] = admin_pages
 
 with st.sidebar:
-    st.caption(f"Signed in as **{user.display_name}** ({user.username}, {user.role.value})")
+    st.caption(f"Signed in as **{plain(user.display_name)}** ({user.username}, {user.role.value})")
     if st.button("Log out", icon=":material/logout:", key="studio_logout"):
         auth.log_out()
     budgets.budget_alert(user)

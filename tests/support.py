@@ -73,3 +73,24 @@ def sign_in_as(at: AppTest, username: str) -> AppTest:
 def signed_in_page(name: str, username: str) -> AppTest:
     """One page file (`pages/<name>.py`) run on its own as a signed-in user."""
     return sign_in_as(AppTest.from_file(str(ROOT / "pages" / f"{name}.py"), default_timeout=TIMEOUT), username).run()
+
+
+def queue_job(session, settings, *, username: str = "admin", prompt: str = "a watercolor", original_name: str):
+    """A job queued through `studio.jobs.submit.submit_job` (a small PNG, the configured model, own settings)."""
+    from pipelines.params import Img2ImgParams
+    from studio.accounts.users import get_user
+    from studio.catalogue.requests import custom_request
+    from studio.jobs.submit import submit_job
+    from studio.media.storage import AssetStore
+    from studio.media.validation import validate_image_bytes
+
+    params = Img2ImgParams(prompt=prompt, strength=0.5, steps=4, guidance=7.5, seed=1)
+    return submit_job(
+        session=session,
+        store=AssetStore(settings.assets_dir),
+        settings=settings,
+        user=get_user(session=session, username=username),
+        upload=validate_image_bytes(png_bytes()),
+        original_name=original_name,
+        request=custom_request(settings=settings, params=params),
+    )

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import secrets
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from studio.config import Settings
 from studio.db.engine import init_db, write_session
 from studio.db.tables import Role, User
 from studio.errors import ConfigError, Refused
+from studio.media.storage import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -66,22 +65,8 @@ def _generated_cookie_key(key_file: Path) -> str:
                 MIN_COOKIE_KEY_LENGTH,
             )
         key = secrets.token_urlsafe(48)
-        _write_private(key_file, key)
+        write_atomically(key_file, key.encode(), prefix=f".{key_file.name}.")  # mode 0600
         return key
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write `text` to `path` atomically (a temporary file beside it, flushed to disk, renamed over it), mode 0600."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # created with mode 0600
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _check_admin_password(settings: Settings) -> None:

@@ -7,19 +7,14 @@ from __future__ import annotations
 import pytest
 from sqlmodel import func, select
 
-from pipelines.params import Img2ImgParams
 from studio.accounts import admin
 from studio.accounts.users import create_user, get_user
 from studio.billing.pricing import Quality
 from studio.catalogue.presets import PresetSettings, rename_preset, save_preset
-from studio.catalogue.requests import custom_request
 from studio.db.engine import write_session
 from studio.db.tables import Asset, CreditEntry, Preset, Team, User
 from studio.errors import Refused
-from studio.jobs.submit import submit_job
-from studio.media.storage import AssetStore
-from studio.media.validation import validate_image_bytes
-from tests.support import png_bytes
+from tests.support import queue_job
 
 pytestmark = pytest.mark.both_databases
 
@@ -34,9 +29,6 @@ LOOK = PresetSettings(
     guidance=7.5,
     seed=1,
 )
-
-
-PARAMS = Img2ImgParams(prompt="a watercolor", strength=0.5, steps=4, guidance=7.5, seed=1)
 
 
 @pytest.fixture
@@ -121,15 +113,6 @@ def test_empty_names_are_refused(session):
 
 
 def test_an_uploaded_file_s_name_of_any_length_is_shortened_to_fit_keeping_its_extension(session, studio_settings):
-    name = "é" * 300 + ".png"
-    job = submit_job(
-        session=session,
-        store=AssetStore(studio_settings.assets_dir),
-        settings=studio_settings,
-        user=get_user(session=session, username="admin"),
-        upload=validate_image_bytes(png_bytes()),
-        original_name=name,
-        request=custom_request(settings=studio_settings, params=PARAMS),
-    )
+    job = queue_job(session, studio_settings, original_name="é" * 300 + ".png")
     stored = session.get(Asset, job.source_asset_id).original_name
     assert len(stored) == 255 and stored.endswith("é.png") and stored.startswith("ééé") and "…" in stored

@@ -3,25 +3,25 @@
 import streamlit as st
 
 from studio.db.tables import Role
-from studio.web import app, auth, budgets
+from studio.web import app, auth, budgets, cookies
+from studio.web.text import plain
 
 st.set_page_config(page_title="Img2Img Studio", page_icon=":material/palette:", layout="wide")
 
-report = app.bootstrap_studio()
+app.bootstrap_studio()
 config = app.settings()
 if config.warmup:
     app.start_model_warmup(config)
 if config.in_process_worker:
     app.start_background_worker(config)
 
-authenticator = auth.authenticator(report)
 user = auth.current_user()
 auth.forget_other_users_state(user)
+cookies.write_pending()  # the session cookie of a sign-in (or its deletion), until the browser has stored it
 if user is None:
-    auth.login_form(authenticator)
-    if auth.current_user() is not None:
-        st.rerun()  # logged in just now: start over without the login form on screen
-    st.navigation([st.Page(lambda: None, title="Log in", icon=":material/login:")], position="hidden").run()
+    # The form runs as a page: a widget drawn before st.navigation on a session's first run gets another identity
+    # than on the next run, so what was typed into it the first time would be lost.
+    st.navigation([st.Page(auth.login_page, title="Log in", icon=":material/login:")], position="hidden").run()
     st.stop()
 
 auth.refresh_plan_credits(user)
@@ -48,9 +48,9 @@ if user.role is Role.admin:
     navigation["Admin"] = admin_pages
 
 with st.sidebar:
-    st.caption(f"Signed in as **{user.display_name}** ({user.username}, {user.role.value})")
+    st.caption(f"Signed in as **{plain(user.display_name)}** ({user.username}, {user.role.value})")
     if st.button("Log out", icon=":material/logout:", key="studio_logout"):
-        auth.log_out(authenticator)
+        auth.log_out()
     budgets.budget_alert(user)
 
 st.navigation(navigation).run()

@@ -1,4 +1,4 @@
-"""Account: credits, plan, the ledger behind the balance, and usage."""
+"""Account: credits, plan, the ledger behind the balance, usage, where you are signed in, and your password."""
 
 import streamlit as st
 
@@ -6,7 +6,7 @@ from studio.billing.credits import Account, history, lots, spendable
 from studio.billing.plans import PLANS, STARTER_PACK_CREDITS, TRIAL_CREDITS
 from studio.db.tables import utcnow
 from studio.jobs.queries import usage_summary
-from studio.web import app, auth
+from studio.web import account, app, auth
 
 user = auth.require_user()
 now = utcnow()
@@ -71,3 +71,9 @@ st.dataframe(
     ],
     hide_index=True,
 )
+
+st.subheader("Where you are signed in")
+account.signed_in_sessions(user)
+
+st.subheader("Change your password")
+account.password_form(user)

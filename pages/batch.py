@@ -9,6 +9,7 @@ from studio.batches.uploads import read_uploads
 from studio.billing.plans import PLANS
 from studio.catalogue.presets import SeedPolicy
 from studio.web import app, auth, batches, form, presets, styles, submit, widgets
+from studio.web.text import plain
 
 PREFIX = "batch"
 BATCH_KEY = "batch.last_batch_id"
@@ -42,7 +43,7 @@ with settings_col:
     if uploads.rejected:
         with st.expander(f"{len(uploads.rejected)} file(s) will be skipped", expanded=True):
             for name, why in uploads.rejected:
-                st.caption(f"**{name}**: {why}")
+                st.caption(f"**{plain(name)}**: {plain(why)}")
 
     style = styles.style_picker(PREFIX, catalogue, config)
     params, quality, noise_level = form.run_settings(PREFIX, style)

@@ -7,6 +7,7 @@ from studio.db.tables import JobStatus, Role
 from studio.jobs.history import OWN_SETTINGS, HistoryFilter, history_page
 from studio.jobs.retention import delete_job
 from studio.web import app, auth, jobs, recipes, styles, widgets
+from studio.web.text import plain
 
 COLUMNS = 4
 CURSORS = "history.cursors"  # the keyset cursor of each page shown so far (None: the first page)
@@ -67,9 +68,9 @@ for index, row in enumerate(page.rows):
         else:
             st.caption(":material/hide_image: images deleted (retention)")
         st.markdown(f"**#{job.id}** · {job.status.value} · {job.created_at:%Y-%m-%d %H:%M}")
-        st.caption(jobs.job_summary(job))
+        st.caption(plain(jobs.job_summary(job)))  # the prompt, as typed: never markup (an admin sees team jobs)
         if job.error:
-            st.caption(f":material/error: {job.error} · {job.cost} credits refunded")
+            st.caption(f":material/error: {plain(job.error)} · {job.cost} credits refunded")
         # Buttons side by side while they fit, wrapping below each other when the card is narrow.
         actions = st.container(horizontal=True, gap="small")
         if row.result is not None and store.exists(row.result.sha256):

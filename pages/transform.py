@@ -3,6 +3,7 @@
 import streamlit as st
 
 from studio.web import app, auth, form, jobs, presets, recipes, sources, styles, submit, widgets
+from studio.web.text import plain
 
 PREFIX = "transform"
 JOB_KEY = "transform.last_job_id"
@@ -19,7 +20,7 @@ source_col, result_col = st.columns(2, gap="large")
 with source_col:
     source = sources.source_uploader(PREFIX)
     if source is not None:
-        st.image(source.upload.image, caption=f"{source.name} · {source.upload.width}×{source.upload.height}")
+        st.image(source.upload.image, caption=f"{plain(source.name)} · {source.upload.width}×{source.upload.height}")
         if source.recipe is not None:
             recipes.recipe_offer(PREFIX, source, catalogue, config, user, job_key=JOB_KEY)
 

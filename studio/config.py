@@ -8,6 +8,7 @@ without touching files; secrets.toml keys are the same names in lower case witho
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -44,6 +45,13 @@ class Settings:
     # How much memory a worker's loaded models may take before the least recently used is evicted
     # (STUDIO_MODEL_MEMORY: "24GiB", "80%", bytes; default 90 % of the device's memory, or of RAM on CPU).
     model_memory: MemoryBudget = field(default_factory=MemoryBudget)
+    # Signing in (studio.accounts.sessions): a session ends after this long without a page view, and at the latest
+    # this long after the sign-in.
+    session_idle_minutes: int = 24 * 60
+    session_max_days: int = 7
+    # Behind a reverse proxy: the request header it puts the client's address in (X-Forwarded-For, X-Real-IP),
+    # for sign-in throttling per client. None: the address of the connection itself.
+    client_ip_header: str | None = None
     # Where images are stored (STUDIO_STORAGE_DIR): a folder every worker and the app can reach — a shared
     # mount when workers run on several hosts. None: `<data dir>/assets` on local disk.
     storage_dir: Path | None = None
@@ -91,6 +99,13 @@ def load_settings(environ: dict[str, str] | None = None, secrets_path: Path | No
     max_side = get("max_output_side", "1024")
     if not max_side.isdigit() or not 256 <= int(max_side) <= 4096:
         raise ConfigError(f"STUDIO_MAX_OUTPUT_SIDE must be a whole number 256–4096, got {max_side!r}")
+    idle_minutes = _whole_number("session_idle_minutes", get("session_idle_minutes", "1440"), minimum=1)
+    max_days = _whole_number("session_max_days", get("session_max_days", "7"), minimum=1)
+    if idle_minutes > max_days * 24 * 60:
+        raise ConfigError(
+            f"STUDIO_SESSION_IDLE_MINUTES ({idle_minutes}) is longer than STUDIO_SESSION_MAX_DAYS ({max_days} days): "
+            "a session could never be idle that long"
+        )
     return Settings(
         data_dir=data_dir,
         models_dir=Path(get("models_dir", str(data_dir / "models"))).expanduser().resolve(),
@@ -101,7 +116,7 @@ def load_settings(environ: dict[str, str] | None = None, secrets_path: Path | No
         warmup=_flag(get("warmup", "1")),
         in_process_worker=_flag(get("in_process_worker", "1")),
         cookie_key=get("cookie_key"),
-        cookie_name=get("cookie_name", "img2img_studio_auth"),
+        cookie_name=_cookie_name(get("cookie_name", "img2img_studio_auth")),
         admin_username=get("admin_username", "admin").strip().lower(),
         admin_password=get("admin_password"),
         admin_email=get("admin_email", "admin@example.com"),
@@ -109,6 +124,9 @@ def load_settings(environ: dict[str, str] | None = None, secrets_path: Path | No
         retention_days=int(retention_days),
         storage_dir=_storage_dir(get("storage_dir")),
         model_memory=_model_memory(get("model_memory", "")),
+        session_idle_minutes=idle_minutes,
+        session_max_days=max_days,
+        client_ip_header=get("client_ip_header"),
     )
 
 
@@ -117,6 +135,18 @@ def _model_memory(value: str) -> MemoryBudget:
         return MemoryBudget.parse(value)
     except PipelineInputError as exc:
         raise ConfigError(f"STUDIO_MODEL_MEMORY: {exc}") from exc
+
+
+def _cookie_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
+        raise ConfigError(f"STUDIO_COOKIE_NAME must be 1–64 letters, digits, '_' or '-', got {value!r}")
+    return value
+
+
+def _whole_number(name: str, value: str, *, minimum: int) -> int:
+    if not (value.isascii() and value.isdigit()) or int(value) < minimum:
+        raise ConfigError(f"STUDIO_{name.upper()} must be a whole number, at least {minimum}; got {value!r}")
+    return int(value)
 
 
 def _storage_dir(value: str | None) -> Path | None:

@@ -50,9 +50,47 @@ def log_in(username: str, password: str) -> AppTest:
     return at
 
 
+def sign_in_as(at: AppTest, username: str) -> AppTest:
+    """`at` with a new session of `username` in its session state, as signing in leaves it (the login form is
+    tested elsewhere)."""
+    from studio.accounts.sessions import Client, SessionPolicy, open_session
+    from studio.accounts.users import get_user
+    from studio.config import get_settings
+    from studio.db.engine import write_session
+    from studio.db.tables import utcnow
+    from studio.web.auth import SESSION_TOKEN_STATE
+
+    settings = get_settings()
+    with write_session(settings.database_url) as session:
+        user = get_user(session=session, username=username)
+        policy = SessionPolicy.from_settings(settings)
+        token = open_session(session=session, user=user, client=Client(address=None), now=utcnow(), policy=policy)
+        session.commit()
+    at.session_state[SESSION_TOKEN_STATE] = token
+    return at
+
+
 def signed_in_page(name: str, username: str) -> AppTest:
-    """One page file (`pages/<name>.py`) run on its own as a signed-in user (the login is tested elsewhere)."""
-    at = AppTest.from_file(str(ROOT / "pages" / f"{name}.py"), default_timeout=TIMEOUT)
-    at.session_state["authentication_status"] = True
-    at.session_state["username"] = username
-    return at.run()
+    """One page file (`pages/<name>.py`) run on its own as a signed-in user."""
+    return sign_in_as(AppTest.from_file(str(ROOT / "pages" / f"{name}.py"), default_timeout=TIMEOUT), username).run()
+
+
+def queue_job(session, settings, *, username: str = "admin", prompt: str = "a watercolor", original_name: str):
+    """A job queued through `studio.jobs.submit.submit_job` (a small PNG, the configured model, own settings)."""
+    from pipelines.params import Img2ImgParams
+    from studio.accounts.users import get_user
+    from studio.catalogue.requests import custom_request
+    from studio.jobs.submit import submit_job
+    from studio.media.storage import AssetStore
+    from studio.media.validation import validate_image_bytes
+
+    params = Img2ImgParams(prompt=prompt, strength=0.5, steps=4, guidance=7.5, seed=1)
+    return submit_job(
+        session=session,
+        store=AssetStore(settings.assets_dir),
+        settings=settings,
+        user=get_user(session=session, username=username),
+        upload=validate_image_bytes(png_bytes()),
+        original_name=original_name,
+        request=custom_request(settings=settings, params=params),
+    )

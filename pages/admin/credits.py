@@ -11,6 +11,7 @@ from studio.accounts.users import list_users
 from studio.billing.credits import Account, balance
 from studio.db.tables import AuditAction, Role, utcnow
 from studio.web import analytics, app, auth, refusals
+from studio.web.text import plain
 
 actor = auth.require_user(Role.admin)
 
@@ -50,7 +51,7 @@ with st.form("credits", clear_on_submit=True):
         else:
             done = refusals.admin_action(admin.adjust_credits, actor=actor, **target)
         if done is not None:
-            st.success(f"{kind}: {int(amount):+d} credits for {users[user_id] if user_id else teams[team_id]}.")
+            st.success(f"{kind}: {int(amount):+d} credits for {plain(users[user_id] if user_id else teams[team_id])}.")
 
 st.subheader("Audit log")
 st.caption("Every admin action, newest first. Entries are never changed or deleted.")

@@ -7,6 +7,7 @@ from studio.accounts.users import list_users
 from studio.billing.budgets import all_budget_statuses
 from studio.db.tables import DEFAULT_ALERT_PERCENT, MAX_ALERT_PERCENT, MIN_ALERT_PERCENT, Role, utcnow
 from studio.web import app, auth, budgets, refusals
+from studio.web.text import plain
 
 actor = auth.require_user(Role.admin)
 
@@ -28,7 +29,7 @@ with st.form("create_team", clear_on_submit=True):
             admin.create_team, actor=actor, name=name, monthly_budget=budget or None, budget_alert_percent=alert
         )
         if created is not None:
-            st.success(f"Created team {created.name}.")
+            st.success(f"Created team {plain(created.name)}.")
 
 with app.db_session() as session:
     statuses = all_budget_statuses(session=session, now=utcnow())
@@ -72,7 +73,7 @@ with rename_col.form("rename_team"):
     if st.form_submit_button("Rename") and refusals.admin_action(
         admin.rename_team, actor=actor, team_id=team.team_id, name=new_name
     ):
-        st.success(f"Renamed to {' '.join(new_name.split())}.")
+        st.success(f"Renamed to {plain(new_name)}.")
 with budget_col.form("set_budget"):
     budget = st.number_input("Monthly budget (credits; 0 = none)", min_value=0, step=100, value=team.budget or 0)
     alert = st.slider(
@@ -88,7 +89,9 @@ with budget_col.form("set_budget"):
         monthly_budget=budget or None,
         budget_alert_percent=alert,
     ):
-        st.success(f"{team.team_name}: {f'{budget} credits a month' if budget else 'no budget'}, alert at {alert} %.")
+        st.success(
+            f"{plain(team.team_name)}: {f'{budget} credits a month' if budget else 'no budget'}, alert at {alert} %."
+        )
 with st.form("set_members"):
     by_user = {user.id: user for user in users}
     chosen_members = st.multiselect(

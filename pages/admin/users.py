@@ -84,7 +84,7 @@ with team_col.form("set_team"):
     ):
         st.success(f"{target.username}: {team_name(team_id)}{', may use its pool' if pool and team_id else ''}.")
 
-active_col, password_col = st.columns(2)
+active_col, password_col, sessions_col = st.columns(3)
 label = "Reactivate" if not target.is_active else "Deactivate"
 if active_col.button(f"{label} {target.username}", key="toggle_active") and refusals.admin_action(
     admin.set_active, actor=actor, user_id=target.id, active=not target.is_active
@@ -94,6 +94,14 @@ if password_col.button(f"Reset {target.username}'s password", key="reset_passwor
     temporary = admin.temporary_password()
     if refusals.admin_action(admin.reset_password, actor=actor, user_id=target.id, new_password=temporary):
         st.success(f"New password for {target.username}: `{temporary}` — shown once; hand it over securely.")
+
+if sessions_col.button(f"Sign {target.username} out everywhere", key="revoke_sessions"):
+    revoked = refusals.admin_action(admin.revoke_sessions, actor=actor, user_id=target.id)
+    if revoked is not None:
+        st.success(f"{target.username}: {revoked} session{'s' if revoked != 1 else ''} ended.")
+st.caption(
+    "Deactivating, a role change and a password reset sign the user out everywhere too; reactivating revives none."
+)
 
 st.subheader("All users")
 with app.db_session() as session:

@@ -7,6 +7,9 @@ nothing. Admins cannot change their own role, plan or active state, nor give the
 own account, or a team pool they may draw on): another admin must. Since an admin can neither
 deactivate nor demote themselves, the studio always keeps at least one active admin, the actor.
 The audit log is append-only (see `AuditEntry`); this module only adds to it and reads it.
+
+Deactivating, a role change and a password reset revoke all of the user's login sessions in the same transaction
+(studio.accounts.sessions): a copied cookie stops working at once, and reactivating an account revives none.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from datetime import datetime
 
 from sqlmodel import Session, col, select
 
-from studio.accounts.users import MIN_PASSWORD_LENGTH, add_user, hash_password
+from studio.accounts.sessions import revoke_all
+from studio.accounts.users import add_user, hash_password
 from studio.billing.credits import Account, add_credits, adjust
+from studio.db.limits import bounded_text
 from studio.db.tables import (
     DEFAULT_ALERT_PERCENT,
     MAX_ALERT_PERCENT,
@@ -134,6 +139,10 @@ def set_active(*, session: Session, actor: User, user_id: int, active: bool) -> 
             raise Refused(f"{user.username} is already {'active' if active else 'deactivated'}.")
         user.is_active = active
         session.add(user)
+        if not active:
+            entry.details["sessions_revoked"] = revoke_all(
+                session=session, user_id=user.id, now=entry.created_at, reason="deactivated"
+            )
     return user
 
 
@@ -144,6 +153,9 @@ def set_role(*, session: Session, actor: User, user_id: int, role: Role) -> User
         entry.details |= {"before": user.role.value, "after": role.value}
         user.role = role
         session.add(user)
+        entry.details["sessions_revoked"] = revoke_all(
+            session=session, user_id=user.id, now=entry.created_at, reason="role changed"
+        )
     return user
 
 
@@ -207,14 +219,26 @@ def _move(session: Session, entry: AuditEntry, user: User, team_id: int | None, 
 
 
 def reset_password(*, session: Session, actor: User, user_id: int, new_password: str) -> User:
-    """Set a new password (stored as a bcrypt hash; the old one is never shown, nor is this one logged)."""
+    """Set a new password (stored as a bcrypt hash; the old one is never shown, nor is this one logged) and sign
+    the user out everywhere."""
+    password_hash = hash_password(new_password)  # bcrypt (~0.25 s) before the transaction; refuses a bad password
     with _audited(session, actor, AuditAction.user_password_reset, utcnow()) as entry:
         user = _target_user(session, entry, user_id)
-        if len(new_password) < MIN_PASSWORD_LENGTH:
-            raise Refused(f"Password must be at least {MIN_PASSWORD_LENGTH} characters.")
-        user.password_hash = hash_password(new_password)
+        user.password_hash = password_hash
         session.add(user)
+        entry.details["sessions_revoked"] = revoke_all(
+            session=session, user_id=user.id, now=entry.created_at, reason="password reset"
+        )
     return user
+
+
+def revoke_sessions(*, session: Session, actor: User, user_id: int) -> int:
+    """Sign a user out on every browser (a lost laptop, a shared cookie); the number of sessions revoked."""
+    with _audited(session, actor, AuditAction.sessions_revoke, utcnow()) as entry:
+        user = _target_user(session, entry, user_id)
+        revoked = revoke_all(session=session, user_id=user.id, now=entry.created_at, reason="revoked by an admin")
+        entry.details["sessions"] = revoked
+    return revoked
 
 
 def temporary_password() -> str:
@@ -285,10 +309,7 @@ def list_teams(*, session: Session) -> list[Team]:
 
 
 def _team_name(name: str) -> str:
-    name = " ".join(name.split())
-    if not 1 <= len(name) <= 80:
-        raise Refused("A team name has 1 to 80 characters.")
-    return name
+    return bounded_text(" ".join(name.split()), column=Team.__table__.c.name, what="A team name")
 
 
 def _name_free(session: Session, name: str) -> None:

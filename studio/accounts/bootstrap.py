@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-import os
+import logging
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from studio.accounts.users import create_user
+from studio.accounts.users import check_new_password, create_user
 from studio.config import Settings
 from studio.db.engine import init_db, write_session
 from studio.db.tables import Role, User
-from studio.errors import ConfigError
+from studio.errors import ConfigError, Refused
+from studio.media.storage import write_atomically
+
+log = logging.getLogger(__name__)
 
 MIN_COOKIE_KEY_LENGTH = 32
 # Values shipped in examples; a studio configured with one of them would accept forged cookies.
@@ -40,17 +44,38 @@ def cookie_key_for(settings: Settings) -> str:
                 'python -c "import secrets; print(secrets.token_urlsafe(48))"'
             )
         return key
-    key_file = settings.data_dir / "secrets" / "cookie_key"
-    if not key_file.is_file():
-        _write_private(key_file, secrets.token_urlsafe(48))
-    return key_file.read_text().strip()
+    return _generated_cookie_key(settings.data_dir / "secrets" / "cookie_key")
 
 
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
+def _generated_cookie_key(key_file: Path) -> str:
+    """The key in `key_file`, written first if there is none or a bad one (empty or short: anyone could sign a
+    cookie with it). A lock beside the file makes processes starting together agree on one key, and the key is
+    written to a temporary file then renamed, so no process ever reads half a key."""
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(key_file.with_name(key_file.name + ".lock")):
+        if key_file.is_file():
+            key = key_file.read_text().strip()
+            if len(key) >= MIN_COOKIE_KEY_LENGTH:
+                return key
+            log.warning(
+                "The cookie key file %s is bad (%d characters, fewer than %d): writing a new key; everyone signs "
+                "in again.",
+                key_file,
+                len(key),
+                MIN_COOKIE_KEY_LENGTH,
+            )
+        key = secrets.token_urlsafe(48)
+        write_atomically(key_file, key.encode(), prefix=f".{key_file.name}.")  # mode 0600
+        return key
+
+
+def _check_admin_password(settings: Settings) -> None:
+    if settings.admin_password is None:
+        return
+    try:
+        check_new_password(settings.admin_password)
+    except Refused as exc:
+        raise ConfigError(f"STUDIO_ADMIN_PASSWORD (or [studio] admin_password) is not usable: {exc}") from None
 
 
 def ensure_admin(settings: Settings) -> str | None:
@@ -75,6 +100,7 @@ def ensure_admin(settings: Settings) -> str | None:
 
 def bootstrap(settings: Settings) -> BootstrapReport:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _check_admin_password(settings)
     cookie_key = cookie_key_for(settings)
     init_db(settings.database_url)
     generated = ensure_admin(settings)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import zipfile
@@ -13,6 +12,9 @@ from sqlmodel import Session, col, select
 
 from studio.db.tables import Asset, Job, JobStatus
 from studio.media.storage import AssetStore
+from studio.spreadsheets import csv_text
+
+MANIFEST_HEADER = ("source", "result", "job_id", "status", "credits", "error", "recipe")
 
 
 @dataclass(frozen=True)
@@ -59,9 +61,7 @@ def download_name(batch: Batch, label: str) -> str:
 
 def batch_zip(batch: Batch, store: AssetStore) -> bytes:
     """Every finished result, named after its source, and manifest.csv (one row per image)."""
-    buffer, manifest = io.BytesIO(), io.StringIO()
-    writer = csv.writer(manifest)
-    writer.writerow(["source", "result", "job_id", "status", "credits", "error", "recipe"])
+    buffer, rows = io.BytesIO(), []
     used: set[str] = set()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
         for item in batch.items:
@@ -70,9 +70,9 @@ def batch_zip(batch: Batch, store: AssetStore) -> bytes:
             )
             result_name = ""
             if item.result is not None:
-                result_name = _unique(f"{PurePosixPath(source_name).stem}-img2img.png", used)
+                result_name = _unique(f"{_safe_stem(source_name, item.job.id)}-img2img.png", used)
                 archive.writestr(result_name, store.read(item.result.sha256))
-            writer.writerow(
+            rows.append(
                 [
                     source_name,
                     result_name,
@@ -83,8 +83,16 @@ def batch_zip(batch: Batch, store: AssetStore) -> bytes:
                     json.dumps(item.job.recipe or item.job.params, sort_keys=True),
                 ]
             )
-        archive.writestr("manifest.csv", manifest.getvalue())
+        # Source names are the uploaded files' names, as given: `=HYPERLINK(…).png` stays text (studio.spreadsheets).
+        archive.writestr("manifest.csv", csv_text(MANIFEST_HEADER, rows))
     return buffer.getvalue()
+
+
+def _safe_stem(source_name: str, job_id: int) -> str:
+    """The source's name without folders or extension, as a file name any system unpacks where it is meant to:
+    letters (any script), digits, '.', '_', '-' and spaces; '_' for the rest (a '\\' of a Windows path, ':')."""
+    stem = "".join(ch if ch.isalnum() or ch in "._- " else "_" for ch in PurePosixPath(source_name).stem)
+    return stem.strip(". ") or f"job-{job_id}"
 
 
 def _unique(name: str, used: set[str]) -> str:

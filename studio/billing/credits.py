@@ -13,11 +13,13 @@ from datetime import datetime
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from studio.db.limits import bounded_text
 from studio.db.tables import CreditEntry, CreditKind, User
 from studio.errors import Refused
 
 # Kinds that open a lot (credits in); every other kind moves credits of an existing lot.
 LOT_OPENING_KINDS = (CreditKind.grant, CreditKind.allocation, CreditKind.adjustment)
+_REASON = CreditEntry.__table__.c.reason
 
 
 class InsufficientCredits(Refused):
@@ -120,6 +122,7 @@ def add_credits(
         raise Refused(f"Credits are whole positive numbers, got {amount!r}.")
     if not reason.strip():
         raise Refused("Say why the credits are added.")
+    reason = bounded_text(reason, column=_REASON, what="A reason")
     entry = account.row(
         kind=kind,
         amount=amount,
@@ -216,6 +219,7 @@ def adjust(
     """An admin's correction: positive opens a lot, negative removes credits (never below zero)."""
     if not reason.strip():
         raise Refused("An adjustment needs a reason.")
+    reason = bounded_text(reason, column=_REASON, what="A reason")
     if amount > 0:
         return [
             add_credits(

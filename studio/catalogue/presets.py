@@ -22,6 +22,7 @@ from studio.billing.pricing import Quality
 from studio.catalogue.requests import JobRequest, custom_request, style_request
 from studio.catalogue.styles import Catalogue
 from studio.config import Settings
+from studio.db.limits import bounded_text
 from studio.db.tables import Preset, Role, User, utcnow
 from studio.errors import Refused
 
@@ -115,9 +116,7 @@ def preset_request(
 
 def save_preset(*, session: Session, owner: User, name: str, preset: PresetSettings, shared: bool = False) -> Preset:
     """Save (or overwrite the owner's preset of the same name); `shared` makes it visible to the owner's team."""
-    name = name.strip()
-    if not name:
-        raise Refused("Give the preset a name.")
+    name = _preset_name(name)
     if shared and owner.team_id is None:
         raise Refused("You are in no team, so the preset can only be personal.")
     existing = session.exec(select(Preset).where(Preset.owner_id == owner.id, Preset.name == name)).first()
@@ -129,6 +128,10 @@ def save_preset(*, session: Session, owner: User, name: str, preset: PresetSetti
     session.commit()
     session.refresh(row)
     return row
+
+
+def _preset_name(name: str) -> str:
+    return bounded_text(name, column=Preset.__table__.c.name, what="A preset name")
 
 
 def visible_presets(*, session: Session, user: User) -> list[Preset]:
@@ -149,9 +152,7 @@ def find_preset(*, session: Session, user: User, name: str) -> Preset:
 
 def rename_preset(*, session: Session, user: User, preset_id: int, name: str) -> Preset:
     preset = _editable(session, user, preset_id)
-    name = name.strip()
-    if not name:
-        raise Refused("Give the preset a name.")
+    name = _preset_name(name)
     preset.name, preset.updated_at = name, utcnow()
     session.add(preset)
     try:

@@ -260,17 +260,24 @@ class AuditAction(StrEnum):
     team_budget = "team_budget"
     credit_grant = "credit_grant"
     credit_adjust = "credit_adjust"
+    # Signing in (studio.accounts.signin, studio.accounts.sessions): the actor is who did it, None for a failed
+    # sign-in (nobody is signed in); the target is the account named.
+    login_failure = "login_failure"
+    login_lockout = "login_lockout"
+    password_change = "password_change"
+    sessions_revoke = "sessions_revoke"
 
 
 class AuditEntry(SQLModel, table=True):
-    """One admin action, written by `studio.accounts.admin` in the same transaction as the action itself.
+    """One admin action, written by `studio.accounts.admin` in the same transaction as the action itself, or a
+    sign-in event (a failure, a lockout, a password change, sessions revoked) written by `studio.accounts`.
 
     Append-only like the credits ledger: no code path updates or deletes a row, the ORM refuses to,
     and triggers (SQLite; a PL/pgSQL function on PostgreSQL) refuse UPDATE and DELETE from any client.
     """
 
     id: int | None = Field(default=None, primary_key=True)
-    actor_id: int = Field(foreign_key="user.id", index=True)
+    actor_id: int | None = Field(default=None, foreign_key="user.id", index=True)  # None: not signed in
     action: AuditAction = Field(index=True)
     target: str = Field(max_length=120)  # who or what it was done to, readable: "user mia", "team Design"
     # The values that changed (before → after), the amount and reason of a grant: never a password.
@@ -327,3 +334,36 @@ class WorkerHeartbeat(SQLModel, table=True):
     started_at: datetime = Field(default_factory=utcnow)
     last_seen: datetime = Field(default_factory=utcnow, index=True)
     stopped_at: datetime | None = Field(default=None)  # a graceful stop; a crash just stops the beats
+
+
+class LoginSession(SQLModel, table=True):
+    """One sign-in on one browser (studio.accounts.sessions). The browser's cookie holds a random token, signed
+    with the cookie key; the row is keyed by the token's SHA-256, so the table alone cannot make a cookie.
+    Valid while not revoked, before `expires_at` (absolute) and within the idle limit of `last_seen_at`."""
+
+    id: str = Field(primary_key=True, max_length=64)  # sha256(token), hex
+    user_id: int = Field(foreign_key="user.id", index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    last_seen_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    # The client hint shown on the Account page: the address and browser it signed in from.
+    client_address: str | None = Field(default=None, max_length=64)
+    user_agent: str = Field(default="", max_length=255)
+    revoked_at: datetime | None = Field(default=None)
+    revoked_reason: str | None = Field(default=None, max_length=40)
+
+
+class LoginAttempt(SQLModel, table=True):
+    """One sign-in try, for throttling (studio.accounts.signin): failures per username and per client address in
+    the last minutes. Rows older than the throttling window are deleted; the audit log keeps failures for good."""
+
+    __table_args__ = (
+        Index("ix_loginattempt_username", "username", "created_at"),
+        Index("ix_loginattempt_client", "client_address", "created_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(max_length=64)  # as typed (normalised), known or not
+    client_address: str | None = Field(default=None, max_length=64)
+    succeeded: bool = Field(default=False)
+    created_at: datetime = Field(default_factory=utcnow, index=True)

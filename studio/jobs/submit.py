@@ -25,6 +25,7 @@ from studio.billing.plans import PLANS, allocate_monthly, queue_priority
 from studio.billing.pricing import Price, price
 from studio.catalogue.requests import JobRequest
 from studio.config import Settings
+from studio.db.limits import clipped_text
 from studio.db.tables import Asset, AssetKind, Job, User, utcnow
 from studio.errors import Refused
 from studio.media.storage import AssetStore, sha256_hex
@@ -320,6 +321,9 @@ def _checked_mask_png(request: JobRequest, mask: Image.Image | None, upload: Val
     return buffer.getvalue()
 
 
+_ORIGINAL_NAME = Asset.__table__.c.original_name
+
+
 def _asset(
     user: User, kind: AssetKind, png: bytes, width: int, height: int, now: datetime, original_name: str | None = None
 ) -> Asset:
@@ -330,7 +334,8 @@ def _asset(
         width=width,
         height=height,
         size_bytes=len(png),
-        original_name=original_name,
+        # A file's name as the browser or the ZIP gave it: any length (a ZIP member's can be 64 KiB).
+        original_name=None if original_name is None else clipped_text(original_name, column=_ORIGINAL_NAME),
         created_at=now,
     )
 

@@ -20,6 +20,21 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def write_atomically(path: Path, data: bytes, *, prefix: str) -> None:
+    """Write `data` to `path` whole or not at all: a temporary file beside it (`prefix`, mode 0600), flushed to disk,
+    then renamed over it; a failure leaves no temporary file behind."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=prefix)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
 class AssetStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -36,16 +51,7 @@ class AssetStore:
         if target.exists():
             return sha
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(target, data, prefix=".incoming-")
         return sha
 
     def read(self, sha256: str) -> bytes:

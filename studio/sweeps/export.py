@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import zipfile
@@ -10,10 +9,12 @@ import zipfile
 from PIL import Image, ImageDraw, ImageOps
 
 from studio.media.storage import AssetStore
+from studio.spreadsheets import csv_text
 from studio.sweeps.results import Cell, Sweep
 
 GRID_CELL_SIDE = 256
 GRID_LABEL_HEIGHT = 22
+MANIFEST_HEADER = ("file", "job_id", "status", "strength", "seed", "guidance", "credits", "recipe")
 
 
 def cell_label(sweep: Sweep, cell: Cell) -> str:
@@ -43,17 +44,14 @@ def grid_image(sweep: Sweep, store: AssetStore, *, side: int = GRID_CELL_SIDE) -
 
 def sweep_zip(sweep: Sweep, store: AssetStore) -> bytes:
     """Every finished cell's PNG (recipe inside), the grid, and manifest.csv with one row per cell."""
-    buffer = io.BytesIO()
-    manifest = io.StringIO()
-    writer = csv.writer(manifest)
-    writer.writerow(["file", "job_id", "status", "strength", "seed", "guidance", "credits", "recipe"])
+    buffer, rows = io.BytesIO(), []
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
         for cell in sweep.cells:
             name = ""
             if cell.result is not None:
                 name = f"cell-{cell.job.id}-strength-{cell.strength:g}-seed-{cell.seed}-guidance-{cell.guidance:g}.png"
                 archive.writestr(name, store.read(cell.result.sha256))
-            writer.writerow(
+            rows.append(
                 [
                     name,
                     cell.job.id,
@@ -68,5 +66,5 @@ def sweep_zip(sweep: Sweep, store: AssetStore) -> bytes:
         grid = io.BytesIO()
         grid_image(sweep, store).save(grid, format="PNG")
         archive.writestr("grid.png", grid.getvalue())
-        archive.writestr("manifest.csv", manifest.getvalue())
+        archive.writestr("manifest.csv", csv_text(MANIFEST_HEADER, rows))
     return buffer.getvalue()

@@ -5,7 +5,6 @@ for plotly and CSV downloads.
 from __future__ import annotations
 
 import dataclasses
-import io
 from datetime import UTC, date, datetime, time, timedelta
 
 import pandas as pd
@@ -30,6 +29,7 @@ from studio.analytics.usage import (
 )
 from studio.db.engine import session_for
 from studio.db.tables import utcnow
+from studio.spreadsheets import frame_csv
 from studio.web import app
 
 REPORT_CACHE_SECONDS = 60
@@ -38,10 +38,8 @@ TOP_GROUPS = 10  # credits charts stack the ten biggest teams, users, styles or 
 
 
 def csv_download(label: str, table: pd.DataFrame, file_name: str) -> None:
-    """A CSV download of the table behind a chart."""
-    buffer = io.StringIO()
-    table.to_csv(buffer, index=False)
-    st.download_button(label, buffer.getvalue(), file_name=file_name, mime="text/csv", key=f"csv-{file_name}")
+    """A CSV download of the table behind a chart (formula-like text neutralised: studio.spreadsheets)."""
+    st.download_button(label, frame_csv(table), file_name=file_name, mime="text/csv", key=f"csv-{file_name}")
 
 
 def table(rows: list) -> pd.DataFrame:

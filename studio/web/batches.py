@@ -12,6 +12,7 @@ from studio.db.tables import JobStatus, User
 from studio.jobs.submit import submit_batch
 from studio.media.validation import ValidatedImage
 from studio.web import app, jobs, refusals, widgets
+from studio.web.text import plain
 
 POLL_SECONDS = 1.0
 
@@ -66,7 +67,7 @@ def _panel_body(batch_id: str, user_id: int, label: str, was_live: bool) -> None
     for item in batch.items:
         if item.job.status is JobStatus.failed:
             name = item.source.original_name if item.source else f"job {item.job.id}"
-            st.warning(f"{name}: {item.job.error} ({item.job.cost} credits refunded)")
+            st.warning(f"{plain(name)}: {plain(item.job.error)} ({item.job.cost} credits refunded)")
     if batch.finished:
         st.download_button(
             "Download all (ZIP)",

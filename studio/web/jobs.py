@@ -20,6 +20,7 @@ from studio.jobs.leases import cancel_job, queue_position
 from studio.jobs.queries import get_user_job
 from studio.web.app import asset_store, db_session, db_write_session
 from studio.web.sources import Source
+from studio.web.text import plain
 
 
 def submit_key(*, user_id: int, source_png: bytes, recipe: dict) -> str:
@@ -167,7 +168,7 @@ def show_job_result(*, session: Session, job: Job) -> None:
         with st.expander("Recipe"):
             st.json(job.recipe)
     elif job.status is JobStatus.failed:
-        st.error(f"Job #{job.id} failed: {job.error}")
+        st.error(f"Job #{job.id} failed: {plain(job.error)}")
         st.caption(f"{job.cost} credits refunded.")
     elif job.status is JobStatus.cancelled:
         st.warning(f"Job #{job.id} was cancelled; {job.cost} credits refunded.")

@@ -19,6 +19,7 @@ from studio.web import app, refusals
 from studio.web.sources import Source
 from studio.web.styles import OWN_SETTINGS, _load_refused_key, offered_styles
 from studio.web.submit import submit
+from studio.web.text import plain
 
 
 def recipe_offer(
@@ -36,13 +37,16 @@ def recipe_offer(
     try:
         settings = FormSettings.from_recipe(recipe, catalogue)
     except Refused as exc:
-        st.caption(f":material/receipt_long: This image carries a studio recipe that cannot be read: {exc}")
+        st.caption(f":material/receipt_long: This image carries a studio recipe that cannot be read: {plain(exc)}")
         return
     with st.container(border=True):
         st.markdown(":material/receipt_long: **This image was made in the studio**; its recipe is inside.")
+        # Whatever the PNG says, as plain text: anyone can write a recipe into a PNG.
         st.caption(
-            f"{recipe.get('task', 'img2img')} · model `{recipe.get('model')}` · "
-            f"{recipe.get('steps')} steps · seed {recipe.get('seed')} · “{str(recipe.get('prompt', ''))[:80]}”"
+            plain(
+                f"{recipe.get('task', 'img2img')} · model {recipe.get('model')} · {recipe.get('steps')} steps · "
+                f"seed {recipe.get('seed')} · “{str(recipe.get('prompt', ''))[:80]}”"
+            )
         )
         load_col, rerun_col = st.columns(2)
         load_col.button(

@@ -10,6 +10,7 @@ import streamlit as st
 
 from studio.errors import Forbidden, NotFound, Refused
 from studio.web import app
+from studio.web.text import plain
 
 T = TypeVar("T")
 # What the studio raises for the person at the page to read (studio.errors); anything else is a bug.
@@ -21,7 +22,7 @@ def attempt(action: Callable[[], T]) -> T | None:
     try:
         return action()
     except SHOWN as exc:
-        st.error(str(exc))
+        st.error(plain(str(exc)))  # messages quote what people typed (names, file names)
         return None
 
 

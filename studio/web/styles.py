@@ -65,8 +65,11 @@ def style_picker(prefix: str, catalogue: Catalogue, config: Settings) -> Style |
 
 
 def _apply_style_defaults(prefix: str, catalogue: Catalogue) -> None:
-    """A newly picked style brings its own strength, guidance and quality."""
-    style = catalogue.styles.get(st.session_state[f"{prefix}.style"])
+    """A newly picked style brings its own strength, guidance and quality.
+
+    The widget's state may be gone: signing out clears the forms (studio.web.auth), and a message the browser sent
+    before it knew still carries the old value, which runs this callback once more."""
+    style = catalogue.styles.get(st.session_state.get(f"{prefix}.style"))
     if style is None:
         return
     st.session_state[f"{prefix}.strength"] = style.strength

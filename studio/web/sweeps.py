@@ -25,6 +25,7 @@ from studio.web import app, jobs, refusals, widgets
 from studio.web.recipes import load_recipe_into_form
 from studio.web.sources import Source
 from studio.web.styles import catalogue_or_stop
+from studio.web.text import plain
 
 POLL_SECONDS = 1.0
 # The strength range's widgets: strengths are in (0, MAX_STRENGTH], picked on a grid of RANGE_STEP.
@@ -142,7 +143,9 @@ def _cell(sweep: Sweep, cell) -> None:
         with st.popover("Save as preset"):
             _save_cell_preset(job)
     elif job.status.is_final:
-        st.warning(f"{cell_label(sweep, cell)}: {job.status.value}. {job.error or ''} {job.cost} credits refunded.")
+        st.warning(
+            f"{cell_label(sweep, cell)}: {job.status.value}. {plain(job.error or '')} {job.cost} credits refunded."
+        )
     else:
         fraction = job.progress_step / job.progress_total if job.progress_total else 0.0
         st.progress(fraction, text=f"{cell_label(sweep, cell)} · {job.status.value}")
@@ -166,7 +169,7 @@ def _save_cell_preset(job: Job) -> None:
                 )
 
         if refusals.attempt(save) is not None:
-            st.success(f"Saved the preset {name!r}.")
+            st.success(f"Saved the preset “{plain(name.strip())}”.")
 
 
 @st.dialog("Cell", width="large")

@@ -153,28 +153,14 @@ def wait_for_idle(page) -> None:
 
 
 def log_in(page, url: str, username: str = "admin", password: str = ADMIN_PASSWORD, *, expect: str = "Transform"):
-    """Log in through the form; waits for the page a person lands on (`expect`: an h1 or a text).
-
-    The login form's cookie component reruns the app once after it mounts, which can clear fields
-    typed before that rerun; a person would type again, and so does this (up to three times).
-    """
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
+    """Log in through the form, once, as a person does; waits for the page a person lands on (`expect`: an h1 or a
+    text). The form keeps what was typed on the first try (studio.web.auth.login_page runs it as a page)."""
     page.goto(url)
     wait_for_idle(page)
-    page.wait_for_timeout(1500)  # the cookie component's rerun comes right after the first paint
-    for attempt in range(3):
-        wait_for_idle(page)
-        # `.last`: while a rerun replaces the form, the fading old one can still be in the page.
-        page.get_by_label("Username").last.fill(username)
-        page.get_by_role("textbox", name="Password").last.fill(password)
-        page.get_by_role("button", name="Login").last.click()
-        try:
-            page.get_by_text(expect, exact=True).first.wait_for(timeout=60_000 if attempt < 2 else RUN_TIMEOUT_MS)
-            break
-        except PlaywrightTimeout:
-            if attempt == 2:
-                raise
+    page.get_by_label("Username").fill(username)
+    page.get_by_role("textbox", name="Password").fill(password)
+    page.get_by_role("button", name="Login").click()
+    page.get_by_text(expect, exact=True).first.wait_for()
     wait_for_idle(page)
 
 

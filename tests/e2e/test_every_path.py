@@ -1,24 +1,20 @@
 """In a real browser: every style of the shipped catalogue on Transform, what a user leaves behind when they log
-out, a login cookie of a deactivated account, and History's cards at a laptop's width."""
+out, and History's cards at a laptop's width (signing in and its cookies: test_sessions.py)."""
 
 from __future__ import annotations
 
 import json
 import re
-import time
-from pathlib import Path
 
-import jwt
 import pytest
 
 from studio.catalogue.styles import load_catalogue
 from studio.config import PROJECT_ROOT
-from tests.e2e.conftest import MEMBER_PASSWORD, go_to, log_in, run_in_studio, wait_for_idle
+from tests.e2e.conftest import MEMBER_PASSWORD, go_to, log_in, wait_for_idle
 from tests.e2e.test_journeys import source_png
 
 CATALOGUE = load_catalogue(PROJECT_ROOT / "data" / "styles.toml")
 OWN_SETTINGS_LABEL = "Your own prompt and settings"
-COOKIE_NAME = "img2img_studio_auth"  # the default STUDIO_COOKIE_NAME
 
 
 def no_traceback(page) -> None:
@@ -77,54 +73,6 @@ def test_after_log_out_the_next_person_finds_empty_forms(page, studio_url, tmp_p
     assert page.get_by_role("textbox", name="Prompt", exact=True).input_value() == ""
     assert page.get_by_text("source-256x256.png").count() == 0
     assert page.get_by_text("confidential").count() == 0
-
-
-def _login_cookie(studio_env: dict[str, str], username: str) -> dict:
-    """A login cookie for `username`, signed as the studio signs them (streamlit-authenticator's JWT)."""
-    key = (Path(studio_env["STUDIO_DATA_DIR"]) / "secrets" / "cookie_key").read_text().strip()
-    token = jwt.encode({"username": username, "exp_date": time.time() + 3600}, key, algorithm="HS256")
-    return {"name": COOKIE_NAME, "value": token, "domain": "127.0.0.1", "path": "/"}
-
-
-def test_a_deactivated_accounts_login_cookie_gets_the_login_form(page, studio_url, studio_env):
-    run_in_studio(
-        studio_env,
-        """
-from studio.config import get_settings
-from studio.db.engine import write_session
-from studio.accounts.users import create_user, get_user
-settings = get_settings()
-with write_session(settings.database_url) as session:
-    if get_user(session=session, username="leo") is None:
-        create_user(session=session, username="leo", password="leo-password", email="leo@example.com")
-""",
-    )
-    page.context.add_cookies([_login_cookie(studio_env, "leo")])
-    page.goto(studio_url)
-    page.wait_for_selector("h1:has-text('Transform')")  # the cookie signs leo in
-    run_in_studio(
-        studio_env,
-        """
-from studio.config import get_settings
-from studio.db.engine import write_session
-from studio.accounts.users import get_user
-settings = get_settings()
-with write_session(settings.database_url) as session:
-    leo = get_user(session=session, username="leo")
-    leo.is_active = False
-    session.add(leo)
-    session.commit()
-""",
-    )
-    fresh = page.context.browser.new_context()
-    fresh.add_cookies([_login_cookie(studio_env, "leo")])
-    other = fresh.new_page()
-    other.goto(studio_url)
-    wait_for_idle(other)
-    other.get_by_role("button", name="Login").wait_for()
-    assert other.locator("[data-testid='stException']").count() == 0
-    assert other.locator("h1:has-text('Transform')").count() == 0
-    fresh.close()
 
 
 def test_history_cards_show_their_buttons_whole_at_a_laptops_width(page, studio_url, tmp_path):

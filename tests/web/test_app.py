@@ -3,8 +3,6 @@
 Nothing on the diffusers path is patched: the Transform page runs the tiny preview model.
 """
 
-from pathlib import Path
-
 import pytest
 from sqlmodel import select
 from streamlit.testing.v1 import AppTest
@@ -13,7 +11,7 @@ from studio.accounts.users import create_user
 from studio.db.engine import session_for
 from studio.db.tables import Asset, Job, JobStatus
 from studio.jobs.worker import Worker
-from tests.support import ADMIN_PASSWORD, APP, MEMBER_PASSWORD, TIMEOUT, log_in, png_bytes, texts
+from tests.support import ADMIN_PASSWORD, APP, MEMBER_PASSWORD, TIMEOUT, log_in, png_bytes, signed_in_page, texts
 
 
 @pytest.fixture
@@ -137,10 +135,7 @@ def test_admins_see_admin_pages_and_members_do_not(studio, member):
 
 
 def test_the_admin_page_checks_the_role_itself(studio, member):
-    at = AppTest.from_file(str(Path(APP).parent / "pages" / "admin" / "users.py"), default_timeout=TIMEOUT)
-    at.session_state["authentication_status"] = True
-    at.session_state["username"] = "mia"
-    at.run()
+    at = signed_in_page("admin/users", "mia")
     assert "This page is for administrators only." in texts(at.error)
     assert not at.dataframe
 

@@ -28,7 +28,7 @@ from studio.db.engine import session_for, write_session
 from studio.db.tables import Job, JobStatus, Plan, Preset
 from studio.jobs.worker import Worker
 from studio.web.styles import OWN_SETTINGS, offered_styles
-from tests.support import APP, TIMEOUT, png_bytes, texts
+from tests.support import APP, TIMEOUT, png_bytes, sign_in_as, texts
 
 CATALOGUE = load_catalogue(PROJECT_ROOT / "data" / "styles.toml")  # the shipped catalogue
 STYLE_PAGES = ("transform", "inpaint", "sweep", "batch")
@@ -67,10 +67,7 @@ def signed_in(settings, page: str) -> AppTest:
         admin.plan = Plan.pro_monthly  # batches are a Pro feature
         session.add(admin)
         session.commit()
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.session_state["authentication_status"] = True
-    at.session_state["username"] = "admin"
-    at.run()
+    at = sign_in_as(AppTest.from_file(APP, default_timeout=TIMEOUT), "admin").run()
     if page != "transform":
         at.switch_page(f"pages/{page}.py").run()
     assert not at.exception, at.exception

@@ -154,7 +154,12 @@ def test_each_action_writes_one_audit_entry_naming_actor_target_and_change(sessi
         [entry] = audit(session)[count:]
         assert (entry.actor_id, entry.action, entry.target) == (actor.id, action, target), name
     by_action = {entry.action: entry.details for entry in audit(session)}
-    assert by_action[AuditAction.user_role] == {"user_id": mia.id, "before": "member", "after": "admin"}
+    assert by_action[AuditAction.user_role] == {
+        "user_id": mia.id,
+        "before": "member",
+        "after": "admin",
+        "sessions_revoked": 0,
+    }
     assert by_action[AuditAction.user_plan] == {"user_id": mia.id, "before": "free", "after": "pro_annual"}
     assert by_action[AuditAction.team_budget] == {
         "team_id": team.id,
@@ -164,7 +169,8 @@ def test_each_action_writes_one_audit_entry_naming_actor_target_and_change(sessi
     assert by_action[AuditAction.credit_grant]["amount"] == 50
     assert by_action[AuditAction.credit_grant]["reason"] == "launch"
     assert by_action[AuditAction.user_team]["after"] == {"team_id": None, "can_use_team_pool": False}
-    assert by_action[AuditAction.user_password_reset] == {"user_id": mia.id}  # no password, no hash
+    # No password, no hash.
+    assert by_action[AuditAction.user_password_reset] == {"user_id": mia.id, "sessions_revoked": 0}
 
 
 def test_invalid_or_self_directed_actions_are_refused_without_an_audit_entry(session, people):

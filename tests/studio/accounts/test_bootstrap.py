@@ -85,3 +85,86 @@ def test_settings_precedence_env_over_secrets_over_defaults(tmp_path):
 def test_a_bad_setting_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="MAX_OUTPUT_SIDE"):
         load_settings({"STUDIO_MAX_OUTPUT_SIDE": "huge"}, tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"STUDIO_SESSION_IDLE_MINUTES": "0"}, "STUDIO_SESSION_IDLE_MINUTES must be a whole number, at least 1"),
+        ({"STUDIO_SESSION_MAX_DAYS": "a week"}, "STUDIO_SESSION_MAX_DAYS must be a whole number"),
+        ({"STUDIO_SESSION_IDLE_MINUTES": "2881", "STUDIO_SESSION_MAX_DAYS": "2"}, "could never be idle that long"),
+        ({"STUDIO_COOKIE_NAME": "a;b=c"}, "STUDIO_COOKIE_NAME must be 1–64 letters"),
+    ],
+)
+def test_a_bad_session_setting_is_a_clear_error(tmp_path, environ, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings(environ, tmp_path / "missing.toml")
+
+
+def test_session_settings_are_read(tmp_path):
+    settings = load_settings(
+        {"STUDIO_SESSION_IDLE_MINUTES": "30", "STUDIO_SESSION_MAX_DAYS": "2", "STUDIO_CLIENT_IP_HEADER": "X-Real-IP"},
+        tmp_path / "missing.toml",
+    )
+    assert (settings.session_idle_minutes, settings.session_max_days) == (30, 2)
+    assert settings.client_ip_header == "X-Real-IP"
+
+
+@pytest.mark.parametrize(
+    ("password", "message"),
+    [("short", "at least 8 characters"), ("é" * 40, "at most 72 bytes"), (" padded-password", "space")],
+)
+def test_an_unusable_admin_password_refuses_to_start_and_says_why(studio_settings, monkeypatch, password, message):
+    monkeypatch.setenv("STUDIO_ADMIN_PASSWORD", password)
+    get_settings.cache_clear()
+    with pytest.raises(ConfigError, match=f"STUDIO_ADMIN_PASSWORD .* is not usable: .*{message}"):
+        bootstrap(get_settings())
+    assert not list(get_settings().data_dir.glob("studio.db*"))  # refused before the database was made
+
+
+@pytest.mark.parametrize("bad", ["", "\n", "too-short-a-key"], ids=["empty", "blank", "short"])
+def test_a_bad_cookie_key_file_is_never_used_a_new_key_replaces_it(studio_settings, monkeypatch, bad):
+    monkeypatch.delenv("STUDIO_COOKIE_KEY")
+    get_settings.cache_clear()
+    settings = get_settings()
+    key_file = settings.data_dir / "secrets" / "cookie_key"
+    key_file.parent.mkdir(parents=True)
+    key_file.write_text(bad)
+    key = cookie_key_for(settings)
+    assert len(key) >= 32 and key != bad.strip()
+    assert key_file.read_text() == key
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+    assert cookie_key_for(settings) == key
+
+
+def test_the_cookie_key_file_is_written_whole_or_not_at_all(studio_settings, monkeypatch):
+    """A crash while writing leaves no key file (the key goes to a temporary file that is then renamed)."""
+    monkeypatch.delenv("STUDIO_COOKIE_KEY")
+    get_settings.cache_clear()
+    settings = get_settings()
+
+    def crash(*_):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(OSError, match="disk full"):
+        cookie_key_for(settings)
+    secrets_dir = settings.data_dir / "secrets"
+    assert not (secrets_dir / "cookie_key").exists()
+    assert [p.name for p in secrets_dir.iterdir()] == ["cookie_key.lock"]  # no temporary file left behind
+
+
+def test_processes_starting_together_agree_on_one_cookie_key(studio_settings, monkeypatch):
+    import subprocess
+    import sys
+
+    monkeypatch.delenv("STUDIO_COOKIE_KEY")
+    get_settings.cache_clear()
+    code = "from studio.accounts.bootstrap import cookie_key_for; from studio.config import get_settings; "
+    code += "print(cookie_key_for(get_settings()))"
+    env = dict(os.environ)
+    processes = [
+        subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True) for _ in range(4)
+    ]
+    keys = {process.communicate(timeout=120)[0].strip() for process in processes}
+    assert len(keys) == 1 and len(keys.pop()) >= 32

@@ -1,9 +1,11 @@
+import re
+
 import pytest
 from sqlmodel import select
 
-from studio.accounts.users import authenticator_credentials, create_user, get_active_user
+from studio.accounts.users import check_new_password, create_user, get_active_user, hash_password, verify_password
 from studio.db.engine import session_for
-from studio.db.tables import Role, User
+from studio.db.tables import User
 from studio.errors import Refused
 
 
@@ -31,18 +33,38 @@ def test_invalid_users_are_refused_and_nothing_is_stored(session, username, pass
     assert len(session.exec(select(User)).all()) == before
 
 
-def test_credentials_for_the_authenticator_come_from_active_users_only(session):
+def test_deactivated_and_unknown_users_are_not_active_users(session):
     create_user(session=session, username="Dana", password="dana-password", email="dana@example.com")
     gone = create_user(session=session, username="gone", password="gone-password", email="g@example.com")
     gone.is_active = False
     session.commit()
-
-    users = authenticator_credentials(session=session)["usernames"]
-    assert set(users) == {"admin", "dana"}
-    assert users["dana"]["roles"] == [Role.member.value]
-    assert users["dana"]["password"].startswith("$2")  # a bcrypt hash, never the password
     assert get_active_user(session=session, username="gone") is None
+    assert get_active_user(session=session, username="nobody") is None
     assert get_active_user(session=session, username="DANA").username == "dana"
+
+
+@pytest.mark.parametrize(
+    ("password", "message"),
+    [
+        ("short", "at least 8 characters"),
+        ("x" * 73, "at most 72 bytes (bcrypt's limit); this one is 73 bytes"),
+        ("é" * 37, "this one is 74 bytes"),  # 37 characters, 2 bytes each
+        (" spaced-password", "cannot begin or end with a space"),
+        ("spaced-password ", "cannot begin or end with a space"),
+    ],
+)
+def test_a_password_bcrypt_cannot_take_is_refused_with_the_rule_not_a_traceback(password, message):
+    with pytest.raises(Refused, match=re.escape(message)):
+        check_new_password(password)
+    with pytest.raises(Refused, match=re.escape(message)):
+        hash_password(password)
+
+
+def test_a_password_of_exactly_72_bytes_is_set_and_checked(session):
+    password = "é" * 36  # 72 bytes
+    user = create_user(session=session, username="long", password=password, email="long@example.com")
+    assert verify_password(password, user.password_hash)
+    assert not verify_password(password + "x", user.password_hash)  # 73 bytes: wrong, never a ValueError
 
 
 def test_creating_a_user_while_a_worker_keeps_writing_does_not_hit_a_locked_database(studio, studio_settings):

@@ -38,7 +38,7 @@ from studio.errors import Refused
 from studio.jobs.submit import submit_batch
 from studio.jobs.worker import Worker
 from studio.media.storage import AssetStore
-from tests.support import png_bytes
+from tests.support import png_bytes, zip_of
 
 PARAMS = Img2ImgParams(prompt="studio shot", negative_prompt="blurry", strength=0.5, steps=4, guidance=6.0, seed=3)
 
@@ -73,14 +73,6 @@ def credits(env, user=None) -> int:
 
 def artistic(env):
     return style_request(settings=env["settings"], catalogue=env["catalogue"], style_id="artistic", params=PARAMS)
-
-
-def zip_of(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in files.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 # Presets

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import zipfile
 
 import pytest
 from PIL import Image
@@ -17,20 +16,12 @@ from studio.errors import ConfigError, Refused
 from studio.media.staging import StagedImage, purge_staged
 from studio.media.storage import AssetStore, sha256_hex
 from studio.media.validation import OverPixelBudget, validate_image_bytes
-from tests.support import png_bytes
+from tests.support import png_bytes, zip_of
 
 
 @pytest.fixture
 def staging(tmp_path) -> AssetStore:
     return AssetStore(tmp_path / "staging")
-
-
-def zipped(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in files.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 def test_accepted_images_are_staged_on_disk_and_only_thumbnails_stay_in_memory(staging):
@@ -59,7 +50,7 @@ def test_a_batch_past_its_pixel_cap_skips_the_rest_with_the_cap_in_the_message(s
 
     monkeypatch.setattr(studio.batches.uploads, "validate_image_bytes", validate)
     small, large = png_bytes(600, 600), png_bytes(900, 900)  # 0.36 and 0.81 megapixels
-    archive = zipped({"in/a.png": small, "in/big.png": large, "in/b.png": small})
+    archive = zip_of({"in/a.png": small, "in/big.png": large, "in/b.png": small})
     uploads = read_uploads([("set.zip", archive), ("c.png", small)], staging=staging, max_pixels=1_000_000)
     assert [image.name for image in uploads.images] == ["a.png", "b.png"]
     reasons = dict(uploads.rejected)

@@ -149,6 +149,19 @@ def test_another_users_200_batch_items_do_not_hold_up_a_transform(q):
     assert q.position(backlog[-1]) == 200 - WORKERS - (WORKERS - 1)  # behind its own backlog only
 
 
+@pytest.mark.parametrize("kind", ["batch", "transform"])
+def test_another_users_backlog_in_the_same_lane_does_not_hold_up_the_next_job(q, kind):
+    """The same within one lane: A's 200-image batch, then B's one-image batch; or A's 200 Transforms (as
+    `python -m studio transform` submits them), then B's Transform."""
+    a, b = q.user("avery"), q.user("blake")
+    backlog = q.batch(a, 200) if kind == "batch" else [q.transform(a) for _ in range(200)]
+    [q.claim() for _ in range(WORKERS)]
+    [job] = q.batch(b, 1) if kind == "batch" else [q.transform(b)]
+    assert job.lane == backlog[0].lane
+    assert q.position(job) <= 2  # at most the rest of the round being served first
+    assert job.id in ids([q.claim() for _ in range(WORKERS)])
+
+
 def test_users_in_one_lane_take_turns_however_long_a_backlog(q):
     """Rounds: one claim per user per round, then first come first served."""
     a, b, c = q.user("avery"), q.user("blake"), q.user("casey")

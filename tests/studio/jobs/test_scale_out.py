@@ -31,7 +31,13 @@ from tests.support import png_bytes
 
 JOBS = 200
 WORKERS = ("w1", "w2", "w3", "w4")
-LEASE_S = 4.0
+# Long enough that a worker starved of CPU on a busy machine still renews its lease (a lost lease is correct, but
+# three in a row fail the job); the frozen worker's job is waited for, not timed, so a longer lease costs only
+# its own length.
+LEASE_S = 20.0
+# How long any wait here may take before the test calls it a bug (a queue that never drains, a job never reaped),
+# not a speed requirement: 200 tiny jobs take ~2 min on 2 idle cores, and many times that on a busy machine.
+WAIT_S = 1800
 # The smallest real job: a 256×256 source (the upload minimum), 2 denoising steps on the tiny model.
 PARAMS = Img2ImgParams(prompt="a quick sketch", strength=0.5, steps=4, seed=0)
 
@@ -98,10 +104,10 @@ def freeze_holding_a_job(workers: Workers, settings: Settings, name: str) -> Job
     and the next one is waited for); the job it holds, frozen."""
     proc = workers.procs[name]
     while True:
-        workers.wait_until(lambda: held_by(settings, name) is not None, f"{name} to hold a job")
+        workers.wait_until(lambda: held_by(settings, name) is not None, f"{name} to hold a job", timeout=WAIT_S)
         workers.stopped.add(name)
         proc.send_signal(signal.SIGSTOP)
-        workers.wait_until(lambda: process_state(proc.pid) == "T", f"{name} to stop")
+        workers.wait_until(lambda: process_state(proc.pid) == "T", f"{name} to stop", timeout=WAIT_S)
         if (frozen := held_by(settings, name)) is not None:
             return frozen
         proc.send_signal(signal.SIGCONT)
@@ -140,7 +146,7 @@ def test_four_workers_200_jobs_one_killed_one_stopped_past_its_lease(workers: Wo
         workers.start(name, "--lease", str(LEASE_S), "--poll", "0.1")
 
     # SIGKILL w1 while it holds a job: the job must be reaped after the lease and rerun elsewhere.
-    workers.wait_until(lambda: held_by(settings, "w1") is not None, "w1 to hold a job")
+    workers.wait_until(lambda: held_by(settings, "w1") is not None, "w1 to hold a job", timeout=WAIT_S)
     assert workers.stop("w1", signal.SIGKILL) == -signal.SIGKILL
     killed = held_by(settings, "w1")
 
@@ -149,11 +155,13 @@ def test_four_workers_200_jobs_one_killed_one_stopped_past_its_lease(workers: Wo
     # for it now is discarded (its lease is lost). Waiting for the reap, not for a time, keeps this exact on a
     # busy machine.
     frozen = freeze_holding_a_job(workers, settings, "w2")
-    workers.wait_until(lambda: reaped(settings, frozen), f"another worker to reap w2's job #{frozen.id}")
+    workers.wait_until(
+        lambda: reaped(settings, frozen), f"another worker to reap w2's job #{frozen.id}", timeout=WAIT_S
+    )
     workers.procs["w2"].send_signal(signal.SIGCONT)
     workers.stopped.discard("w2")
 
-    workers.wait_until(lambda: unfinished(settings) == 0, f"all {JOBS} jobs to end", timeout=600)
+    workers.wait_until(lambda: unfinished(settings) == 0, f"all {JOBS} jobs to end", timeout=WAIT_S)
     elapsed = time.monotonic() - started
     for name in WORKERS[1:]:
         assert workers.stop(name, signal.SIGTERM) == 0, workers.logs()

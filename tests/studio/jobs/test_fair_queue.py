@@ -61,42 +61,21 @@ class Queue:
             return user
 
     def transform(self, user: User, settings: Settings | None = None) -> Job:
-        with write_session(self.url) as session:
-            return submit_job(
-                session=session,
-                store=self.store,
-                settings=settings or self.settings,
-                user=user,
-                upload=UPLOAD,
-                original_name="a.png",
-                request=self.request,
-                now=T0,
-            )
+        return self._submit(submit_job, user, settings, upload=UPLOAD, original_name="a.png", request=self.request)
 
     def sweep(self, user: User, cells: int, settings: Settings | None = None) -> list[Job]:
-        with write_session(self.url) as session:
-            return submit_sweep(
-                session=session,
-                store=self.store,
-                settings=settings or self.settings,
-                user=user,
-                upload=UPLOAD,
-                original_name="a.png",
-                requests=[self.request] * cells,
-                now=T0,
-            )
+        requests = [self.request] * cells
+        return self._submit(submit_sweep, user, settings, upload=UPLOAD, original_name="a.png", requests=requests)
 
     def batch(self, user: User, images: int, settings: Settings | None = None) -> list[Job]:
         staged = [self.staged(f"item-{n}.png") for n in range(images)]
+        return self._submit(submit_batch, user, settings, images=staged, requests=[self.request] * images)
+
+    def _submit(self, submit, user: User, settings: Settings | None, **what):
+        """A submit in its own write transaction, as pages make them."""
         with write_session(self.url) as session:
-            return submit_batch(
-                session=session,
-                store=self.store,
-                settings=settings or self.settings,
-                user=user,
-                images=staged,
-                requests=[self.request] * images,
-                now=T0,
+            return submit(
+                session=session, store=self.store, settings=settings or self.settings, user=user, now=T0, **what
             )
 
     def staged(self, name: str) -> StagedImage:

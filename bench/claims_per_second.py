@@ -26,6 +26,7 @@ import contextlib
 import json
 import multiprocessing
 import os
+import queue
 import statistics
 import subprocess
 import sys
@@ -70,11 +71,11 @@ def fill(url: str, jobs: int, users: int) -> None:
         session.flush()
         rounds: Counter = Counter()
         rows = []
+        template = Job(model="preview", user_id=people[0].id, params={}).model_dump(exclude={"id"})
         for n in range(jobs):
             user = people[n % users]
             priority, batch = queue_priority(user), n % 2 == 1 and user.plan is not Plan.free
-            row = Job(model="preview", user_id=user.id, params={}, priority=priority).model_dump(exclude={"id"})
-            row["batch_id"] = f"batch-{user.id}" if batch else None
+            row = dict(template, user_id=user.id, priority=priority, batch_id=f"batch-{user.id}" if batch else None)
             if queue_lane is not None:
                 lane = queue_lane(priority=priority, batch=batch)
                 row.update(lane=lane, fair_tag=rounds[user.id, lane])
@@ -121,7 +122,13 @@ def run(url: str, processes: int, jobs: int, users: int, claims: int) -> float:
         ready.get(timeout=120)
     began = time.perf_counter()
     start.set()
-    outcomes = [results.get(timeout=600) for _ in children]
+    outcomes = []
+    while len(outcomes) < len(children):
+        try:
+            outcomes.append(results.get(timeout=5))
+        except queue.Empty:  # a claimer that crashed (its traceback is on stderr) puts nothing
+            if failed := [child.exitcode for child in children if child.exitcode not in (None, 0)]:
+                raise RuntimeError(f"claimer processes exited with {failed}") from None
     for child in children:
         child.join(30)
     claimed = sum(n for _, n, _ in outcomes)

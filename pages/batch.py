@@ -5,7 +5,6 @@ import random
 import streamlit as st
 
 from studio.batches.plan import batch_cost, batch_requests
-from studio.batches.uploads import read_uploads
 from studio.billing.plans import PLANS
 from studio.catalogue.presets import SeedPolicy
 from studio.web import app, auth, batches, form, presets, styles, submit, widgets
@@ -37,9 +36,10 @@ with settings_col:
         accept_multiple_files=True,
         key="batch.files",
     )
-    uploads = read_uploads([(f.name, f.getvalue()) for f in files or []])
+    uploads = batches.batch_uploads(files or [])
     if uploads.images:
         st.caption(f"{len(uploads.images)} image(s) ready")
+        st.image(uploads.thumbnails, width=80)
     if uploads.rejected:
         with st.expander(f"{len(uploads.rejected)} file(s) will be skipped", expanded=True):
             for name, why in uploads.rejected:

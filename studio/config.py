@@ -55,10 +55,23 @@ class Settings:
     # Where images are stored (STUDIO_STORAGE_DIR): a folder every worker and the app can reach — a shared
     # mount when workers run on several hosts. None: `<data dir>/assets` on local disk.
     storage_dir: Path | None = None
+    # Jobs one person may have queued or running at once (STUDIO_MAX_JOBS_PER_USER); a submit past it is refused.
+    max_jobs_per_user: int = 300
+    # Pixels one batch upload may decode in all (STUDIO_MAX_BATCH_MEGAPIXELS); the images past it are skipped.
+    max_batch_megapixels: int = 1000
+
+    @property
+    def max_batch_pixels(self) -> int:
+        return self.max_batch_megapixels * 1_000_000
 
     @property
     def assets_dir(self) -> Path:
         return self.storage_dir if self.storage_dir is not None else self.data_dir / "assets"
+
+    @property
+    def staging_dir(self) -> Path:
+        """Batch uploads validated but not submitted yet (studio.media.staging); local to the app's host."""
+        return self.data_dir / "staging"
 
     @property
     def uses_preview_model(self) -> bool:
@@ -106,6 +119,18 @@ def load_settings(environ: dict[str, str] | None = None, secrets_path: Path | No
             f"STUDIO_SESSION_IDLE_MINUTES ({idle_minutes}) is longer than STUDIO_SESSION_MAX_DAYS ({max_days} days): "
             "a session could never be idle that long"
         )
+    max_jobs = get("max_jobs_per_user", "300")
+    if not max_jobs.isdigit() or not 1 <= int(max_jobs) <= 100_000:
+        raise ConfigError(
+            f"STUDIO_MAX_JOBS_PER_USER must be a whole number 1–100000 (jobs queued or running per person), "
+            f"got {max_jobs!r}"
+        )
+    max_megapixels = get("max_batch_megapixels", "1000")
+    if not max_megapixels.isdigit() or not 1 <= int(max_megapixels) <= 100_000:
+        raise ConfigError(
+            f"STUDIO_MAX_BATCH_MEGAPIXELS must be a whole number 1–100000 (megapixels one batch upload may decode), "
+            f"got {max_megapixels!r}"
+        )
     return Settings(
         data_dir=data_dir,
         models_dir=Path(get("models_dir", str(data_dir / "models"))).expanduser().resolve(),
@@ -127,6 +152,8 @@ def load_settings(environ: dict[str, str] | None = None, secrets_path: Path | No
         session_idle_minutes=idle_minutes,
         session_max_days=max_days,
         client_ip_header=get("client_ip_header"),
+        max_jobs_per_user=int(max_jobs),
+        max_batch_megapixels=int(max_megapixels),
     )
 
 

@@ -4,6 +4,7 @@ driving the app with Streamlit's AppTest."""
 from __future__ import annotations
 
 import io
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,15 @@ def png_bytes(width: int = 256, height: int = 256, color: tuple[int, int, int] =
             image.putpixel((x, y), (x % 256, (y * 2) % 256, 128))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def zip_of(files: dict[str, bytes]) -> bytes:
+    """A ZIP archive of `files` (name → bytes), as a batch upload."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
     return buffer.getvalue()
 
 

@@ -10,7 +10,7 @@ from studio.catalogue.presets import SeedPolicy
 from studio.catalogue.requests import JobRequest
 from studio.config import Settings
 from studio.jobs.submit import quote
-from studio.media.validation import ValidatedImage
+from studio.media.staging import StagedImage
 
 
 def batch_requests(request: JobRequest, count: int, *, seed_policy: SeedPolicy, rng: random.Random) -> list[JobRequest]:
@@ -23,9 +23,9 @@ def batch_requests(request: JobRequest, count: int, *, seed_policy: SeedPolicy, 
     ]
 
 
-def batch_cost(*, settings: Settings, images: list[tuple[str, ValidatedImage]], requests: list[JobRequest]) -> int:
+def batch_cost(*, settings: Settings, images: list[StagedImage], requests: list[JobRequest]) -> int:
     """What the whole batch costs: each image priced at its own size."""
     return sum(
         quote(settings=settings, request=request, width=image.width, height=image.height).credits
-        for request, (_, image) in zip(requests, images, strict=True)
+        for request, image in zip(requests, images, strict=True)
     )

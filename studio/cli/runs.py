@@ -9,6 +9,7 @@ or were cancelled (their credits are refunded), 2 when nothing was submitted.
 from __future__ import annotations
 
 import random
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ from studio.errors import Refused
 from studio.jobs.submit import submit_batch, submit_job
 from studio.jobs.worker import Worker
 from studio.media.storage import AssetStore
+from studio.media.validation import validate_image_bytes
 
 EXIT_OK, EXIT_FAILURES, EXIT_REFUSED = 0, 1, 2
 
@@ -79,30 +81,31 @@ def run_batch(
 ) -> RunSummary:
     """Apply a preset to every image (and ZIP of images) in `input_dir`, as one batch; results to `output_dir`."""
     user = _user(settings, username)
-    uploads = read_uploads(_input_files(input_dir))
-    if not uploads.images:
-        raise Refused(f"No usable images in {input_dir} ({len(uploads.rejected)} file(s) refused).")
-    with refusals(), write_session(settings.database_url) as session:
-        preset = PresetSettings.from_dict(find_preset(session=session, user=user, name=preset_name).settings)
-        policy = seed_policy or preset.seed_policy
-        catalogue, rng = load_catalogue(settings.catalogue_path), random.Random()
-        requests = [
-            preset_request(
-                preset,
+    with _staging(settings) as staging:
+        uploads = read_uploads(_input_files(input_dir), staging=staging, max_pixels=settings.max_batch_pixels)
+        if not uploads.images:
+            raise Refused(f"No usable images in {input_dir} ({len(uploads.rejected)} file(s) refused).")
+        with refusals(), write_session(settings.database_url) as session:
+            preset = PresetSettings.from_dict(find_preset(session=session, user=user, name=preset_name).settings)
+            policy = seed_policy or preset.seed_policy
+            catalogue, rng = load_catalogue(settings.catalogue_path), random.Random()
+            requests = [
+                preset_request(
+                    preset,
+                    settings=settings,
+                    catalogue=catalogue,
+                    seed=rng.randint(0, MAX_SEED) if policy is SeedPolicy.random else None,
+                )
+                for _ in uploads.images
+            ]
+            jobs = submit_batch(
+                session=session,
+                store=AssetStore(settings.assets_dir),
                 settings=settings,
-                catalogue=catalogue,
-                seed=rng.randint(0, MAX_SEED) if policy is SeedPolicy.random else None,
+                user=user,
+                images=uploads.images,
+                requests=requests,
             )
-            for _ in uploads.images
-        ]
-        jobs = submit_batch(
-            session=session,
-            store=AssetStore(settings.assets_dir),
-            settings=settings,
-            user=user,
-            images=uploads.images,
-            requests=requests,
-        )
     return _finish(settings, [job.id for job in jobs], output_dir, uploads.rejected, run_worker, on_progress)
 
 
@@ -118,22 +121,25 @@ def run_transform(
 ) -> RunSummary:
     """One job per input image with `request` (any plan: these are single jobs, not a batch)."""
     user = _user(settings, username)
-    uploads = read_uploads([(path.name, path.read_bytes()) for path in inputs])
-    if not uploads.images:
-        raise Refused("None of the inputs is an image the studio accepts.")
     job_ids = []
-    for name, upload in uploads.images:
-        with refusals(), write_session(settings.database_url) as session:
-            job = submit_job(
-                session=session,
-                store=AssetStore(settings.assets_dir),
-                settings=settings,
-                user=user,
-                upload=upload,
-                original_name=name,
-                request=request,
-            )
-        job_ids.append(job.id)
+    with _staging(settings) as staging:
+        uploads = read_uploads(
+            [(path.name, path) for path in inputs], staging=staging, max_pixels=None, max_images=None
+        )
+        if not uploads.images:
+            raise Refused("None of the inputs is an image the studio accepts.")
+        for image in uploads.images:  # one at a time: a staged image is validated (decoded) again to submit it
+            with refusals(), write_session(settings.database_url) as session:
+                job = submit_job(
+                    session=session,
+                    store=AssetStore(settings.assets_dir),
+                    settings=settings,
+                    user=user,
+                    upload=validate_image_bytes(image.read(), filename=image.name),
+                    original_name=image.name,
+                    request=request,
+                )
+            job_ids.append(job.id)
     return _finish(settings, job_ids, output_dir, uploads.rejected, run_worker, on_progress)
 
 
@@ -193,11 +199,19 @@ def refusals() -> Iterator[None]:
         raise Refused(str(exc)) from exc
 
 
-def _input_files(folder: Path) -> list[tuple[str, bytes]]:
+def _input_files(folder: Path) -> list[tuple[str, Path]]:
     if not folder.is_dir():
         raise Refused(f"{folder} is not a folder.")
     paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES | {".zip"})
-    return [(path.name, path.read_bytes()) for path in paths]
+    return [(path.name, path) for path in paths]
+
+
+@contextmanager
+def _staging(settings: Settings) -> Iterator[AssetStore]:
+    """A private staging folder for this command's uploads (under the data folder, which has room), removed after."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="staging-cli-", dir=settings.data_dir) as folder:
+        yield AssetStore(Path(folder))
 
 
 # The command line

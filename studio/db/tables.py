@@ -114,11 +114,15 @@ class JobBase(SQLModel):
 
 
 class Job(JobBase, table=True):
-    """A transformation request. The table is also the queue: workers claim the oldest
-    `queued` job of the highest priority, holding a lease (`worker`, `attempt`, `lease_until`)."""
+    """A transformation request. The table is also the queue: workers claim the first `queued` job in
+    (lane, fair_tag, id) order (studio.jobs.fair_queue), holding a lease (`worker`, `attempt`, `lease_until`)."""
 
     __table_args__ = (
-        Index("ix_job_queue", "status", "priority", "id"),
+        # Claims walk it in order (lowest lane, then round, then oldest); a lane's current round is its first entry,
+        # and its highest round of each status the last (studio.jobs.fair_queue).
+        Index("ix_job_queue", "status", "lane", "fair_tag", "id"),
+        # Submits: how many jobs a user has queued or running (the per-user limit), their highest round in a lane.
+        Index("ix_job_user_queue", "user_id", "status", "lane", "fair_tag"),
         # History pages: a user's jobs, newest first, a page at a time (keyset: created_at, id).
         Index("ix_job_user_created", "user_id", "created_at", "id"),
         Index("ix_job_team_created", "team_id", "created_at", "id"),  # an admin's view of the team's history
@@ -128,7 +132,12 @@ class Job(JobBase, table=True):
     user_id: int = Field(foreign_key="user.id", index=True)
     team_id: int | None = Field(default=None, foreign_key="team.id", index=True)
     status: JobStatus = Field(default=JobStatus.queued)
-    priority: int = Field(default=0)
+    priority: int = Field(default=0)  # the plan's queue class when submitted (studio.billing.plans)
+    # Where it waits (studio.jobs.fair_queue): lower lanes run first — Pro before Free, and within a plan a
+    # person's Transform, Inpaint or Sweep before batch items. Within a lane, rounds (fair_tag) take turns
+    # between users, so no one's backlog holds up anyone else's next job by more than a round.
+    lane: int = Field(default=0)
+    fair_tag: int = Field(default=0)
     # The strength sweep this job is one cell of (its members share it and run in one denoising pass).
     sweep_id: str | None = Field(default=None, max_length=32, index=True)
     # The batch this job is one image of (the Batch page and `python -m studio batch`).

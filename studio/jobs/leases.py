@@ -18,12 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
 from studio.billing.credits import settle
 from studio.db.tables import Asset, CreditKind, Job, JobStatus, utcnow
 from studio.errors import NotFound
+from studio.jobs.fair_queue import claim_order, claims_ahead, current_round, requeue_tag
 
 LEASE_SECONDS = 30.0
 MAX_ATTEMPTS = 3
@@ -35,34 +35,27 @@ class Lease:
     cancel_requested: bool
 
 
-def _queue_order():
-    return (col(Job.priority).desc(), col(Job.id).asc())
-
-
 def queue_position(*, session: Session, job: Job) -> int | None:
-    """1 for the next job a worker will claim; None unless the job is queued."""
+    """1 when the next claim takes this job (with its sweep); None unless the job is queued.
+
+    Counted in claims, in the queue's order now (studio.jobs.fair_queue): a job submitted later in another
+    lane or an earlier round can move it back, which the page shows as it happens.
+    """
     if job.status is not JobStatus.queued:
         return None
-    ahead = session.exec(
-        select(func.count())
-        .select_from(Job)
-        .where(
-            Job.status == JobStatus.queued,
-            or_(Job.priority > job.priority, (Job.priority == job.priority) & (col(Job.id) < job.id)),
-        )
-    ).one()
-    return int(ahead) + 1
+    return claims_ahead(session=session, job=job) + 1
 
 
 def claim_next(
     *, session: Session, worker: str, lease_seconds: float = LEASE_SECONDS, now: datetime | None = None
 ) -> Job | None:
-    """Take the next job (highest priority, then oldest) and lease it to `worker` (with its sweep's other cells)."""
+    """Take the next job (lowest lane, then round, then oldest: studio.jobs.fair_queue) and lease it to `worker`
+    (with its sweep's other cells)."""
     now = now or utcnow()
     job = session.exec(
         select(Job)
         .where(Job.status == JobStatus.queued)
-        .order_by(*_queue_order())
+        .order_by(*claim_order())
         .limit(1)
         .with_for_update(skip_locked=True)
     ).first()
@@ -220,13 +213,15 @@ def cancel_job(*, session: Session, job_id: int, user_id: int, now: datetime | N
 
 
 def reap_expired(*, session: Session, now: datetime | None = None, max_attempts: int = MAX_ATTEMPTS) -> list[Job]:
-    """Deal with processing jobs whose lease ran out: requeue, or fail/cancel and refund."""
+    """Deal with processing jobs whose lease ran out: requeue (in its lane's current round), or fail/cancel and
+    refund."""
     now = now or utcnow()
     expired = session.exec(
         select(Job)
         .where(Job.status == JobStatus.processing, col(Job.lease_until) < now)
         .with_for_update(skip_locked=True)
     ).all()
+    rounds = {lane: current_round(session=session, lane=lane) for lane in {job.lane for job in expired}}
     for job in expired:
         if job.cancel_requested:
             _finish(job, JobStatus.cancelled, now, "Cancelled by its owner.")
@@ -235,6 +230,7 @@ def reap_expired(*, session: Session, now: datetime | None = None, max_attempts:
             _finish(job, JobStatus.failed, now, f"The worker stopped responding {job.attempt} times; giving up.")
             settle(session=session, job_id=job.id, outcome=CreditKind.refund, now=now)
         else:
+            job.fair_tag = requeue_tag(job, rounds[job.lane])
             job.status = JobStatus.queued
             job.worker = job.lease_until = None
             job.progress_step = job.progress_total = 0

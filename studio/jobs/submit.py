@@ -1,7 +1,8 @@
 """Submitting work: price, charge and queue a job, a sweep's cells or a batch's images, all in one transaction.
 
-A refused submit (bad parameters or mask, a source too big to upscale, not enough credits, a team over its
-budget) leaves no row, no file and no charge. The same idempotency key returns the jobs it created the first
+A refused submit (bad parameters or mask, a source too big to upscale, more jobs queued or running than one
+person may have, not enough credits, a team over its budget) leaves no row, no file and no charge. Jobs join the
+queue's lanes and rounds here (studio.jobs.fair_queue). The same idempotency key returns the jobs it created the first
 time, charging nothing again. Call these with a session from `studio.db.engine.write_session`: on SQLite each
 call is one `BEGIN IMMEDIATE` transaction; on PostgreSQL the payer's and team's rows are locked.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import io
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
 from PIL import Image
@@ -28,6 +30,8 @@ from studio.config import Settings
 from studio.db.limits import clipped_text
 from studio.db.tables import Asset, AssetKind, Job, User, utcnow
 from studio.errors import Refused
+from studio.jobs.fair_queue import check_job_limit, next_round, queue_lane
+from studio.media.staging import StagedImage, expired
 from studio.media.storage import AssetStore, sha256_hex
 from studio.media.validation import ValidatedImage
 
@@ -127,6 +131,7 @@ def _submit(
     cost = sum(prices)
 
     _lock_payer(session, user)
+    check_job_limit(session=session, user_id=user.id, adding=len(requests), limit=settings.max_jobs_per_user)
     check_team_budget(session=session, user=user, cost=cost, now=now)
     allocate_monthly(session=session, user=user, now=now)
     if len(requests) > 1 and (available := spendable(session=session, user=user, now=now).total) < cost:
@@ -134,13 +139,17 @@ def _submit(
             f"Not enough credits: these {len(requests)} cells cost {cost} together, you can spend {available}. "
             "Nothing was charged."
         )
-    source = _asset(user, AssetKind.source, upload.png_bytes, upload.width, upload.height, now, original_name)
-    mask_asset = _asset(user, AssetKind.mask, mask_png, upload.width, upload.height, now) if mask_png else None
+    files = [_InMemory(upload.png_bytes)] + ([_InMemory(mask_png)] if mask_png is not None else [])
+    source = _asset(user, AssetKind.source, files[0], upload.width, upload.height, now, original_name)
+    mask_asset = _asset(user, AssetKind.mask, files[1], upload.width, upload.height, now) if mask_png else None
     session.add(source)
     if mask_asset is not None:
         session.add(mask_asset)
     session.flush()
     sweep_id = uuid.uuid4().hex if sweep else None
+    interactive = queue_lane(priority=queue_priority(user), batch=False)
+    # A sweep's cells are claimed together: one round for all of them.
+    fair_tag = next_round(session=session, user_id=user.id, lane=interactive)
     jobs = [
         _job_row(
             request,
@@ -149,13 +158,14 @@ def _submit(
             source,
             mask_asset,
             now,
+            lane=interactive,
+            fair_tag=fair_tag,
             sweep_id=sweep_id,
             # The key names the submit: on the first job, which leads back to the others through sweep_id.
             idempotency_key=idempotency_key if index == 0 else None,
         )
         for index, (request, price) in enumerate(zip(requests, prices, strict=True))
     ]
-    files = [upload.png_bytes] + ([mask_png] if mask_png is not None else [])
     return _reserve_and_commit(session, store, user, jobs, files, idempotency_key, now)
 
 
@@ -165,7 +175,7 @@ def submit_batch(
     store: AssetStore,
     settings: Settings,
     user: User,
-    images: list[tuple[str, ValidatedImage]],
+    images: list[StagedImage],
     requests: list[JobRequest],
     idempotency_key: str | None = None,
     now: datetime | None = None,
@@ -173,7 +183,8 @@ def submit_batch(
     """Queue one job per image (`requests[i]` for `images[i]`: one recipe, the seed may differ), all or none.
 
     Batches are a Pro feature. Each job is priced, charged and refunded on its own, so one image that
-    fails gives back only its own credits; the jobs share a batch_id for progress and downloads.
+    fails gives back only its own credits; the jobs share a batch_id for progress and downloads. The images
+    are staged on disk (studio.batches.uploads): they are copied into the store one at a time.
     """
     now = now or utcnow()
     if not PLANS[user.plan].batch:
@@ -185,24 +196,27 @@ def submit_batch(
         raise Refused(f"A batch has 1 to {MAX_BATCH_IMAGES} images, one request each; got {len(images)}.")
     if idempotency_key is not None and (existing := _jobs_for_key(session, idempotency_key, user)):
         return existing
+    if missing := next((image for image in images if not image.path.is_file()), None):
+        raise expired(missing)
     prices = []
-    for (name, upload), request in zip(images, requests, strict=True):
+    for image, request in zip(images, requests, strict=True):
         request.check()
         if request.task == Task.inpaint:
             raise Refused("A batch applies one recipe to many images; inpainting needs a mask per image.")
         try:
-            request.check_source(upload.width, upload.height)
+            request.check_source(image.width, image.height)
         except Refused as exc:
-            raise Refused(f"{name}: {exc}") from exc
+            raise Refused(f"{image.name}: {exc}") from exc
         if (factor := request.task.upscale_factor) is not None:
             try:
-                check_upscale_size(upload.width, upload.height, factor)
+                check_upscale_size(image.width, image.height, factor)
             except PipelineInputError as exc:
-                raise Refused(f"{name}: {exc}") from exc
-        prices.append(quote(settings=settings, request=request, width=upload.width, height=upload.height).credits)
+                raise Refused(f"{image.name}: {exc}") from exc
+        prices.append(quote(settings=settings, request=request, width=image.width, height=image.height).credits)
     cost = sum(prices)
 
     _lock_payer(session, user)
+    check_job_limit(session=session, user_id=user.id, adding=len(images), limit=settings.max_jobs_per_user)
     check_team_budget(session=session, user=user, cost=cost, now=now)
     allocate_monthly(session=session, user=user, now=now)
     if (available := spendable(session=session, user=user, now=now).total) < cost:
@@ -210,10 +224,13 @@ def submit_batch(
             f"Not enough credits: these {len(images)} images cost {cost} together, you can spend {available}. "
             "Nothing was charged."
         )
-    sources = [_asset(user, AssetKind.source, u.png_bytes, u.width, u.height, now, name) for name, u in images]
+    sources = [_asset(user, AssetKind.source, image, image.width, image.height, now, image.name) for image in images]
     session.add_all(sources)
     session.flush()
     batch_id = uuid.uuid4().hex
+    batch_lane = queue_lane(priority=queue_priority(user), batch=True)
+    # One image per round: the batch's images take turns with other people's work instead of going first.
+    first_round = next_round(session=session, user_id=user.id, lane=batch_lane)
     jobs = [
         _job_row(
             request,
@@ -222,12 +239,14 @@ def submit_batch(
             source,
             None,
             now,
+            lane=batch_lane,
+            fair_tag=first_round + index,
             batch_id=batch_id,
             idempotency_key=idempotency_key if index == 0 else None,
         )
         for index, (request, price, source) in enumerate(zip(requests, prices, sources, strict=True))
     ]
-    return _reserve_and_commit(session, store, user, jobs, [u.png_bytes for _, u in images], idempotency_key, now)
+    return _reserve_and_commit(session, store, user, jobs, images, idempotency_key, now)
 
 
 def _lock_payer(session: Session, user: User) -> None:
@@ -247,6 +266,8 @@ def _job_row(
     mask: Asset | None,
     now: datetime,
     *,
+    lane: int,
+    fair_tag: int,
     sweep_id: str | None = None,
     batch_id: str | None = None,
     idempotency_key: str | None = None,
@@ -261,6 +282,8 @@ def _job_row(
         user_id=user.id,
         team_id=user.team_id,
         priority=queue_priority(user),
+        lane=lane,
+        fair_tag=fair_tag,
         source_asset_id=source.id,
         mask_asset_id=mask.id if mask is not None else None,
         sweep_id=sweep_id,
@@ -275,19 +298,19 @@ def _reserve_and_commit(
     store: AssetStore,
     user: User,
     jobs: list[Job],
-    files: list[bytes],
+    files: list[_File],
     idempotency_key: str | None,
     now: datetime,
 ) -> list[Job]:
-    """Charge every job and store the files, then commit: all or nothing."""
+    """Charge every job and store the files (read one at a time), then commit: all or nothing."""
     session.add_all(jobs)
     try:
         session.flush()
         for job in jobs:
             reserve(session=session, user=user, job_id=job.id, cost=job.cost, now=now)
         # Files last, so a refused submit never stores one.
-        for data in files:
-            store.put(data)
+        for file in files:
+            store.put(file.read())
         session.commit()
     except InsufficientCredits:
         session.rollback()
@@ -324,16 +347,43 @@ def _checked_mask_png(request: JobRequest, mask: Image.Image | None, upload: Val
 _ORIGINAL_NAME = Asset.__table__.c.original_name
 
 
+@dataclass(frozen=True)
+class _InMemory:
+    """A file to store that is already in memory (a single upload, a mask)."""
+
+    data: bytes
+
+    @property
+    def sha256(self) -> str:
+        return sha256_hex(self.data)
+
+    @property
+    def size_bytes(self) -> int:
+        return len(self.data)
+
+    def read(self) -> bytes:
+        return self.data
+
+
+_File = _InMemory | StagedImage  # what a submit stores: sha256, size_bytes, read()
+
+
 def _asset(
-    user: User, kind: AssetKind, png: bytes, width: int, height: int, now: datetime, original_name: str | None = None
+    user: User,
+    kind: AssetKind,
+    file: _File,
+    width: int,
+    height: int,
+    now: datetime,
+    original_name: str | None = None,
 ) -> Asset:
     return Asset(
         user_id=user.id,
         kind=kind,
-        sha256=sha256_hex(png),
+        sha256=file.sha256,
         width=width,
         height=height,
-        size_bytes=len(png),
+        size_bytes=file.size_bytes,
         # A file's name as the browser or the ZIP gave it: any length (a ZIP member's can be 64 KiB).
         original_name=None if original_name is None else clipped_text(original_name, column=_ORIGINAL_NAME),
         created_at=now,

@@ -113,6 +113,7 @@ class Worker:
         name: str | None = None,
         lease_seconds: float = LEASE_SECONDS,
         heartbeat_seconds: float | None = None,
+        reap_seconds: float | None = None,
     ) -> None:
         if lease_seconds <= 0:
             raise ValueError(f"The lease must be positive, got {lease_seconds}")
@@ -120,6 +121,8 @@ class Worker:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease_seconds = lease_seconds
         self.heartbeat_seconds = heartbeat_seconds or min(1.0, lease_seconds / 3)
+        # How often the reaper timer looks for expired leases: a lost job waits at most a lease and this long.
+        self.reap_seconds = reap_seconds or lease_seconds / 2
         self.store = AssetStore(settings.assets_dir)
         self.next_purge = 0.0  # monotonic time of the next retention run
         self.current_job_id: int | None = None  # for the heartbeat (the admin Models page)
@@ -128,8 +131,7 @@ class Worker:
     def run_once(self) -> Job | None:
         """Reap expired leases, then claim and run one job (or one sweep); None when the queue is empty."""
         url = self.settings.database_url
-        with write_session(url) as session:
-            reap_expired(session=session)
+        self.reap()
         with write_session(url) as session:
             job = claim_next(session=session, worker=self.name, lease_seconds=self.lease_seconds)
             cells = claimed_sweep(session=session, job=job, worker=self.name) if job and job.sweep_id else None
@@ -236,6 +238,23 @@ class Worker:
         if not recorded:
             log.warning("Job %s attempt %s: lease lost, outcome %s discarded", job.id, job.attempt, outcome)
 
+    def reap(self) -> list[Job]:
+        """Put jobs whose lease ran out back in the queue (or end them: studio.jobs.leases.reap_expired)."""
+        with write_session(self.settings.database_url) as session:
+            reaped = reap_expired(session=session)
+        if reaped:
+            log.info("Worker %s reaped expired leases of jobs %s", self.name, [job.id for job in reaped])
+        return reaped
+
+    def _reap_until(self, stop: threading.Event, interval: float) -> None:
+        """Reap on a timer while this worker is busy, too: a hung worker's job is rerun even when every other
+        worker is in the middle of a long job (reaping only between jobs left it waiting for one to end)."""
+        while not stop.wait(interval):
+            try:
+                self.reap()
+            except Exception:  # a busy database must not stop the timer; the next round retries
+                log.exception("Worker %s: reaping failed", self.name)
+
     def purge_if_due(self) -> None:
         """Apply the retention period about once an hour (any worker may; it is idempotent)."""
         if time.monotonic() < self.next_purge or self.settings.retention_days <= 0:
@@ -276,16 +295,23 @@ class Worker:
 
     def run_forever(self, stop: threading.Event, poll_seconds: float = 0.5) -> None:
         log.info("Worker %s started", self.name)
-        beats_done = threading.Event()
-        beating = threading.Thread(
-            target=self._beat_until, args=(beats_done, HEARTBEAT_SECONDS), name="heartbeat", daemon=True
-        )
-        beating.start()
+        timers_done = threading.Event()
+        timers = [
+            threading.Thread(
+                target=self._beat_until, args=(timers_done, HEARTBEAT_SECONDS), name="heartbeat", daemon=True
+            ),
+            threading.Thread(
+                target=self._reap_until, args=(timers_done, self.reap_seconds), name="reaper", daemon=True
+            ),
+        ]
+        for timer in timers:
+            timer.start()
         try:
             self._serve(stop, poll_seconds)
         finally:
-            beats_done.set()
-            beating.join(HEARTBEAT_SECONDS)
+            timers_done.set()
+            for timer in timers:
+                timer.join(HEARTBEAT_SECONDS)
             try:
                 with write_session(self.settings.database_url) as session:
                     mark_stopped(session=session, name=self.name)

@@ -70,6 +70,14 @@ class UploadRejected(Refused):
     """Raised with a clear, specific, user-facing message; nothing has been stored."""
 
 
+class OverPixelBudget(UploadRejected):
+    """The image has more pixels than its caller had left to decode (read from the header; nothing decoded)."""
+
+    def __init__(self, width: int, height: int, budget: int) -> None:
+        super().__init__(f"{width}×{height} is more pixels than are left to decode ({budget:,}).")
+        self.pixels = width * height
+
+
 @dataclass(frozen=True)
 class ValidatedImage:
     image: Image.Image  # decoded, EXIF orientation applied, mode "RGB", loaded, no metadata in .info
@@ -387,10 +395,13 @@ def _to_rgb(image: Image.Image, icc_profile: bytes | None, notes: list[str]) -> 
 # The entry point
 
 
-def validate_image_bytes(data: bytes, *, filename: str | None = None) -> ValidatedImage:
+def validate_image_bytes(
+    data: bytes, *, filename: str | None = None, pixel_budget: int | None = None
+) -> ValidatedImage:
     """Check an upload and return it normalised, or raise `UploadRejected` saying why not.
 
-    `filename` is only quoted in notes, never opened; the format comes from the bytes alone.
+    `filename` is only quoted in notes, never opened; the format comes from the bytes alone. With
+    `pixel_budget`, an image with more pixels than that raises `OverPixelBudget` before it is decoded.
     """
     # 1. Size and type, before any decoding
     _check_size(memoryview(data).nbytes)
@@ -408,6 +419,8 @@ def validate_image_bytes(data: bytes, *, filename: str | None = None) -> Validat
         # 2. Dimensions from the header, before the pixels are decoded
         _check_dimensions(*decoded.size)
         _check_pixel_budget(*decoded.size)
+        if pixel_budget is not None and decoded.width * decoded.height > pixel_budget:
+            raise OverPixelBudget(*decoded.size, pixel_budget)
         # 3. Full decode of the first frame: truncated or corrupt data fails here
         frames = _frame_count(decoded)
         decoded.seek(0)

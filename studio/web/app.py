@@ -1,5 +1,5 @@
 """Per-process resources of the web app: settings, first-run set-up, the model warm-up and in-process worker,
-database sessions and the asset store.
+database sessions, the asset store and the staging store.
 """
 
 from __future__ import annotations
@@ -84,3 +84,8 @@ def db_write_session() -> Iterator[Session]:
 
 def asset_store() -> AssetStore:
     return AssetStore(settings().assets_dir)
+
+
+def staging_store() -> AssetStore:
+    """Batch uploads validated but not submitted yet (studio.media.staging)."""
+    return AssetStore(settings().staging_dir)

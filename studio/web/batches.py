@@ -1,30 +1,65 @@
-"""The Batch page's parts: submitting a batch and its live progress and download."""
+"""The Batch page's parts: reading the uploads once, submitting a batch, and its live progress and download."""
 
 from __future__ import annotations
 
-import hashlib
+import threading
+import time
 
 import streamlit as st
+from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from studio.batches.results import Batch, batch_zip, download_name, get_user_batch
+from studio.batches.uploads import BatchUploads, read_uploads
 from studio.catalogue.requests import JobRequest
 from studio.db.tables import JobStatus, User
 from studio.jobs.submit import submit_batch
-from studio.media.validation import ValidatedImage
+from studio.media.staging import StagedImage, purge_staged
 from studio.web import app, jobs, refusals, widgets
 from studio.web.text import plain
 
 POLL_SECONDS = 1.0
+UPLOADS_KEY = "batch.uploads"  # (the uploaded files' ids, what reading them gave)
+PURGE_EVERY_S = 3600.0
+_purge_lock = threading.Lock()
+_next_purge = 0.0  # monotonic time of the next purge of stale staged uploads, in this process
 
 
-def submit(config, user: User, images: list[tuple[str, ValidatedImage]], requests: list[JobRequest], *, key: str):
+def batch_uploads(files: list[UploadedFile]) -> BatchUploads:
+    """The uploads read, validated and staged once per set of files: reruns of the page reuse the result."""
+    ids = tuple(file.file_id for file in files)
+    cached = st.session_state.get(UPLOADS_KEY)
+    if cached is not None and cached[0] == ids and all(image.path.is_file() for image in cached[1].images):
+        return cached[1]
+    st.session_state.pop(UPLOADS_KEY, None)  # let the previous set go before reading the next
+    _purge_stale_staging()
+    with st.spinner(f"Checking {len(files)} file(s), one image at a time…"):
+        uploads = read_uploads(
+            [(file.name, file) for file in files],
+            staging=app.staging_store(),
+            max_pixels=app.settings().max_batch_pixels,
+        )
+    st.session_state[UPLOADS_KEY] = (ids, uploads)
+    return uploads
+
+
+def _purge_stale_staging() -> None:
+    """Delete staged uploads nobody submitted (older than a day), about once an hour per process."""
+    global _next_purge
+    with _purge_lock:
+        if time.monotonic() < _next_purge:
+            return
+        _next_purge = time.monotonic() + PURGE_EVERY_S
+    purge_staged(app.staging_store())
+
+
+def submit(config, user: User, images: list[StagedImage], requests: list[JobRequest], *, key: str):
     """Queue the batch (the page then shows it under `key`), or show why it was refused."""
     submitted = refusals.attempt(lambda: jobs.submit_or_resubmit(lambda: _submit_once(config, user, images, requests)))
     if submitted is not None:
         st.session_state[key] = submitted[0].batch_id
 
 
-def _submit_once(config, user: User, images: list[tuple[str, ValidatedImage]], requests: list[JobRequest]) -> list:
+def _submit_once(config, user: User, images: list[StagedImage], requests: list[JobRequest]) -> list:
     with app.db_write_session() as session:
         return submit_batch(
             session=session,
@@ -35,7 +70,7 @@ def _submit_once(config, user: User, images: list[tuple[str, ValidatedImage]], r
             requests=requests,
             idempotency_key=jobs.submit_key(
                 user_id=user.id,
-                source_png=b"".join(hashlib.sha256(image.png_bytes).digest() for _, image in images),
+                source_png="".join(image.sha256 for image in images).encode(),
                 recipe={"batch": [r.job_params() for r in requests], "model": requests[0].model},
             ),
         )

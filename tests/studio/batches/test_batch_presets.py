@@ -38,7 +38,7 @@ from studio.errors import Refused
 from studio.jobs.submit import submit_batch
 from studio.jobs.worker import Worker
 from studio.media.storage import AssetStore
-from tests.support import png_bytes
+from tests.support import png_bytes, zip_of
 
 PARAMS = Img2ImgParams(prompt="studio shot", negative_prompt="blurry", strength=0.5, steps=4, guidance=6.0, seed=3)
 
@@ -58,7 +58,12 @@ def env(studio, studio_settings):
         "store": AssetStore(studio_settings.assets_dir),
         "user": admin,
         "worker": Worker(studio_settings, name="batch-worker"),
+        "staging": AssetStore(studio_settings.staging_dir),
     }
+
+
+def read(files, staging: AssetStore, max_pixels: int = 10**9):
+    return read_uploads(files, staging=staging, max_pixels=max_pixels)
 
 
 def credits(env, user=None) -> int:
@@ -68,14 +73,6 @@ def credits(env, user=None) -> int:
 
 def artistic(env):
     return style_request(settings=env["settings"], catalogue=env["catalogue"], style_id="artistic", params=PARAMS)
-
-
-def zip_of(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in files.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 # Presets
@@ -136,9 +133,9 @@ def test_presets_are_personal_or_shared_with_the_team(env):
 # Batches
 
 
-def test_uploads_expand_zips_and_list_what_cannot_be_used():
+def test_uploads_expand_zips_and_list_what_cannot_be_used(tmp_path):
     good, other = png_bytes(256, 256), png_bytes(300, 260)
-    uploads = read_uploads(
+    uploads = read(
         [
             ("a.png", good),
             (
@@ -147,9 +144,10 @@ def test_uploads_expand_zips_and_list_what_cannot_be_used():
             ),
             ("broken.zip", b"PK\x03\x04 not really"),
             ("d.gif", b"GIF89a...."),
-        ]
+        ],
+        AssetStore(tmp_path / "staging"),
     )
-    assert [name for name, _ in uploads.images] == ["a.png", "b.png"]
+    assert [image.name for image in uploads.images] == ["a.png", "b.png"]
     reasons = dict(uploads.rejected)
     assert set(reasons) == {"c.png", "broken.zip", "d.gif"}
     assert "GIF" in reasons["d.gif"] and "not a readable ZIP" in reasons["broken.zip"]
@@ -185,7 +183,8 @@ def test_a_batch_with_a_poisoned_image_refunds_only_that_image(env, monkeypatch)
         return real_render(job, **kwargs)
 
     monkeypatch.setattr(studio.jobs.worker, "render_job", render)
-    images = read_uploads([(f"{n}.png", png_bytes(256, 256 + 8 * i)) for i, n in enumerate(["a", "poison", "c"])])
+    files = [(f"{n}.png", png_bytes(256, 256 + 8 * i)) for i, n in enumerate(["a", "poison", "c"])]
+    images = read(files, env["staging"])
     before = credits(env)
     with write_session(env["settings"].database_url) as session:
         jobs = submit_batch(
@@ -219,7 +218,7 @@ def test_a_batch_with_a_poisoned_image_refunds_only_that_image(env, monkeypatch)
 def test_batches_are_for_pro_plans(env):
     with write_session(env["settings"].database_url) as session:
         free = create_user(session=session, username="fred", password="password-1", email="f@x.io")
-    images = read_uploads([("a.png", png_bytes())]).images
+    images = read([("a.png", png_bytes())], env["staging"]).images
     with write_session(env["settings"].database_url) as session, pytest.raises(Refused, match="Pro plans"):
         submit_batch(
             session=session,

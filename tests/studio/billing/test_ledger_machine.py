@@ -85,6 +85,7 @@ class JobModel:
     owner: str
     cost: int
     priority: int
+    fair_tag: int  # its round in its lane (studio.jobs.fair_queue), predicted by the model
     status: JobStatus = JobStatus.queued
     attempt: int = 0
     worker: str | None = None
@@ -400,7 +401,8 @@ class LedgerMachine(RuleBasedStateMachine):
                 ).one()
             assert (lot.kind, lot.amount, lot.user_id) == (CreditKind.allocation, spec.monthly_credits, user.id)
             assert lot.expires_at == month_start(self.now, 1 + spec.rollover_months)
-        self.jobs[job.id] = JobModel(id=job.id, owner=who, cost=cost, priority=priority)
+        assert (job.lane, job.fair_tag) == (-2 * priority, self._next_round(who, priority))
+        self.jobs[job.id] = JobModel(id=job.id, owner=who, cost=cost, priority=priority, fair_tag=job.fair_tag)
         if key is not None:
             self.keys.append((key, who, job.id))
 
@@ -412,7 +414,7 @@ class LedgerMachine(RuleBasedStateMachine):
             self.jobs_match_the_model_and_their_ledger()  # what the reaper left, before the claim
         queued = sorted(
             (job for job in self.jobs.values() if job.status is JobStatus.queued),
-            key=lambda job: (-job.priority, job.id),  # highest priority first, then FIFO
+            key=lambda job: (-job.priority, job.fair_tag, job.id),  # Pro's lane first, then by round, then FIFO
         )
         expected = queued[0] if queued else None
         with session_for(self.url) as session:  # what the pages show: 1 is the job claimed next
@@ -429,7 +431,7 @@ class LedgerMachine(RuleBasedStateMachine):
             assert job is None
             return
         assert job is not None, "a job was queued but claim_next returned None"
-        assert job.id == expected.id, f"claimed #{job.id}, but #{expected.id} is first (priority, then FIFO)"
+        assert job.id == expected.id, f"claimed #{job.id}, but #{expected.id} is first (lane, round, then FIFO)"
         assert job.status is JobStatus.processing
         assert (job.worker, job.attempt) == (worker, expected.attempt + 1)
         assert job.lease_until == self.now + LEASE
@@ -603,6 +605,7 @@ class LedgerMachine(RuleBasedStateMachine):
         with write_session(self.url) as session:
             reaped = reap_expired(session=session, now=self.now, max_attempts=self.max_attempts)
         assert sorted(job.id for job in reaped) == sorted(job.id for job in expired)
+        rounds = {job.priority: self._current_round(job.priority) for job in expired}  # before any job goes back
         for job in expired:
             event(f"reap: cancel_requested={job.cancel_requested} attempt={job.attempt}/{self.max_attempts}")
             if job.cancel_requested:
@@ -610,8 +613,21 @@ class LedgerMachine(RuleBasedStateMachine):
             elif job.attempt >= self.max_attempts:
                 job.move(JobStatus.failed)
             else:
+                job.fair_tag = max(job.fair_tag, rounds[job.priority])
                 job.move(JobStatus.queued)
         self._assert_refunded(before, refund, set(ends))
+
+    def _current_round(self, priority: int) -> int:
+        """The lane's lowest queued round; with nothing queued, its highest round (every job here is interactive,
+        so a lane is a priority)."""
+        lane = [job for job in self.jobs.values() if job.priority == priority]
+        queued = [job.fair_tag for job in lane if job.status is JobStatus.queued]
+        return min(queued) if queued else max((job.fair_tag for job in lane), default=0)
+
+    def _next_round(self, who: str, priority: int) -> int:
+        """The lane's current round, or one after the user's last round in the lane if that is later."""
+        own = [job.fair_tag for job in self.jobs.values() if job.priority == priority and job.owner == who]
+        return max(self._current_round(priority), max(own) + 1) if own else self._current_round(priority)
 
     @rule(
         name=st.sampled_from(ACCOUNTS),
@@ -710,11 +726,12 @@ class LedgerMachine(RuleBasedStateMachine):
         for job_id, job in jobs.items():
             model = self.jobs[job_id]
             assert job.user_id == self.user_ids[model.owner]
-            assert (job.status, job.attempt, job.cost, job.priority) == (
+            assert (job.status, job.attempt, job.cost, job.priority, job.fair_tag) == (
                 model.status,
                 model.attempt,
                 model.cost,
                 model.priority,
+                model.fair_tag,
             ), f"#{job_id} in the database ≠ model {model}"
             assert job.cancel_requested == model.cancel_requested
             if job.status is JobStatus.processing:

@@ -131,3 +131,54 @@ def test_init_db_adopts_a_database_from_before_migrations(empty_url: str) -> Non
     with engine.connect() as connection:
         row = connection.execute(text("SELECT name, monthly_budget, budget_alert_percent FROM team")).one()
     assert tuple(row) == ("old team", None, 80)  # the existing row got the model's default
+
+
+def test_the_fair_queue_migration_puts_a_queued_backlog_in_lanes_and_rounds(empty_url: str) -> None:
+    """0003: a queue from before takes turns too — each user's queued claims (a sweep's cells one claim) numbered
+    from 0 per lane in submission order, batch items in the lane after their plan's interactive one."""
+    upgrade(empty_url, "0002_worker_heartbeats")
+    users = [(1, "pro_monthly"), (2, "pro_monthly"), (3, "free")]
+    # (id, user, priority, status, sweep, batch): user 1 has a done job, a 2-cell sweep, a job and two batch items
+    jobs = [
+        (1, 1, 1, "complete", None, None),
+        (2, 1, 1, "queued", "s1", None),
+        (3, 1, 1, "queued", "s1", None),
+        (4, 1, 1, "queued", None, None),
+        (5, 1, 1, "queued", None, "b1"),
+        (6, 2, 1, "queued", None, None),
+        (7, 1, 1, "queued", None, "b1"),
+        (8, 3, 0, "queued", None, None),
+    ]
+    with get_engine(empty_url).begin() as connection:
+        for user_id, plan in users:
+            connection.execute(
+                text(
+                    'INSERT INTO "user" (id, username, email, display_name, role, plan, is_active, can_use_team_pool,'
+                    " password_hash, created_at) VALUES (:id, :name, :email, :name, 'member', :plan, true, false,"
+                    " 'x', '2026-01-01')"
+                ),
+                {"id": user_id, "name": f"u{user_id}", "email": f"u{user_id}@x.org", "plan": plan},
+            )
+        for job_id, user_id, priority, status, sweep, batch in jobs:
+            connection.execute(
+                text(
+                    "INSERT INTO job (id, task, model, params, user_id, status, priority, progress_step,"
+                    " progress_total, quality, cost, cancel_requested, attempt, created_at, sweep_id, batch_id)"
+                    " VALUES (:id, 'img2img', 'preview', '{}', :user, :status, :priority, 0, 0, 'standard', 1,"
+                    " false, 0, '2026-01-01', :sweep, :batch)"
+                ),
+                {"id": job_id, "user": user_id, "status": status, "priority": priority, "sweep": sweep, "batch": batch},
+            )
+    upgrade(empty_url)
+    with get_engine(empty_url).connect() as connection:
+        rows = connection.execute(text("SELECT id, lane, fair_tag FROM job ORDER BY id")).all()
+    assert [tuple(row) for row in rows] == [
+        (1, -2, 0),  # not queued: its lane, no round
+        (2, -2, 0),  # the sweep: user 1's first claim in the Pro interactive lane
+        (3, -2, 0),
+        (4, -2, 1),
+        (5, -1, 0),  # batch items: the Pro batch lane, one round each
+        (6, -2, 0),  # user 2's first claim: the same round as user 1's first
+        (7, -1, 1),
+        (8, 0, 0),  # Free
+    ]

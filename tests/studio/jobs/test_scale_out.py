@@ -31,7 +31,13 @@ from tests.support import png_bytes
 
 JOBS = 200
 WORKERS = ("w1", "w2", "w3", "w4")
-LEASE_S = 4.0
+# Long enough that a worker starved of CPU on a busy machine still renews its lease (a lost lease is correct, but
+# three in a row fail the job); the frozen worker's job is waited for, not timed, so a longer lease costs only
+# its own length.
+LEASE_S = 20.0
+# How long any wait here may take before the test calls it a bug (a queue that never drains, a job never reaped),
+# not a speed requirement: 200 tiny jobs take ~2 min on 2 idle cores, and many times that on a busy machine.
+WAIT_S = 1800
 # The smallest real job: a 256×256 source (the upload minimum), 2 denoising steps on the tiny model.
 PARAMS = Img2ImgParams(prompt="a quick sketch", strength=0.5, steps=4, seed=0)
 
@@ -93,6 +99,34 @@ def held_by(settings: Settings, worker: str) -> Job | None:
         return session.exec(select(Job).where(Job.status == JobStatus.processing, Job.worker == worker)).first()
 
 
+def freeze_holding_a_job(workers: Workers, settings: Settings, name: str) -> Job:
+    """SIGSTOP the worker while it holds a job (it may end one between a look and the signal: then it is continued
+    and the next one is waited for); the job it holds, frozen."""
+    proc = workers.procs[name]
+    while True:
+        workers.wait_until(lambda: held_by(settings, name) is not None, f"{name} to hold a job", timeout=WAIT_S)
+        workers.stopped.add(name)
+        proc.send_signal(signal.SIGSTOP)
+        workers.wait_until(lambda: process_state(proc.pid) == "T", f"{name} to stop", timeout=WAIT_S)
+        if (frozen := held_by(settings, name)) is not None:
+            return frozen
+        proc.send_signal(signal.SIGCONT)
+        workers.stopped.discard(name)
+
+
+def process_state(pid: int) -> str:
+    """The state letter of a Linux process (T: stopped)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2]
+
+
+def reaped(settings: Settings, job: Job) -> bool:
+    """Whether `job`'s lease was taken from the worker that held it (it is queued again, or rerun, or ended)."""
+    with session_for(settings.database_url) as session:
+        now = session.get(Job, job.id)
+        return now.attempt > job.attempt or now.status is not JobStatus.processing
+
+
 def unfinished(settings: Settings) -> int:
     with session_for(settings.database_url) as session:
         return session.exec(
@@ -112,21 +146,22 @@ def test_four_workers_200_jobs_one_killed_one_stopped_past_its_lease(workers: Wo
         workers.start(name, "--lease", str(LEASE_S), "--poll", "0.1")
 
     # SIGKILL w1 while it holds a job: the job must be reaped after the lease and rerun elsewhere.
-    workers.wait_until(lambda: held_by(settings, "w1") is not None, "w1 to hold a job")
+    workers.wait_until(lambda: held_by(settings, "w1") is not None, "w1 to hold a job", timeout=WAIT_S)
     assert workers.stop("w1", signal.SIGKILL) == -signal.SIGKILL
     killed = held_by(settings, "w1")
 
-    # SIGSTOP w2 while it holds a job, past its lease; another worker reaps and reruns the job; then
-    # SIGCONT: whatever w2 reports for it now is discarded (its lease is lost).
-    workers.wait_until(lambda: held_by(settings, "w2") is not None, "w2 to hold a job")
-    workers.stopped.add("w2")
-    workers.procs["w2"].send_signal(signal.SIGSTOP)
-    frozen = held_by(settings, "w2")
-    time.sleep(LEASE_S * 2.5)
+    # SIGSTOP w2 while it holds a job, until another worker has reaped the job (their reaper timers run while
+    # they are busy, so this does not wait for one of them to finish a job); then SIGCONT: whatever w2 reports
+    # for it now is discarded (its lease is lost). Waiting for the reap, not for a time, keeps this exact on a
+    # busy machine.
+    frozen = freeze_holding_a_job(workers, settings, "w2")
+    workers.wait_until(
+        lambda: reaped(settings, frozen), f"another worker to reap w2's job #{frozen.id}", timeout=WAIT_S
+    )
     workers.procs["w2"].send_signal(signal.SIGCONT)
     workers.stopped.discard("w2")
 
-    workers.wait_until(lambda: unfinished(settings) == 0, f"all {JOBS} jobs to end", timeout=600)
+    workers.wait_until(lambda: unfinished(settings) == 0, f"all {JOBS} jobs to end", timeout=WAIT_S)
     elapsed = time.monotonic() - started
     for name in WORKERS[1:]:
         assert workers.stop(name, signal.SIGTERM) == 0, workers.logs()
@@ -154,7 +189,6 @@ def test_four_workers_200_jobs_one_killed_one_stopped_past_its_lease(workers: Wo
     # The killed and the frozen workers' jobs were rerun by someone else, not completed by them.
     if killed is not None:
         assert jobs[killed.id].attempt >= 2 and jobs[killed.id].worker != "w1"
-    assert frozen is not None
     rerun = jobs[frozen.id]
     assert rerun.attempt >= 2, workers.logs()
     assert "lease lost" in workers.log("w2") or rerun.worker == "w2", workers.logs()

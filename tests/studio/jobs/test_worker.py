@@ -3,12 +3,14 @@
 import io
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 import torch
 from PIL import Image
 from sqlmodel import select
 
+import studio.jobs.worker
 from pipelines.params import Img2ImgParams
 from studio.accounts.users import create_user, get_user
 from studio.billing.credits import Account, balance
@@ -17,7 +19,7 @@ from studio.catalogue.recipes import read_recipe
 from studio.catalogue.requests import custom_request
 from studio.db.engine import session_for, write_session
 from studio.db.tables import Asset, CreditEntry, CreditKind, Job, JobStatus, utcnow
-from studio.jobs.leases import cancel_job
+from studio.jobs.leases import cancel_job, claim_next
 from studio.jobs.queries import get_user_job, list_user_jobs
 from studio.jobs.submit import submit_job
 from studio.jobs.worker import Worker
@@ -25,6 +27,7 @@ from studio.media.storage import AssetStore
 from studio.media.validation import validate_image_bytes
 from tests.support import png_bytes
 
+DEADLINE_S = 120.0  # what a waiting test allows before it calls a wait lost
 PARAMS = Img2ImgParams(prompt="a watercolor shoe", negative_prompt="blurry", strength=0.5, steps=4, seed=7)
 
 
@@ -168,3 +171,41 @@ def test_history_lists_only_the_users_own_jobs_newest_first(env):
         assert all(result is not None for _, _, result in rows)
         assert list_user_jobs(session=session, user_id=other.id) == []
         assert get_user_job(session=session, user_id=other.id, job_id=first.id) is None
+
+
+def test_a_busy_worker_reaps_a_hung_workers_job_on_its_timer(env, monkeypatch):
+    """Reaping is not left to the moments between jobs: while this worker is in the middle of a job, the job a
+    hung worker holds is put back in the queue as soon as its lease has run out."""
+    hung_job, busy_job = submit(env), submit(env)
+    with write_session(env["settings"].database_url) as session:
+        assert claim_next(session=session, worker="hung").id == hung_job.id
+    rendering, release = threading.Event(), threading.Event()
+
+    def long_job(job, **kwargs):
+        rendering.set()
+        assert release.wait(DEADLINE_S), "the test never released the job"
+        raise RuntimeError("released by the test")
+
+    monkeypatch.setattr(studio.jobs.worker, "render_job", long_job)
+    worker, stop = Worker(env["settings"], name="busy", reap_seconds=0.01), threading.Event()
+    serving = threading.Thread(target=worker.run_forever, args=(stop,), kwargs={"poll_seconds": 0.01}, daemon=True)
+    serving.start()
+    try:
+        assert rendering.wait(DEADLINE_S), "the busy worker never started its job"
+        assert reload(env, busy_job).worker == "busy"
+        with write_session(env["settings"].database_url) as session:  # the hung worker's lease runs out
+            hung = session.get(Job, hung_job.id)
+            hung.lease_until = utcnow() - timedelta(seconds=1)
+            session.add(hung)
+            session.commit()
+        deadline = time.monotonic() + DEADLINE_S  # a bound for a broken timer, not a speed requirement
+        while reload(env, hung_job).status is not JobStatus.queued:
+            assert time.monotonic() < deadline, "nobody reaped the hung worker's job while the other was busy"
+            time.sleep(0.01)
+        assert reload(env, busy_job).status is JobStatus.processing  # reaped mid-job, not between jobs
+        assert (reload(env, hung_job).worker, reload(env, hung_job).attempt) == (None, 1)
+    finally:
+        stop.set()
+        release.set()
+        serving.join(DEADLINE_S)
+    assert not serving.is_alive()

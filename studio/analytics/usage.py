@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 
-from sqlalchemy import ColumnElement, Table, extract, func
+from sqlalchemy import ColumnElement, Table, extract, func, or_
 from sqlmodel import Session, col, select
 
 from studio.db.tables import PROCESSING_DAYS, QUEUE_WAIT_DAYS, USAGE_ROLLUPS, Job, JobStatus, Team, UsageByTeam, User
@@ -150,35 +150,43 @@ class FilterChoices:
 
 
 def credits_spent(
-    *, session: Session, usage: UsageFilter, bucket: Bucket = Bucket.day, by: Breakdown = Breakdown.team
+    *,
+    session: Session,
+    usage: UsageFilter,
+    bucket: Bucket = Bucket.day,
+    by: Breakdown = Breakdown.team,
+    keep: int | None = None,
 ) -> list[PeriodCredits]:
-    """Credits spent per period, split by team, user, style or model."""
+    """Credits spent per period, split by team, user, style or model.
+
+    With `keep`, only the `keep` groups that spent the most over the whole range (ties by name) are split out
+    and the rest are summed per period as "Others" (a chart stacked by a thousand users says nothing; by ten
+    and the rest it does). That reads days × (keep + 1) rows instead of days × groups: the totals per group
+    over the range, then per day the kept groups' and every group's together."""
     key = _BREAKDOWN_COLUMNS[by]
-    totals = _totals(session, usage, (key,), charged_only=True, per_day=True)
+    kept = None
+    if keep is not None:
+        overall = _totals(session, usage, (key,), charged_only=True, per_day=False)
+        names = _labels(session, by, {value for (value,) in overall})
+        kept = {value for (value,) in sorted(overall, key=lambda k: (-overall[k][1], names[k[0]]))[:keep]}
+    totals = _totals(session, usage, (key,), charged_only=True, per_day=True, among=kept)
     names = _labels(session, by, {value for _, value in totals})
-    spent: dict[tuple[date, object], int] = defaultdict(int)
+    spent: dict[tuple[date, str], int] = defaultdict(int)
     for (day, value), (_, credits) in totals.items():
-        spent[_period_of(day, bucket), value] += credits
+        spent[_period_of(day, bucket), names[value]] += credits
+    if kept is not None:
+        others: dict[date, list[int]] = defaultdict(lambda: [0, 0])
+        for (day,), (jobs, credits) in _totals(session, usage, (), charged_only=True, per_day=True).items():
+            others[_period_of(day, bucket)][0] += jobs
+            others[_period_of(day, bucket)][1] += credits
+        for (day, _), (jobs, credits) in totals.items():
+            others[_period_of(day, bucket)][0] -= jobs
+            others[_period_of(day, bucket)][1] -= credits
+        spent.update({(period, OTHERS_LABEL): credits for period, (jobs, credits) in others.items() if jobs})
     return sorted(
-        (PeriodCredits(period, names[value], credits) for (period, value), credits in spent.items()),
-        key=lambda row: (row.period, row.group),
+        (PeriodCredits(period, group, credits) for (period, group), credits in spent.items()),
+        key=lambda row: (row.period, row.group == OTHERS_LABEL, row.group),
     )
-
-
-def keep_top_groups(rows: list[PeriodCredits], keep: int) -> list[PeriodCredits]:
-    """The `keep` groups that spent the most over all periods; the rest summed per period as "Others"
-    (a chart stacked by a thousand users says nothing; by ten and the rest it does)."""
-    totals: dict[str, int] = defaultdict(int)
-    for row in rows:
-        totals[row.group] += row.credits
-    kept = set(sorted(totals, key=lambda group: (-totals[group], group))[:keep])
-    others: dict[date, int] = defaultdict(int)
-    for row in rows:
-        if row.group not in kept:
-            others[row.period] += row.credits
-    folded = [row for row in rows if row.group in kept]
-    folded += [PeriodCredits(period, OTHERS_LABEL, credits) for period, credits in others.items()]
-    return sorted(folded, key=lambda row: (row.period, row.group == OTHERS_LABEL, row.group))
 
 
 def jobs_by_status(*, session: Session, usage: UsageFilter, bucket: Bucket = Bucket.day) -> list[PeriodStatus]:
@@ -232,24 +240,33 @@ def _period_of(day: date, bucket: Bucket) -> date:
 
 
 def _totals(
-    session: Session, usage: UsageFilter, keys: tuple[str, ...], *, charged_only: bool, per_day: bool
+    session: Session,
+    usage: UsageFilter,
+    keys: tuple[str, ...],
+    *,
+    charged_only: bool,
+    per_day: bool,
+    among: set | None = None,
 ) -> dict[tuple, tuple[int, int]]:
     """{(day, *values of `keys`): (jobs, credits)} over the filter's range, or {(*values,): …} without `per_day`.
 
     `keys` are job columns (team_id, user_id, style, model, status); with `charged_only` refunded jobs are
-    left out. Whole UTC days come from a rollup, the partial first and last day (if any) from the job table."""
+    left out; with `among`, only the jobs whose first key is one of these values. Whole UTC days come from a
+    rollup, the partial first and last day (if any) from the job table."""
     days = periods(usage, Bucket.day)
     whole = [(day, start) for day, start, end in days if end - start == timedelta(days=1)]
     totals: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
     sources = []
     if whole:  # only the first and the last day can be partial, so the whole days are one run
         sources.append(
-            _rollup_totals(session, usage, keys, whole[0][0], whole[-1][0] + timedelta(days=1), charged_only, per_day)
+            _rollup_totals(
+                session, usage, keys, whole[0][0], whole[-1][0] + timedelta(days=1), charged_only, per_day, among
+            )
         )
     for day, start, end in days:
         if end - start < timedelta(days=1):
             edge = replace(usage, start=start, end=end)
-            sources.append([(day, *row) for row in _job_totals(session, edge, keys, charged_only)])
+            sources.append([(day, *row) for row in _job_totals(session, edge, keys, charged_only, among)])
     for source in sources:
         for day, *values, jobs, credits in source:
             total = totals[(day, *values) if per_day else tuple(values)]
@@ -258,7 +275,9 @@ def _totals(
     return {key: (jobs, credits) for key, (jobs, credits) in totals.items()}
 
 
-def _rollup_totals(session, usage: UsageFilter, keys, first: date, end: date, charged_only: bool, per_day: bool):
+def _rollup_totals(
+    session, usage: UsageFilter, keys, first: date, end: date, charged_only: bool, per_day: bool, among: set | None
+):
     """(day, *values, jobs, credits) rows of the smallest rollup that has every column needed, days [first, end)."""
     needed = {*keys}
     needed |= {
@@ -280,6 +299,8 @@ def _rollup_totals(session, usage: UsageFilter, keys, first: date, end: date, ch
             conditions.append(c[name] == getattr(usage, name))
     if charged_only:
         conditions.append(c.status.not_in([status.value for status in REFUNDED_STATUSES]))
+    if among is not None:
+        conditions.append(_one_of(columns[keys[0]], among))
     grouped = [columns[key] for key in keys]
     day = c.day if per_day else func.min(c.day)
     query = select(day, *grouped, func.sum(c.jobs), func.sum(c.credits)).where(*conditions)
@@ -294,12 +315,19 @@ def _rollup_for(columns: set[str]) -> Table:
     return next(table for table in USAGE_ROLLUPS if columns <= set(table.c.keys()))
 
 
-def _job_totals(session: Session, usage: UsageFilter, keys, charged_only: bool):
+def _one_of(column, values: set) -> ColumnElement[bool]:
+    present = column.in_([value for value in values if value is not None])
+    return or_(present, column.is_(None)) if None in values else present
+
+
+def _job_totals(session: Session, usage: UsageFilter, keys, charged_only: bool, among: set | None):
     """(*values, jobs, credits) rows from the job table: the jobs of a partial day."""
     grouped = [_job[key] for key in keys]
     conditions = usage.where(sqlite=_dialect(session) == "sqlite")
     if charged_only:
         conditions.append(col(Job.status).not_in(REFUNDED_STATUSES))
+    if among is not None:
+        conditions.append(_one_of(grouped[0], among))
     query = select(*grouped, func.count(), func.sum(Job.cost)).where(*conditions)
     return session.exec(query.group_by(*grouped) if grouped else query).all()
 

@@ -282,6 +282,8 @@ class RollupMachine(RuleBasedStateMachine):
                         expected[_period(job, bucket), _label(job, by, names)] += job.cost
                 got = credits_spent(session=session, usage=usage, bucket=bucket, by=by)
                 assert {(row.period, row.group): row.credits for row in got} == dict(expected), by
+                got = credits_spent(session=session, usage=usage, bucket=bucket, by=by, keep=2)
+                assert {(row.period, row.group): row.credits for row in got} == _folded(expected, 2), by
 
             statuses: dict[tuple[date, JobStatus], list[int]] = defaultdict(lambda: [0, 0])
             for job in chosen:
@@ -370,6 +372,18 @@ def _label(job: Job, by: Breakdown, names: dict) -> str:
     if by is Breakdown.style:
         return job.style or "Own settings"
     return job.model
+
+
+def _folded(spent: dict[tuple[date, str], int], keep: int) -> dict[tuple[date, str], int]:
+    """The `keep` groups with the most credits over all periods (ties by name), the rest per period as Others."""
+    totals: dict[str, int] = defaultdict(int)
+    for (_, group), credits in spent.items():
+        totals[group] += credits
+    kept = set(sorted(totals, key=lambda group: (-totals[group], group))[:keep])
+    folded: dict[tuple[date, str], int] = defaultdict(int)
+    for (period, group), credits in spent.items():
+        folded[period, group if group in kept else "Others"] += credits
+    return dict(folded)
 
 
 def _next_month(month: datetime) -> datetime:

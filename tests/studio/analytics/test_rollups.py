@@ -19,7 +19,7 @@ from unittest import mock
 
 import bcrypt
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 from sqlalchemy import text
@@ -112,6 +112,22 @@ class RollupMachine(RuleBasedStateMachine):
     def _advance(self, seconds: int) -> None:
         RollupMachine.clock += timedelta(seconds=seconds)
 
+    def _submit(self, session, submit, user: User, **request) -> None:
+        try:
+            submit(
+                session=session,
+                store=self.store,
+                settings=self.studio_settings,
+                user=user,
+                upload=UPLOAD,
+                original_name="x.png",
+                now=self.now,
+                **request,
+            )
+        except Refused:  # over team Small's budget (read from the rollups); the invariant sees nothing moved
+            session.rollback()
+            event("submit refused: over the team budget")
+
     # ------------------------------------------------------------------- rules
 
     @rule(who=st.sampled_from(USERS), style=st.sampled_from(STYLES), quality=st.sampled_from(list(Quality)))
@@ -128,19 +144,7 @@ class RollupMachine(RuleBasedStateMachine):
                     params=PARAMS,
                     quality=quality,
                 )
-            try:
-                submit_job(
-                    session=session,
-                    store=self.store,
-                    settings=self.studio_settings,
-                    user=user,
-                    upload=UPLOAD,
-                    original_name="x.png",
-                    request=request,
-                    now=self.now,
-                )
-            except Refused:  # team Small's budget, read from the rollups: nothing may have moved
-                session.rollback()
+            self._submit(session, submit_job, user, request=request)
 
     @rule(who=st.sampled_from(USERS), cells=st.integers(2, 3))
     def sweep(self, who, cells):
@@ -149,20 +153,7 @@ class RollupMachine(RuleBasedStateMachine):
             for i in range(cells)
         ]
         with write_session(self.url) as session:
-            user = session.get(User, self.user_ids[who])
-            try:
-                submit_sweep(
-                    session=session,
-                    store=self.store,
-                    settings=self.studio_settings,
-                    user=user,
-                    upload=UPLOAD,
-                    original_name="x.png",
-                    requests=requests,
-                    now=self.now,
-                )
-            except Refused:
-                session.rollback()
+            self._submit(session, submit_sweep, session.get(User, self.user_ids[who]), requests=requests)
 
     @rule(worker=st.sampled_from(WORKERS))
     def claim(self, worker):
@@ -395,7 +386,7 @@ def machine_studio(studio, studio_settings):
     """Teams Small (a monthly budget a few jobs reach) and Big (none), four users with plenty of credits."""
     url = studio_settings.database_url
     with mock.patch.object(users_module, "hash_password", _fast_hash), write_session(url) as session:
-        small, big = Team(name="Small", monthly_budget=40), Team(name="Big")
+        small, big = Team(name="Small", monthly_budget=12), Team(name="Big")
         session.add_all([small, big])
         session.flush()
         teams = {"ann": small.id, "bob": small.id, "cat": big.id, "dan": None}

@@ -40,6 +40,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TARGET_SECONDS = 1.0
+TOP_GROUPS = 10  # studio.web.analytics.TOP_GROUPS: the page's charts keep the ten biggest groups
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -111,6 +112,13 @@ def run_queries(engine, repeats: int) -> int:
         (f"credits per day by {by.value}", lambda s, by=by: a.credits_spent(session=s, usage=everything, by=by))
         for by in a.Breakdown
     ]
+    queries += [  # what the page asks: the ten biggest groups and Others
+        (
+            f"credits per day by {by.value}, top 10",
+            lambda s, by=by: a.credits_spent(session=s, usage=everything, by=by, keep=TOP_GROUPS),
+        )
+        for by in a.Breakdown
+    ]
     queries += [
         ("credits per week by team", lambda s: a.credits_spent(session=s, usage=everything, bucket=a.Bucket.week)),
         ("jobs per day by status", lambda s: a.jobs_by_status(session=s, usage=everything)),
@@ -134,6 +142,10 @@ def run_queries(engine, repeats: int) -> int:
                 f"[{label}] credits per day by user",
                 lambda s, u=usage: a.credits_spent(session=s, usage=u, by=a.Breakdown.user),
             ),
+            (
+                f"[{label}] credits per day by user, top 10",
+                lambda s, u=usage: a.credits_spent(session=s, usage=u, by=a.Breakdown.user, keep=TOP_GROUPS),
+            ),
             (f"[{label}] jobs per day by status", lambda s, u=usage: a.jobs_by_status(session=s, usage=u)),
             (f"[{label}] processing p50/p95", lambda s, u=usage: a.processing_times(session=s, usage=u)),
             (f"[{label}] queue wait p50/p95", lambda s, u=usage: a.queue_waits(session=s, usage=u)),
@@ -155,7 +167,7 @@ def run_queries(engine, repeats: int) -> int:
         worst = max(times[0], min(times))
         ok = worst <= TARGET_SECONDS
         misses += not ok
-        if not name.startswith("["):
+        if not name.startswith("[") and "top 10" not in name:
             page_total += min(times)
         print(f"{name:<46} {len(rows):>7} {times[0]:>8.3f} {min(times):>7.3f}  {'ok' if ok else 'MISS'}")
     print(f"\nUnfiltered queries together (a page load before its 60 s cache): {page_total:.2f} s")

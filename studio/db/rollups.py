@@ -11,7 +11,9 @@ deleted, so a rollup holds exactly what a GROUP BY over the job table would give
 The key columns cannot be NULL (a primary key, and an upsert's conflict target, treat NULLs as distinct):
 no team is team_id 0 and own settings are style "" (studio.analytics.usage maps them back).
 
-SQLite gets three triggers with plain statements; PostgreSQL one PL/pgSQL function for all three events.
+SQLite gets three triggers with plain statements (a writer holds the database's write lock, so nothing can
+deadlock); PostgreSQL one PL/pgSQL function for all three events, which takes a status change's two rows in
+one global order.
 `create_statements` is what both `create_all` (the metadata listener below) and the migration run;
 `rebuild` recomputes every rollup from the job table (`python -m studio analytics rebuild`).
 """
@@ -88,14 +90,21 @@ def create_statements(dialect: str) -> list[str]:
             f"CREATE TRIGGER job_usage_delete AFTER DELETE ON job BEGIN {_block(delete)} END",
         ]
     unchanged = " AND ".join(f"OLD.{column} IS NOT DISTINCT FROM NEW.{column}" for column in WATCHED_COLUMNS)
-    remove = [statement for table in tables for statement in _remove(table, "OLD", dialect)]
-    add = [_add(table, "NEW", dialect) for table in tables]
+    # A status change locks two rows per rollup. Taking them in one order everywhere — table by table, the
+    # row of the alphabetically first status first — keeps a claim (queued → processing) and the reaper
+    # (processing → queued) from each holding the row the other waits for (a deadlock).
+    moves = []
+    for table in tables:
+        remove, add = _block(_remove(table, "OLD", dialect)), _block([_add(table, "NEW", dialect)])
+        moves.append(f"IF OLD.status::text <= NEW.status::text THEN {remove} {add} ELSE {add} {remove} END IF;")
+    remove_all = _block([statement for table in tables for statement in _remove(table, "OLD", dialect)])
+    add_all = _block([_add(table, "NEW", dialect) for table in tables])
     return [
         f"CREATE OR REPLACE FUNCTION {POSTGRESQL_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        f"IF TG_OP = 'UPDATE' AND {unchanged} THEN RETURN NULL; END IF; "
-        f"IF TG_OP IN ('UPDATE', 'DELETE') THEN {_block(remove)} END IF; "
-        f"IF TG_OP IN ('INSERT', 'UPDATE') THEN {_block(add)} END IF; "
-        "RETURN NULL; END $$",
+        f"IF TG_OP = 'INSERT' THEN {add_all} "
+        f"ELSIF TG_OP = 'DELETE' THEN {remove_all} "
+        f"ELSIF NOT ({unchanged}) THEN {' '.join(moves)} "
+        "END IF; RETURN NULL; END $$",
         f"CREATE TRIGGER {POSTGRESQL_FUNCTION} AFTER INSERT OR DELETE OR UPDATE OF {watched} ON job "
         f"FOR EACH ROW EXECUTE FUNCTION {POSTGRESQL_FUNCTION}()",
     ]

@@ -43,6 +43,7 @@ from studio.billing.credits import Account, add_credits
 from studio.billing.pricing import Quality
 from studio.catalogue.requests import custom_request, style_request
 from studio.catalogue.styles import load_catalogue
+from studio.cli.main import main
 from studio.config import Settings
 from studio.db.engine import get_engine, session_for, write_session
 from studio.db.rollups import rebuild
@@ -463,3 +464,19 @@ def test_rebuild_recomputes_what_the_triggers_keep_and_a_deleted_job_leaves_its_
         assert spent_by_team(session=session, usage=wanted) == {RollupMachine.team_ids["Big"]: 7}
         for table in USAGE_ROLLUPS:
             assert session.execute(text(f"SELECT count(*) FROM {table.name}")).scalar_one() == 1
+
+
+def test_the_rebuild_command_restores_rollups_emptied_by_hand(machine_studio, capsys):
+    with write_session(machine_studio) as session:
+        session.add(Job(model="m", user_id=RollupMachine.user_ids["dan"], cost=6, created_at=START))
+        session.commit()
+    with get_engine(machine_studio).begin() as connection:
+        for table in USAGE_ROLLUPS:
+            connection.execute(text(f"DELETE FROM {table.name}"))
+
+    assert main(["analytics", "rebuild", "--database-url", machine_studio]) == 0
+
+    assert "usage_by_team 1 rows" in capsys.readouterr().out
+    with session_for(machine_studio) as session:
+        whole_day = UsageFilter(start=START.replace(hour=0), end=START.replace(hour=0) + timedelta(days=1))
+        assert spent_by_team(session=session, usage=whole_day) == {None: 6}

@@ -12,13 +12,17 @@ What the figures mean (all times UTC; a job belongs to the day it was submitted)
   of every job a worker started (a job the reaper requeued waited until its last start).
 - **p50 / p95**: nearest rank, the value at rank ⌈p·n⌉ of the n values in ascending order.
 
-Per-period figures run one GROUP BY per day or week (UTC midnights, weeks from Monday) over a range
-of a covering index: measured on SQLite at a million jobs, that is 2–3× faster than one GROUP BY on a
-computed `date(created_at)`, whose million-row sort spills out of SQLite's cache, and it needs no
-dialect-specific date function. On SQLite a percentile is one `ORDER BY duration LIMIT 1 OFFSET k`
-per group walking an index whose key holds the duration itself (p95 walks down from the top), after one
-GROUP BY for the group sizes, so no query sorts the rows (`UsageFilter.where` keeps SQLite's planner
-on these indexes). Other databases (PostgreSQL) use `percentile_disc`, the same nearest-rank definition.
+Counts and credits (credits spent, jobs by status, the rates, top spenders, team budgets) read the daily
+rollups (studio.db.rollups: per UTC day and key, kept by triggers in the transaction that changes a job), so
+their cost grows with days × groups, not with jobs: whole UTC days of the range come from the smallest rollup
+that keeps every column the figure filters or groups on, and the partial days at either edge of a range that
+does not start or end at midnight from the job table (a date range of an index), so the figures are exact
+either way. Weeks (from Monday) are summed from days.
+
+On SQLite a percentile is one `ORDER BY duration LIMIT 1 OFFSET k` per group walking an index whose key
+holds the duration itself (p95 walks down from the top), after one GROUP BY for the group sizes, so no query
+sorts the rows (`UsageFilter.where` keeps SQLite's planner on these indexes). Other databases (PostgreSQL)
+use `percentile_disc`, the same nearest-rank definition.
 """
 
 from __future__ import annotations
@@ -28,10 +32,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 
-from sqlalchemy import ColumnElement, extract, func
+from sqlalchemy import ColumnElement, Table, extract, func, or_
 from sqlmodel import Session, col, select
 
-from studio.db.tables import PROCESSING_DAYS, QUEUE_WAIT_DAYS, Job, JobStatus, Team, User
+from studio.db.tables import PROCESSING_DAYS, QUEUE_WAIT_DAYS, USAGE_ROLLUPS, Job, JobStatus, Team, UsageByTeam, User
 
 REFUNDED_STATUSES = (JobStatus.failed, JobStatus.cancelled)
 ENDED_STATUSES = (JobStatus.complete, *REFUNDED_STATUSES)
@@ -41,11 +45,6 @@ OWN_SETTINGS_LABEL = "Own settings"
 NO_TEAM_LABEL = "No team"
 OTHERS_LABEL = "Others"
 _job = Job.__table__.c
-
-
-def is_charged() -> ColumnElement[bool]:
-    """The jobs whose price stands (not refunded): what "credits spent" sums."""
-    return col(Job.status).not_in(REFUNDED_STATUSES)
 
 
 class Bucket(StrEnum):
@@ -151,44 +150,67 @@ class FilterChoices:
 
 
 def credits_spent(
-    *, session: Session, usage: UsageFilter, bucket: Bucket = Bucket.day, by: Breakdown = Breakdown.team
+    *,
+    session: Session,
+    usage: UsageFilter,
+    bucket: Bucket = Bucket.day,
+    by: Breakdown = Breakdown.team,
+    keep: int | None = None,
 ) -> list[PeriodCredits]:
-    """Credits spent per period, split by team, user, style or model."""
-    key = {
-        Breakdown.team: _job.team_id,
-        Breakdown.user: _job.user_id,
-        Breakdown.style: _job.style,
-        Breakdown.model: _job.model,
-    }[by]
-    query = select(key, func.sum(Job.cost)).where(is_charged()).group_by(key)
-    rows = [(period, value, total) for period, (value, total) in _per_period(session, query, usage, bucket)]
-    names = _labels(session, by, {value for _, value, _ in rows})
-    return [PeriodCredits(period, names[value], int(total)) for period, value, total in rows]
+    """Credits spent per period, split by team, user, style or model.
 
-
-def keep_top_groups(rows: list[PeriodCredits], keep: int) -> list[PeriodCredits]:
-    """The `keep` groups that spent the most over all periods; the rest summed per period as "Others"
-    (a chart stacked by a thousand users says nothing; by ten and the rest it does)."""
-    totals: dict[str, int] = defaultdict(int)
-    for row in rows:
-        totals[row.group] += row.credits
-    kept = set(sorted(totals, key=lambda group: (-totals[group], group))[:keep])
-    others: dict[date, int] = defaultdict(int)
-    for row in rows:
-        if row.group not in kept:
-            others[row.period] += row.credits
-    folded = [row for row in rows if row.group in kept]
-    folded += [PeriodCredits(period, OTHERS_LABEL, credits) for period, credits in others.items()]
-    return sorted(folded, key=lambda row: (row.period, row.group == OTHERS_LABEL, row.group))
+    With `keep`, only the `keep` groups that spent the most over the whole range (ties by name) are split out
+    and the rest are summed per period as "Others" (a chart stacked by a thousand users says nothing; by ten
+    and the rest it does). That reads days × (keep + 1) rows instead of days × groups: the totals per group
+    over the range, then per day the kept groups' and every group's together."""
+    key = _BREAKDOWN_COLUMNS[by]
+    kept = None
+    if keep is not None:
+        overall = _totals(session, usage, (key,), charged_only=True, per_day=False)
+        names = _labels(session, by, {value for (value,) in overall})
+        kept = {value for (value,) in sorted(overall, key=lambda k: (-overall[k][1], names[k[0]]))[:keep]}
+    totals = _totals(session, usage, (key,), charged_only=True, per_day=True, among=kept)
+    names = _labels(session, by, {value for _, value in totals})
+    spent: dict[tuple[date, str], int] = defaultdict(int)
+    for (day, value), (_, credits) in totals.items():
+        spent[_period_of(day, bucket), names[value]] += credits
+    if kept is not None:
+        others: dict[date, list[int]] = defaultdict(lambda: [0, 0])
+        for (day,), (jobs, credits) in _totals(session, usage, (), charged_only=True, per_day=True).items():
+            others[_period_of(day, bucket)][0] += jobs
+            others[_period_of(day, bucket)][1] += credits
+        for (day, _), (jobs, credits) in totals.items():
+            others[_period_of(day, bucket)][0] -= jobs
+            others[_period_of(day, bucket)][1] -= credits
+        spent.update({(period, OTHERS_LABEL): credits for period, (jobs, credits) in others.items() if jobs})
+    return sorted(
+        (PeriodCredits(period, group, credits) for (period, group), credits in spent.items()),
+        key=lambda row: (row.period, row.group == OTHERS_LABEL, row.group),
+    )
 
 
 def jobs_by_status(*, session: Session, usage: UsageFilter, bucket: Bucket = Bucket.day) -> list[PeriodStatus]:
     """Jobs and their prices per period and status (the failure and refund rates come from these)."""
-    query = select(Job.status, func.count(), func.sum(Job.cost)).group_by(Job.status)
+    totals: dict[tuple[date, JobStatus], list[int]] = defaultdict(lambda: [0, 0])
+    for (day, status), (jobs, credits) in _totals(
+        session, usage, ("status",), charged_only=False, per_day=True
+    ).items():
+        period = totals[_period_of(day, bucket), JobStatus(status)]
+        period[0] += jobs
+        period[1] += credits
+    order = list(JobStatus)
     return [
-        PeriodStatus(period, JobStatus(status), int(n), int(total))
-        for period, (status, n, total) in _per_period(session, query, usage, bucket)
+        PeriodStatus(period, status, jobs, credits)
+        for (period, status), (jobs, credits) in sorted(
+            totals.items(), key=lambda item: (item[0][0], order.index(item[0][1]))
+        )
     ]
+
+
+def spent_by_team(*, session: Session, usage: UsageFilter) -> dict[int | None, int]:
+    """Credits spent per team (None: users without a team) over the range: team budgets read this."""
+    totals = _totals(session, usage, ("team_id",), charged_only=True, per_day=False)
+    return {team_id: credits for (team_id,), (_, credits) in totals.items()}
 
 
 def periods(usage: UsageFilter, bucket: Bucket) -> list[tuple[date, datetime, datetime]]:
@@ -205,13 +227,109 @@ def periods(usage: UsageFilter, bucket: Bucket) -> list[tuple[date, datetime, da
     return found
 
 
-def _per_period(session: Session, query, usage: UsageFilter, bucket: Bucket) -> list[tuple[date, tuple]]:
-    """Run a GROUP BY `query` once per period over that period's jobs; (period, row) for every row."""
-    rows = []
-    for label, start, end in periods(usage, bucket):
-        in_period = replace(usage, start=start, end=end).where(sqlite=_dialect(session) == "sqlite")
-        rows.extend((label, tuple(row)) for row in session.exec(query.where(*in_period)).all())
-    return rows
+_BREAKDOWN_COLUMNS = {
+    Breakdown.team: "team_id",
+    Breakdown.user: "user_id",
+    Breakdown.style: "style",
+    Breakdown.model: "model",
+}
+
+
+def _period_of(day: date, bucket: Bucket) -> date:
+    return day - timedelta(days=day.weekday()) if bucket is Bucket.week else day
+
+
+def _totals(
+    session: Session,
+    usage: UsageFilter,
+    keys: tuple[str, ...],
+    *,
+    charged_only: bool,
+    per_day: bool,
+    among: set | None = None,
+) -> dict[tuple, tuple[int, int]]:
+    """{(day, *values of `keys`): (jobs, credits)} over the filter's range, or {(*values,): …} without `per_day`.
+
+    `keys` are job columns (team_id, user_id, style, model, status); with `charged_only` refunded jobs are
+    left out; with `among`, only the jobs whose first key is one of these values. Whole UTC days come from a
+    rollup, the partial first and last day (if any) from the job table."""
+    days = periods(usage, Bucket.day)
+    whole = [(day, start) for day, start, end in days if end - start == timedelta(days=1)]
+    totals: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
+    sources = []
+    if whole:  # only the first and the last day can be partial, so the whole days are one run
+        sources.append(
+            _rollup_totals(
+                session, usage, keys, whole[0][0], whole[-1][0] + timedelta(days=1), charged_only, per_day, among
+            )
+        )
+    for day, start, end in days:
+        if end - start < timedelta(days=1):
+            edge = replace(usage, start=start, end=end)
+            sources.append([(day, *row) for row in _job_totals(session, edge, keys, charged_only, among)])
+    for source in sources:
+        for day, *values, jobs, credits in source:
+            total = totals[(day, *values) if per_day else tuple(values)]
+            total[0] += int(jobs)
+            total[1] += int(credits or 0)
+    return {key: (jobs, credits) for key, (jobs, credits) in totals.items()}
+
+
+def _rollup_totals(
+    session, usage: UsageFilter, keys, first: date, end: date, charged_only: bool, per_day: bool, among: set | None
+):
+    """(day, *values, jobs, credits) rows of the smallest rollup that has every column needed, days [first, end)."""
+    needed = {*keys}
+    needed |= {
+        name
+        for name, value in (("team_id", usage.team_id), ("user_id", usage.user_id), ("model", usage.model))
+        if value is not None
+    }
+    rollup = _rollup_for(needed)
+    c = rollup.c
+    # The rollups' stand-ins for NULL (no team, own settings) become NULL again, as in the job table.
+    columns = {key: c[key] for key in keys}
+    if "team_id" in columns:
+        columns["team_id"] = func.nullif(c.team_id, 0)
+    if "style" in columns:
+        columns["style"] = func.nullif(c.style, "")
+    conditions = [c.day >= first, c.day < end]
+    for name in ("team_id", "user_id", "model"):
+        if getattr(usage, name) is not None:
+            conditions.append(c[name] == getattr(usage, name))
+    if charged_only:
+        conditions.append(c.status.not_in([status.value for status in REFUNDED_STATUSES]))
+    if among is not None:
+        conditions.append(_one_of(columns[keys[0]], among))
+    grouped = [columns[key] for key in keys]
+    day = c.day if per_day else func.min(c.day)
+    query = select(day, *grouped, func.sum(c.jobs), func.sum(c.credits)).where(*conditions)
+    if per_day:
+        query = query.group_by(c.day, *grouped)
+    elif grouped:
+        query = query.group_by(*grouped)
+    return session.exec(query).all()
+
+
+def _rollup_for(columns: set[str]) -> Table:
+    return next(table for table in USAGE_ROLLUPS if columns <= set(table.c.keys()))
+
+
+def _one_of(column, values: set) -> ColumnElement[bool]:
+    present = column.in_([value for value in values if value is not None])
+    return or_(present, column.is_(None)) if None in values else present
+
+
+def _job_totals(session: Session, usage: UsageFilter, keys, charged_only: bool, among: set | None):
+    """(*values, jobs, credits) rows from the job table: the jobs of a partial day."""
+    grouped = [_job[key] for key in keys]
+    conditions = usage.where(sqlite=_dialect(session) == "sqlite")
+    if charged_only:
+        conditions.append(col(Job.status).not_in(REFUNDED_STATUSES))
+    if among is not None:
+        conditions.append(_one_of(grouped[0], among))
+    query = select(*grouped, func.count(), func.sum(Job.cost)).where(*conditions)
+    return session.exec(query.group_by(*grouped) if grouped else query).all()
 
 
 def outcome_rates(rows: list[PeriodStatus]) -> list[OutcomeRates]:
@@ -268,19 +386,14 @@ def waits_by_priority(*, session: Session, usage: UsageFilter) -> list[DurationS
 
 def top_spenders(*, session: Session, usage: UsageFilter, limit: int = 10) -> list[Spender]:
     """The users who spent the most credits, most first."""
-    spent = func.sum(Job.cost).label("spent")
-    rows = session.exec(
-        select(Job.user_id, func.count(), spent)
-        .where(*usage.where(sqlite=_dialect(session) == "sqlite"), is_charged())
-        .group_by(Job.user_id)
-        .order_by(spent.desc(), Job.user_id)
-        .limit(limit)
-    ).all()
-    users = {user.id: user for user in session.exec(select(User).where(col(User.id).in_([row[0] for row in rows])))}
+    totals = _totals(session, usage, ("user_id",), charged_only=True, per_day=False)
+    ranked = sorted(totals.items(), key=lambda item: (-item[1][1], item[0][0]))[:limit]
+    ids = [user_id for (user_id,), _ in ranked]
+    users = {user.id: user for user in session.exec(select(User).where(col(User.id).in_(ids)))}
     teams = _labels(session, Breakdown.team, {user.team_id for user in users.values()})
     return [
-        Spender(user_id, users[user_id].username, teams[users[user_id].team_id], int(jobs), int(credits))
-        for user_id, jobs, credits in rows
+        Spender(user_id, users[user_id].username, teams[users[user_id].team_id], jobs, credits)
+        for (user_id,), (jobs, credits) in ranked
     ]
 
 
@@ -289,7 +402,7 @@ def filter_choices(*, session: Session) -> FilterChoices:
     return FilterChoices(
         teams=dict(session.exec(select(Team.id, Team.name).order_by(Team.name)).all()),
         users=dict(session.exec(select(User.id, User.username).order_by(User.username)).all()),
-        models=list(session.exec(select(Job.model).distinct().order_by(Job.model)).all()),
+        models=list(session.exec(select(UsageByTeam.model).distinct().order_by(UsageByTeam.model)).all()),
     )
 
 

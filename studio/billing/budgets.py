@@ -17,12 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import func
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
-from studio.analytics.usage import is_charged
+from studio.analytics.usage import UsageFilter, spent_by_team
 from studio.billing.plans import month_start
-from studio.db.tables import Job, Team, User
+from studio.db.tables import Team, User
 from studio.errors import Refused
 
 
@@ -66,15 +65,8 @@ class BudgetStatus:
 
 def team_spend(*, session: Session, team_id: int, now: datetime) -> int:
     """Credits the team's jobs submitted in `now`'s month spent (see the module docstring)."""
-    total = session.exec(
-        select(func.coalesce(func.sum(Job.cost), 0)).where(
-            Job.team_id == team_id,
-            Job.created_at >= month_start(now),
-            Job.created_at < month_start(now, 1),
-            is_charged(),
-        )
-    ).one()
-    return int(total)
+    month = UsageFilter(start=month_start(now), end=month_start(now, 1), team_id=team_id)
+    return spent_by_team(session=session, usage=month).get(team_id, 0)
 
 
 def budget_status(*, session: Session, team: Team, now: datetime) -> BudgetStatus:
@@ -90,19 +82,8 @@ def user_budget_status(*, session: Session, user: User, now: datetime) -> Budget
 
 
 def all_budget_statuses(*, session: Session, now: datetime) -> list[BudgetStatus]:
-    """Every team's status this month, by name (one GROUP BY for all the spends)."""
-    spent = dict(
-        session.exec(
-            select(Job.team_id, func.sum(Job.cost))
-            .where(
-                col(Job.team_id).is_not(None),
-                Job.created_at >= month_start(now),
-                Job.created_at < month_start(now, 1),
-                is_charged(),
-            )
-            .group_by(Job.team_id)
-        ).all()
-    )
+    """Every team's status this month, by name (one GROUP BY over the month's rollup rows for all the spends)."""
+    spent = spent_by_team(session=session, usage=UsageFilter(start=month_start(now), end=month_start(now, 1)))
     teams = session.exec(select(Team).order_by(Team.name)).all()
     return [_status(team, int(spent.get(team.id, 0)), now) for team in teams]
 

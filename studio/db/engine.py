@@ -23,7 +23,10 @@ from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, SQLModel, create_engine
 
 from studio.config import PROJECT_ROOT
-from studio.db import tables  # noqa: F401  (registers the tables and their indexes on SQLModel.metadata)
+from studio.db import (
+    rollups,  # noqa: F401  (create_all also makes the rollups' triggers)
+    tables,  # noqa: F401  (registers the tables and their indexes on SQLModel.metadata)
+)
 
 SQLITE_BUSY_TIMEOUT_S = 30
 

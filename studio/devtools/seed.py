@@ -13,8 +13,9 @@ commit (complete) or a refund to the same lots (failed, cancelled), a refunded e
 again at once. Every job is final, so no worker ever picks a seeded job up.
 
 The same options and --seed give the same rows. Rows go in with executemany in large transactions and
-their ids are assigned here: run it while the studio is idle. Seeded users share one random password
-nobody knows: reset one on the Users page to log in as them.
+their ids are assigned here: run it while the studio is idle. The job table's triggers (studio.db.rollups)
+count every inserted job into the daily usage rollups within the same transaction. Seeded users share one
+random password nobody knows: reset one on the Users page to log in as them.
 """
 
 from __future__ import annotations

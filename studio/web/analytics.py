@@ -20,7 +20,6 @@ from studio.analytics.usage import (
     credits_spent,
     filter_choices,
     jobs_by_status,
-    keep_top_groups,
     outcome_rates,
     processing_times,
     queue_waits,
@@ -153,9 +152,7 @@ def _report(session: Session, usage: UsageFilter, bucket: Bucket, breakdown: Bre
         "refund_rate": overall.refund_rate,
     }
     return UsageReport(
-        credits=table(
-            keep_top_groups(credits_spent(session=session, usage=usage, bucket=bucket, by=breakdown), TOP_GROUPS)
-        ),
+        credits=table(credits_spent(session=session, usage=usage, bucket=bucket, by=breakdown, keep=TOP_GROUPS)),
         statuses=table(statuses),
         rates=pd.DataFrame(rate_rows),
         overall=overall_row,

@@ -1,5 +1,6 @@
 """Analytics against hand-computed figures on a small fixture of jobs with chosen times, costs and outcomes."""
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -14,7 +15,6 @@ from studio.analytics.usage import (
     credits_spent,
     filter_choices,
     jobs_by_status,
-    keep_top_groups,
     outcome_rates,
     periods,
     processing_times,
@@ -227,24 +227,29 @@ def test_periods_clip_to_the_range_and_weeks_start_on_monday():
     assert [label.day for label, _, _ in periods(usage, Bucket.day)] == [4, 5, 6, 7, 8, 9]
 
 
-def test_keep_top_groups_folds_the_rest_into_others_per_period():
-    day1, day2 = date(2026, 3, 2), date(2026, 3, 3)
-    rows = [PeriodCredits(day1, "a", 5), PeriodCredits(day1, "b", 1), PeriodCredits(day2, "c", 2)]
-    rows.append(PeriodCredits(day2, "b", 1))
-    assert keep_top_groups(rows, 1) == [
-        PeriodCredits(day1, "a", 5),
-        PeriodCredits(day1, "Others", 1),
-        PeriodCredits(day2, "Others", 3),
+def test_credits_spent_can_keep_the_top_groups_and_fold_the_rest_into_others_per_period(session, fixture):
+    # Over both weeks: cat 8, ann 4 + 2, bob 5 (his failed job spent nothing).
+    assert credits_spent(session=session, usage=WEEK, bucket=Bucket.week, by=Breakdown.user, keep=1) == [
+        PeriodCredits(date(2026, 3, 2), "cat", 8),
+        PeriodCredits(date(2026, 3, 2), "Others", 4),
+        PeriodCredits(date(2026, 3, 9), "Others", 7),
     ]
-    assert sum(r.credits for r in keep_top_groups(rows, 2)) == sum(r.credits for r in rows)
+    assert credits_spent(session=session, usage=WEEK, bucket=Bucket.week, by=Breakdown.user, keep=2) == [
+        PeriodCredits(date(2026, 3, 2), "ann", 4),
+        PeriodCredits(date(2026, 3, 2), "cat", 8),
+        PeriodCredits(date(2026, 3, 9), "ann", 2),
+        PeriodCredits(date(2026, 3, 9), "Others", 5),
+    ]
+    everyone = credits_spent(session=session, usage=WEEK, by=Breakdown.team)
+    assert credits_spent(session=session, usage=WEEK, by=Breakdown.team, keep=5) == everyone  # nothing to fold
 
 
-def plans(session, run) -> list[str]:
-    """The query plans of the statements on the job table that `run` executes."""
+def plans(session, run, table: str = "job") -> list[str]:
+    """The query plans of the statements on `table` that `run` executes."""
     statements = []
 
     def capture(conn, cursor, statement, parameters, context, executemany):
-        if "FROM job" in statement:
+        if f"FROM {table}" in statement:
             statements.append((statement, parameters))
 
     engine = session.get_bind()
@@ -260,25 +265,33 @@ def plans(session, run) -> list[str]:
 
 
 @pytest.mark.parametrize("narrowed_by", [None, "team_id", "user_id", "model"])
-def test_the_query_plans_that_keep_a_million_jobs_under_a_second(session, fixture, narrowed_by):
+def test_the_query_plans_that_keep_millions_of_jobs_under_a_second(session, fixture, narrowed_by):
     """SQLite plans without statistics, so these plans are the ones it picks at any size (bench/analytics_queries.py
-    measures them at a million jobs): aggregates search a date range of an index, never the table or every job of
-    a model; percentiles walk a duration index."""
+    measures them): over whole days the aggregates read only a day range of a rollup, never the job table; the
+    partial first and last day of a range read a date range of a job index; percentiles walk a duration index."""
     value = {None: None, "team_id": fixture["design"].id, "user_id": fixture["ann"].id, "model": "m1"}[narrowed_by]
-    usage = UsageFilter(start=WEEK.start, end=WEEK.end, **({narrowed_by: value} if narrowed_by else {}))
+    whole_days = UsageFilter(start=WEEK.start, end=WEEK.end, **({narrowed_by: value} if narrowed_by else {}))
+    partial_days = replace(whole_days, start=WEEK.start + timedelta(hours=9), end=WEEK.end - timedelta(hours=2))
 
-    def aggregates():
+    def aggregates(usage):
         for breakdown in Breakdown:
             credits_spent(session=session, usage=usage, by=breakdown)
         jobs_by_status(session=session, usage=usage)
         top_spenders(session=session, usage=usage)
 
     def percentiles():
-        processing_times(session=session, usage=usage)
-        queue_waits(session=session, usage=usage)
-        waits_by_priority(session=session, usage=usage)
+        processing_times(session=session, usage=whole_days)
+        queue_waits(session=session, usage=whole_days)
+        waits_by_priority(session=session, usage=whole_days)
 
-    for plan in plans(session, aggregates):
+    assert plans(session, lambda: aggregates(whole_days)) == []
+    rollup_plans = plans(session, lambda: aggregates(whole_days), table="usage_")
+    assert len(rollup_plans) == len(Breakdown) + 2
+    for plan in rollup_plans:
+        assert plan.startswith("SEARCH usage_") and "day>? AND day<?" in plan, plan
+    edge_plans = plans(session, lambda: aggregates(partial_days))
+    assert len(edge_plans) == 2 * (len(Breakdown) + 2)  # the first and the last day, for each figure
+    for plan in edge_plans:
         assert "INDEX" in plan and "created_at>? AND created_at<?" in plan, plan
     duration_indexes = ("ix_job_processing_time", "ix_job_queue_wait", "ix_job_priority_wait")
     for plan in plans(session, percentiles):

@@ -14,6 +14,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlmodel import SQLModel
 
+from studio.db import rollups
 from studio.db.engine import alembic_config, get_engine, init_db, schema_differences
 
 pytestmark = pytest.mark.both_databases
@@ -182,3 +183,78 @@ def test_the_fair_queue_migration_puts_a_queued_backlog_in_lanes_and_rounds(empt
         (7, -1, 1),
         (8, 0, 0),  # Free
     ]
+
+
+def _job_and_rollups(engine) -> tuple[list, list]:
+    with engine.connect() as connection:
+        by_team = connection.execute(
+            text("SELECT day, status, team_id, style, model, jobs, credits FROM usage_by_team")
+        )
+        by_user = connection.execute(text("SELECT day, status, user_id, team_id, jobs, credits FROM usage_by_user"))
+        return sorted(tuple(map(str, row)) for row in by_team), sorted(tuple(map(str, row)) for row in by_user)
+
+
+def _add_user_and_jobs(connection) -> None:
+    connection.execute(
+        text(
+            'INSERT INTO "user" (username, email, display_name, role, plan, is_active, can_use_team_pool,'
+            " password_hash, created_at) VALUES ('a', 'a@x', 'a', 'admin', 'free', true, false, 'h', '2026-01-01')"
+        )
+    )
+    for created, status, cost in (
+        ("2026-03-02 23:59:59.999900", "complete", 3),
+        ("2026-03-03 00:00:00", "failed", 4),
+        ("2026-03-03 10:00:00", "failed", 5),
+    ):
+        connection.execute(
+            text(
+                "INSERT INTO job (task, model, params, user_id, status, priority, progress_step, progress_total,"
+                " quality, cost, cancel_requested, attempt, created_at) VALUES ('img2img', 'm', '{}', 1, :status,"
+                " 0, 0, 0, 'standard', :cost, false, 0, :created)"
+            ),
+            {"status": status, "cost": cost, "created": created},
+        )
+
+
+ROLLED_UP = (
+    [("2026-03-02", "complete", "0", "", "m", "1", "3"), ("2026-03-03", "failed", "0", "", "m", "2", "9")],
+    [("2026-03-02", "complete", "1", "0", "1", "3"), ("2026-03-03", "failed", "1", "0", "2", "9")],
+)
+
+
+def test_the_rollup_migration_fills_the_rollups_from_the_jobs_already_there(empty_url: str) -> None:
+    """A database at 0002 with jobs: upgrading adds the rollups filled with them (a job 0.1 ms before midnight
+    stays on its day), and the triggers keep them from then on."""
+    upgrade(empty_url, "0002_worker_heartbeats")
+    engine = get_engine(empty_url)
+    with engine.begin() as connection:
+        _add_user_and_jobs(connection)
+    upgrade(empty_url)
+    assert _job_and_rollups(engine) == ROLLED_UP
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE job SET status = 'cancelled' WHERE cost = 3"))
+        connection.execute(text("DELETE FROM job WHERE cost = 5"))
+    by_team, _ = _job_and_rollups(engine)
+    assert by_team == [
+        ("2026-03-02", "cancelled", "0", "", "m", "1", "3"),
+        ("2026-03-03", "failed", "0", "", "m", "1", "4"),
+    ]
+
+
+def test_init_db_adds_filled_rollups_to_a_database_from_before_migrations(empty_url: str) -> None:
+    engine = get_engine(empty_url)
+    SQLModel.metadata.create_all(engine)
+    with engine.begin() as connection:
+        for statement in rollups.drop_statements(engine.dialect.name):
+            connection.execute(text(statement))
+        for table in ("usage_by_team", "usage_by_user", "usage_by_user_style"):
+            connection.execute(text(f"DROP TABLE {table}"))
+        _add_user_and_jobs(connection)
+
+    init_db(empty_url)
+
+    assert differences(empty_url) == []
+    assert _job_and_rollups(engine) == ROLLED_UP
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM job"))
+    assert _job_and_rollups(engine) == ([], [])

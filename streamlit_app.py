@@ -3,16 +3,12 @@
 import streamlit as st
 
 from studio.db.tables import Role
-from studio.web import app, auth, budgets
+from studio.web import app, auth, budgets, serving
 
 st.set_page_config(page_title="Img2Img Studio", page_icon=":material/palette:", layout="wide")
 
 report = app.bootstrap_studio()
-config = app.settings()
-if config.warmup:
-    app.start_model_warmup(config)
-if config.in_process_worker:
-    app.start_background_worker(config)
+serving.start(app.settings())  # already running when the server started them (python -m studio serve)
 
 authenticator = auth.authenticator(report)
 user = auth.current_user()

@@ -8,6 +8,7 @@ without touching files; secrets.toml keys are the same names in lower case witho
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
@@ -42,6 +43,11 @@ class Settings:
     # Where images are stored (STUDIO_STORAGE_DIR): a folder every worker and the app can reach — a shared
     # mount when workers run on several hosts. None: `<data dir>/assets` on local disk.
     storage_dir: Path | None = None
+    # Torch CPU threads of the Streamlit server's in-process worker (STUDIO_WORKER_THREADS). None: one core fewer
+    # than the process may use, so the server keeps a core for the pages (studio.web.serving); 0: torch's choice.
+    worker_threads: int | None = None
+    # The longest a live job/sweep/batch panel waits between polls while nothing it shows changes (studio.web.live).
+    poll_max_seconds: float = 4.0
 
     @property
     def assets_dir(self) -> Path:
@@ -86,6 +92,14 @@ def load_settings(environ: dict[str, str] | None = None, secrets_path: Path | No
     max_side = get("max_output_side", "1024")
     if not max_side.isdigit() or not 256 <= int(max_side) <= 4096:
         raise ConfigError(f"STUDIO_MAX_OUTPUT_SIDE must be a whole number 256–4096, got {max_side!r}")
+    worker_threads = get("worker_threads")
+    if worker_threads is not None and not worker_threads.isdigit():
+        raise ConfigError(
+            f"STUDIO_WORKER_THREADS must be a whole number of torch threads (0: torch's choice), got {worker_threads!r}"
+        )
+    poll_max = get("poll_max_seconds", "4")
+    if not re.fullmatch(r"\d+(\.\d+)?", poll_max) or not 1 <= float(poll_max) <= 60:
+        raise ConfigError(f"STUDIO_POLL_MAX_SECONDS must be a number of seconds from 1 to 60, got {poll_max!r}")
     return Settings(
         data_dir=data_dir,
         models_dir=Path(get("models_dir", str(data_dir / "models"))).expanduser().resolve(),
@@ -103,6 +117,8 @@ def load_settings(environ: dict[str, str] | None = None, secrets_path: Path | No
         catalogue_path=Path(get("catalogue", str(PROJECT_ROOT / "data" / "styles.toml"))).expanduser().resolve(),
         retention_days=int(retention_days),
         storage_dir=_storage_dir(get("storage_dir")),
+        worker_threads=None if worker_threads is None else int(worker_threads),
+        poll_max_seconds=float(poll_max),
     )
 
 

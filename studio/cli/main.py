@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-from studio.cli import batch, retention, seed, transform, worker
+from studio.cli import batch, retention, seed, serve, transform, worker
 
-COMMANDS = (transform, batch, worker, retention, seed)
+COMMANDS = (serve, transform, batch, worker, retention, seed)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,7 +26,8 @@ of the browser, against the raw call's time and CPU. Medians; the ratio is in-ap
 `--dev` goes to `python -m studio serve`; `NAME=VALUE` sets an environment variable of the server (Streamlit reads
 its options from STREAMLIT_SECTION_OPTION variables too, over .streamlit/config.toml); `worker` (or
 `worker:--threads 1`) also starts `python -m studio worker` beside it (with STUDIO_IN_PROCESS_WORKER=0 unless
-given); `single` measures it from one page only (no concurrent pages). --no-readme drops README's own studio.
+given); `single` measures it from one page only (no concurrent pages); `watchers<=N` (with --watchers) measures
+it with up to N pages only. --no-readme drops README's own studio.
 
 --watchers N … measures the live job panel's polling instead: a studio with no worker (so jobs stay queued),
 N logged-in pages each watching its own queued job; server CPU per second over --watch-seconds.
@@ -124,6 +125,7 @@ class Variant:
     env: dict[str, str] = field(default_factory=dict)
     worker_args: list[str] | None = None  # None: no worker process
     concurrent: bool = True  # False: measured from one page only
+    max_watchers: int | None = None  # --watchers: measured up to this many pages only
 
     @classmethod
     def parse(cls, spec: str) -> Variant:
@@ -132,6 +134,8 @@ class Variant:
         for token in shlex.split(rest):
             if token == "single":
                 variant.concurrent = False
+            elif token.startswith("watchers<="):
+                variant.max_watchers = int(token.removeprefix("watchers<="))
             elif token == "worker" or token.startswith("worker:"):
                 variant.worker_args = shlex.split(token.partition(":")[2])
                 variant.env.setdefault("STUDIO_IN_PROCESS_WORKER", "0")
@@ -577,10 +581,11 @@ def bench_watchers(args: argparse.Namespace, browser, folder: Path) -> None:
         for studio in studios:
             studio.start(users=max(args.watchers))
         for count in sorted(args.watchers):
-            for studio in studios:
+            measured = [s for s in studios if s.variant.max_watchers is None or count <= s.variant.max_watchers]
+            for studio in measured:
                 _open_watchers(browser, studio, pages[studio.variant.name], count, folder, args.size)
-            time.sleep(5)  # let the last logins' reruns settle, and the panels back off if they do
-            order = studios if count % 2 == 0 else studios[::-1]
+            time.sleep(10)  # let the last logins' reruns settle, and the panels back off (1 + 2 + 4 s) if they do
+            order = measured if count % 2 == 0 else measured[::-1]
             for studio in order:
                 note(f"{studio.variant.name}: {count} watching page(s)")
                 before, started = studio.cpu(), time.monotonic()
@@ -616,6 +621,9 @@ def report_watchers(args: argparse.Namespace, studios: list[Studio], results: di
     for count in sorted(args.watchers):
         cells = []
         for studio in studios:
+            if (studio.variant.name, count) not in results:  # beyond its watchers<=N
+                cells.append("—")
+                continue
             per_second = results[studio.variant.name, count] * 1000
             cells.append(f"{per_second:8.1f} ms/s" + (f" ({per_second / count:5.1f}/page)" if count else " " * 13))
         print(f"{count:>6}" + "".join(f"{cell:>26}" for cell in cells))

@@ -591,6 +591,7 @@ def bench_watchers(args: argparse.Namespace, browser, folder: Path) -> None:
                 before, started = studio.cpu(), time.monotonic()
                 time.sleep(args.watch_seconds)
                 results[studio.variant.name, count] = (studio.cpu() - before) / (time.monotonic() - started)
+                note(f"{studio.variant.name}: {count} page(s): {results[studio.variant.name, count] * 1000:.1f} ms/s")
         report_watchers(args, studios, results)
     finally:
         for studio_pages in pages.values():

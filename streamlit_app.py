@@ -3,17 +3,13 @@
 import streamlit as st
 
 from studio.db.tables import Role
-from studio.web import app, auth, budgets, cookies
+from studio.web import app, auth, budgets, cookies, serving
 from studio.web.text import plain
 
 st.set_page_config(page_title="Img2Img Studio", page_icon=":material/palette:", layout="wide")
 
 app.bootstrap_studio()
-config = app.settings()
-if config.warmup:
-    app.start_model_warmup(config)
-if config.in_process_worker:
-    app.start_background_worker(config)
+serving.start(app.settings())  # already running when the server started them (python -m studio serve)
 
 user = auth.current_user()
 auth.forget_other_users_state(user)

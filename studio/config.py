@@ -63,6 +63,11 @@ class Settings:
     @property
     def max_batch_pixels(self) -> int:
         return self.max_batch_megapixels * 1_000_000
+    # Torch CPU threads of the Streamlit server's in-process worker (STUDIO_WORKER_THREADS). None: one core fewer
+    # than the process may use, so the server keeps a core for the pages (studio.web.serving); 0: torch's choice.
+    worker_threads: int | None = None
+    # The longest a live job/sweep/batch panel waits between polls while nothing it shows changes (studio.web.live).
+    poll_max_seconds: float = 4.0
 
     @property
     def assets_dir(self) -> Path:
@@ -131,6 +136,14 @@ def load_settings(environ: dict[str, str] | None = None, secrets_path: Path | No
             f"STUDIO_MAX_BATCH_MEGAPIXELS must be a whole number 1–100000 (megapixels one batch upload may decode), "
             f"got {max_megapixels!r}"
         )
+    worker_threads = get("worker_threads")
+    if worker_threads is not None and not worker_threads.isdigit():
+        raise ConfigError(
+            f"STUDIO_WORKER_THREADS must be a whole number of torch threads (0: torch's choice), got {worker_threads!r}"
+        )
+    poll_max = get("poll_max_seconds", "4")
+    if not re.fullmatch(r"\d+(\.\d+)?", poll_max) or not 1 <= float(poll_max) <= 60:
+        raise ConfigError(f"STUDIO_POLL_MAX_SECONDS must be a number of seconds from 1 to 60, got {poll_max!r}")
     return Settings(
         data_dir=data_dir,
         models_dir=Path(get("models_dir", str(data_dir / "models"))).expanduser().resolve(),
@@ -154,6 +167,8 @@ def load_settings(environ: dict[str, str] | None = None, secrets_path: Path | No
         client_ip_header=get("client_ip_header"),
         max_jobs_per_user=int(max_jobs),
         max_batch_megapixels=int(max_megapixels),
+        worker_threads=None if worker_threads is None else int(worker_threads),
+        poll_max_seconds=float(poll_max),
     )
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-from studio.cli import analytics, batch, retention, seed, transform, worker
+from studio.cli import analytics, batch, retention, seed, serve, transform, worker
 
-COMMANDS = (transform, batch, worker, retention, seed, analytics)
+COMMANDS = (serve, transform, batch, worker, retention, seed, analytics)
 
 
 def build_parser() -> argparse.ArgumentParser:

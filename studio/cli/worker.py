@@ -7,7 +7,7 @@ import logging
 import signal
 import threading
 
-from pipelines import import_model_stack, set_cpu_threads
+from pipelines import import_model_stack
 from studio.config import get_settings
 from studio.db.engine import init_db
 from studio.jobs.leases import LEASE_SECONDS
@@ -48,8 +48,6 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # init_db's migration chatter
 
-    if args.threads:
-        set_cpu_threads(args.threads)
     if args.device:  # loads the model code now; the heartbeat then reports this device from the first beat
         import_model_stack()
         from pipelines.cache import set_device
@@ -60,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             args.parser.error(f"--device {args.device}: {exc}")
     settings = get_settings()
     init_db(settings.database_url)
-    worker = Worker(settings, name=args.name, lease_seconds=args.lease)
+    worker = Worker(settings, name=args.name, lease_seconds=args.lease, threads=args.threads or None)
     if args.once:
         worker.run_once()
         return 0

@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 
-from pipelines import model_stack_ready
+from pipelines import model_stack_ready, set_cpu_threads
 from pipelines.errors import ModelUnavailableError, PipelineInputError, RunCancelled
 from pipelines.params import RunSpec
 from studio.config import Settings
@@ -114,6 +114,7 @@ class Worker:
         lease_seconds: float = LEASE_SECONDS,
         heartbeat_seconds: float | None = None,
         reap_seconds: float | None = None,
+        threads: int | None = None,
     ) -> None:
         if lease_seconds <= 0:
             raise ValueError(f"The lease must be positive, got {lease_seconds}")
@@ -127,6 +128,7 @@ class Worker:
         self.next_purge = 0.0  # monotonic time of the next retention run
         self.current_job_id: int | None = None  # for the heartbeat (the admin Models page)
         self.started_at = utcnow()
+        self.threads = threads  # torch CPU threads for this worker's runs; None: torch's choice
 
     def run_once(self) -> Job | None:
         """Reap expired leases, then claim and run one job (or one sweep); None when the queue is empty."""
@@ -137,6 +139,10 @@ class Worker:
             cells = claimed_sweep(session=session, job=job, worker=self.name) if job and job.sweep_id else None
         if job is None:
             return None
+        if self.threads is not None:
+            # Here, in the thread that runs the models: once torch is loaded, each thread keeps its own count (the
+            # server's model warm-up may have loaded it with torch's default).
+            set_cpu_threads(self.threads)
         self.current_job_id = job.id
         try:
             if cells:

@@ -15,9 +15,9 @@ from studio.db.tables import JobStatus, User
 from studio.jobs.submit import submit_batch
 from studio.media.staging import StagedImage, purge_staged
 from studio.web import app, jobs, refusals, widgets
+from studio.web.live import live_panel, poll_backoff
 from studio.web.text import plain
 
-POLL_SECONDS = 1.0
 UPLOADS_KEY = "batch.uploads"  # (the uploaded files' ids, what reading them gave)
 PURGE_EVERY_S = 3600.0
 _purge_lock = threading.Lock()
@@ -82,7 +82,7 @@ def batch_panel(*, batch_id: str, user_id: int, label: str) -> None:
     if batch is None:
         return
     live = not batch.finished
-    st.fragment(_panel_body, run_every=POLL_SECONDS if live else None)(batch_id, user_id, label, live)
+    live_panel(f"poll.batch.{batch_id}", _panel_body, batch_id, user_id, label, live, live=live)
 
 
 def _panel_body(batch_id: str, user_id: int, label: str, was_live: bool) -> None:
@@ -90,6 +90,11 @@ def _panel_body(batch_id: str, user_id: int, label: str, was_live: bool) -> None
         batch: Batch = get_user_batch(session=session, user_id=user_id, batch_id=batch_id)
     if batch.finished and was_live:
         st.rerun()  # once, so the fragment stops polling
+    if was_live:
+        poll_backoff(
+            f"poll.batch.{batch_id}",
+            tuple((i.job.status, i.job.progress_step, i.job.cancel_requested) for i in batch.items),
+        )
     total = len(batch.items)
     st.progress(batch.done / total, text=f"{batch.done} of {total} images done")
     complete, failed = batch.count(JobStatus.complete), batch.count(JobStatus.failed)

@@ -19,6 +19,7 @@ from studio.db.tables import Asset, Job, JobStatus, User
 from studio.jobs.leases import cancel_job, queue_position
 from studio.jobs.queries import get_user_job
 from studio.web.app import asset_store, db_session, db_write_session
+from studio.web.live import live_panel, poll_backoff
 from studio.web.sources import Source
 from studio.web.text import plain
 
@@ -85,18 +86,15 @@ def submit_from_page(
 def job_panel(*, job_id: int, user_id: int) -> None:
     """A job's live status: queue position, progress and cancel while it runs; then the outcome.
 
-    While the job is not final the panel is a fragment that reruns itself every second; when
-    the job ends, it reruns the page once so the fragment stops polling.
+    While the job is not final the panel is a fragment that polls the job (studio.web.live); when the job ends,
+    it reruns the page once so the fragment stops polling.
     """
     with db_session() as session:
         job = get_user_job(session=session, user_id=user_id, job_id=job_id)
     if job is None:
         return
     live = not job.status.is_final
-    st.fragment(_job_panel_body, run_every=JOB_POLL_SECONDS if live else None)(job_id, user_id, live)
-
-
-JOB_POLL_SECONDS = 1.0
+    live_panel(f"poll.job.{job_id}", _job_panel_body, job_id, user_id, live, live=live)
 
 
 def _job_panel_body(job_id: int, user_id: int, was_live: bool) -> None:
@@ -110,6 +108,7 @@ def _job_panel_body(job_id: int, user_id: int, was_live: bool) -> None:
             show_job_result(session=session, job=job)
             return
         position = queue_position(session=session, job=job)
+    poll_backoff(f"poll.job.{job_id}", (job.status, job.progress_step, job.cancel_requested, position))
     if job.status is JobStatus.queued:
         st.info(f"Job #{job.id} is queued · position {position} · {job.cost} credits reserved.")
         st.progress(0.0, text="Waiting for a worker…")

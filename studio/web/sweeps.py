@@ -22,6 +22,7 @@ from studio.sweeps.plan import SecondAxis, SweepPlan, parse_values, strength_ran
 from studio.sweeps.results import Sweep, get_user_sweep
 from studio.sweeps.scores import structure_score
 from studio.web import app, jobs, refusals, widgets
+from studio.web.live import live_panel, poll_backoff
 from studio.web.recipes import load_recipe_into_form
 from studio.web.sources import Source
 from studio.web.styles import catalogue_or_stop
@@ -96,7 +97,7 @@ def sweep_panel(*, sweep_id: str, user_id: int) -> None:
     if sweep is None:
         return
     live = not sweep.finished
-    st.fragment(_panel_body, run_every=POLL_SECONDS if live else None)(sweep_id, user_id, live)
+    live_panel(f"poll.sweep.{sweep_id}", _panel_body, sweep_id, user_id, live, live=live)
 
 
 def _panel_body(sweep_id: str, user_id: int, was_live: bool) -> None:
@@ -104,6 +105,11 @@ def _panel_body(sweep_id: str, user_id: int, was_live: bool) -> None:
         sweep = get_user_sweep(session=session, user_id=user_id, sweep_id=sweep_id)
     if sweep.finished and was_live:
         st.rerun()  # once, so the fragment stops polling
+    if was_live:
+        poll_backoff(
+            f"poll.sweep.{sweep_id}",
+            tuple((c.job.status, c.job.progress_step, c.job.cancel_requested) for c in sweep.cells),
+        )
     total = sum(cell.job.cost for cell in sweep.cells)
     st.caption(f"Sweep of {len(sweep.cells)} cells · {total} credits · {_mode(sweep)}")
     for row in sweep.rows or (None,):

@@ -1,4 +1,4 @@
-"""A real studio and a real browser: `streamlit run streamlit_app.py` on a free loopback port against a
+"""A real studio and a real browser: README's `python -m studio serve` on a free loopback port against a
 temporary data folder, driven by Debian's chromium through Playwright (never a downloaded browser build).
 
 Journeys save a screenshot each into test-artifacts/e2e/ (git-ignored) to look at after a run.
@@ -39,10 +39,29 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         item.add_marker(pytest.mark.e2e)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def serve_command(port: int) -> list[str]:
+    """README's command to serve the studio, on `port` of the loopback interface (bench/served.py uses it too)."""
+    return [sys.executable, "-m", "studio", "serve", "--port", str(port), "--address", "127.0.0.1"]
+
+
+def wait_healthy(url: str, server: subprocess.Popen, timeout: float = START_TIMEOUT_S) -> bool:
+    """Wait until the studio at `url` answers Streamlit's health check; False if `server` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while server.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.read() == b"ok":
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.5)
+    return False
 
 
 @pytest.fixture(scope="session")
@@ -72,29 +91,14 @@ def run_in_studio(env: dict[str, str], code: str) -> None:
 def studio_url(studio_env: dict[str, str]) -> Iterator[str]:
     """A running studio with an admin and a member account, its own data folder and its own queue worker."""
     env, data = studio_env, Path(studio_env["STUDIO_DATA_DIR"])
-    port = _free_port()
+    port = free_port()
     log = (data / "streamlit.log").open("w")
-    server = subprocess.Popen(
-        [
-            sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
-            "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
-            "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
-        ],
-        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    # README's command; .streamlit/config.toml supplies the rest (headless, no file watcher, no post-run GC).
+    server = subprocess.Popen(serve_command(port), cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.read() == b"ok":
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"streamlit did not start:\n{(data / 'streamlit.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+        if not wait_healthy(url, server):
+            raise RuntimeError(f"streamlit did not start:\n{(data / 'streamlit.log').read_text()[-3000:]}")
         yield url
     finally:
         server.terminate()

@@ -209,3 +209,22 @@ def test_a_busy_worker_reaps_a_hung_workers_job_on_its_timer(env, monkeypatch):
         release.set()
         serving.join(DEADLINE_S)
     assert not serving.is_alive()
+def test_a_worker_runs_its_jobs_with_the_torch_threads_it_was_given(env, monkeypatch):
+    """The in-process worker runs in a thread of the server: the count must hold in that thread."""
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # set_cpu_threads sets them: restored after the test
+        monkeypatch.delenv(name, raising=False)
+    job = submit(env)
+    before = torch.get_num_threads()
+    wanted = before + 1  # not what a new thread would get anyway
+    seen: list[int] = []
+
+    def work() -> None:
+        Worker(env["settings"], name="threads", threads=wanted).run_once()
+        seen.append(torch.get_num_threads())
+        torch.set_num_threads(before)  # threads started later take the last count set: give the others theirs
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join(300)
+    assert seen == [wanted]
+    assert reload(env, job).status is JobStatus.complete

@@ -135,7 +135,7 @@ def test_init_db_adopts_a_database_from_before_migrations(empty_url: str) -> Non
 
 
 def test_the_fair_queue_migration_puts_a_queued_backlog_in_lanes_and_rounds(empty_url: str) -> None:
-    """0003: a queue from before takes turns too — each user's queued claims (a sweep's cells one claim) numbered
+    """0004: a queue from before takes turns too — each user's queued claims (a sweep's cells one claim) numbered
     from 0 per lane in submission order, batch items in the lane after their plan's interactive one."""
     upgrade(empty_url, "0002_worker_heartbeats")
     users = [(1, "pro_monthly"), (2, "pro_monthly"), (3, "free")]

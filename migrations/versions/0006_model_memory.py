@@ -1,7 +1,7 @@
 """Worker heartbeats report their model memory: what each loaded model takes and the budget (the Models page).
 
-Revision ID: 0003_model_memory
-Revises: 0002_worker_heartbeats
+Revision ID: 0006_model_memory
+Revises: 0005_usage_rollups
 Create Date: 2026-12-03 13:10:00.000000
 
 """
@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from alembic import op
 
 # revision identifiers, used by Alembic.
-revision: str = "0003_model_memory"
-down_revision: str | Sequence[str] | None = "0002_worker_heartbeats"
+revision: str = "0006_model_memory"
+down_revision: str | Sequence[str] | None = "0005_usage_rollups"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

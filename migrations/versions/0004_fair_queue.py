@@ -5,8 +5,8 @@ Existing rows get their lane from their priority and whether they are a batch it
 a submit would have given them (each user's queued jobs in a lane numbered from 0 in submission order, a
 sweep's cells sharing one), so a backlog from before the upgrade takes turns too.
 
-Revision ID: 0003_fair_queue
-Revises: 0002_worker_heartbeats
+Revision ID: 0004_fair_queue
+Revises: 0003_sessions
 Create Date: 2026-12-03 10:08:31.012037
 
 """
@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from alembic import op
 
 # revision identifiers, used by Alembic.
-revision: str = "0003_fair_queue"
-down_revision: str | Sequence[str] | None = "0002_worker_heartbeats"
+revision: str = "0004_fair_queue"
+down_revision: str | Sequence[str] | None = "0003_sessions"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

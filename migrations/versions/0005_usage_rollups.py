@@ -1,7 +1,7 @@
 """Daily usage rollups, kept by triggers on the job table (studio.db.rollups), filled from the existing jobs.
 
-Revision ID: 0003_usage_rollups
-Revises: 0002_worker_heartbeats
+Revision ID: 0005_usage_rollups
+Revises: 0004_fair_queue
 Create Date: 2026-12-03 12:30:30.045403
 
 Autogenerate made the tables; the triggers (SQLite triggers; a PL/pgSQL function on PostgreSQL) and the
@@ -18,8 +18,8 @@ from alembic import op
 from studio.db import rollups
 
 # revision identifiers, used by Alembic.
-revision: str = "0003_usage_rollups"
-down_revision: str | Sequence[str] | None = "0002_worker_heartbeats"
+revision: str = "0005_usage_rollups"
+down_revision: str | Sequence[str] | None = "0004_fair_queue"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -195,6 +195,10 @@ def _job_and_rollups(engine) -> tuple[list, list]:
 
 
 def _add_user_and_jobs(connection) -> None:
+    """A user and three finished jobs, in the columns every schema since 0002 has (plus the fair queue's, where the
+    job table has them: they have no default)."""
+    job_columns = {column["name"] for column in inspect(connection).get_columns("job")}
+    queue_columns, queue_values = (", lane, fair_tag", ", 0, 0") if "lane" in job_columns else ("", "")
     connection.execute(
         text(
             'INSERT INTO "user" (username, email, display_name, role, plan, is_active, can_use_team_pool,'
@@ -209,8 +213,8 @@ def _add_user_and_jobs(connection) -> None:
         connection.execute(
             text(
                 "INSERT INTO job (task, model, params, user_id, status, priority, progress_step, progress_total,"
-                " quality, cost, cancel_requested, attempt, created_at) VALUES ('img2img', 'm', '{}', 1, :status,"
-                " 0, 0, 0, 'standard', :cost, false, 0, :created)"
+                f" quality, cost, cancel_requested, attempt, created_at{queue_columns}) VALUES ('img2img', 'm', '{{}}',"
+                f" 1, :status, 0, 0, 0, 'standard', :cost, false, 0, :created{queue_values})"
             ),
             {"status": status, "cost": cost, "created": created},
         )

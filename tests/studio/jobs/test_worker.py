@@ -209,6 +209,8 @@ def test_a_busy_worker_reaps_a_hung_workers_job_on_its_timer(env, monkeypatch):
         release.set()
         serving.join(DEADLINE_S)
     assert not serving.is_alive()
+
+
 def test_a_worker_runs_its_jobs_with_the_torch_threads_it_was_given(env, monkeypatch):
     """The in-process worker runs in a thread of the server: the count must hold in that thread."""
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # set_cpu_threads sets them: restored after the test

@@ -7,7 +7,7 @@ Run from the repository root:
     python bench/served.py --watchers 0 1 5 20          # server CPU per second of pages watching queued jobs
 
 Starts the studio with README's command (`python -m studio serve`, with `--port`/`--address` for a free loopback
-port: tests.e2e.conftest.serve_command) in the repository, against a temporary data folder made under `data/`
+port: tests.e2e.support.serve_command) in the repository, against a temporary data folder made under `data/`
 (where README's studio keeps its data, so the file watcher, if on, sees its writes), and drives Debian's chromium
 through Playwright as a person does: log in, upload a 512×512 source, keep the Transform page's defaults (your own
 settings, strength 0.6, Standard = 20 steps, guidance 7.5: 12 denoising steps), click *Transform*, wait for the
@@ -159,7 +159,7 @@ class Studio:
             "STUDIO_ADMIN_PASSWORD": secrets.token_urlsafe(16),
             **variant.env,
         }
-        from tests.e2e.conftest import free_port, serve_command
+        from tests.e2e.support import free_port, serve_command
 
         self.port = free_port()
         self.serve_command = serve_command(self.port)
@@ -182,7 +182,7 @@ class Studio:
         if self.variant.worker_args is not None:
             worker = [sys.executable, "-m", "studio", "worker", *self.variant.worker_args]
             self.processes.append(self._spawn(worker, "worker.log"))
-        from tests.e2e.conftest import wait_healthy
+        from tests.e2e.support import wait_healthy
 
         if not wait_healthy(self.url, self.processes[0], START_TIMEOUT_S):
             raise SystemExit(f"{self.variant.name}: streamlit did not start:\n{self.log()[-3000:]}")
@@ -279,7 +279,7 @@ class StudioPage:
     """A logged-in browser page on the Transform page, submitting one job at a time."""
 
     def __init__(self, browser, studio: Studio, user: str) -> None:
-        from tests.e2e.conftest import log_in
+        from tests.e2e.support import log_in
 
         self.studio, self.user = studio, user
         self.context = browser.new_context(viewport={"width": 1400, "height": 1200})
@@ -303,7 +303,7 @@ class StudioPage:
             raise
 
     def _prepare(self, source: Path, size: int) -> None:
-        from tests.e2e.conftest import wait_for_idle
+        from tests.e2e.support import wait_for_idle
 
         for _attempt in range(FORM_ATTEMPTS):
             self.page.locator("input[type=file]").first.set_input_files(str(source))
@@ -640,7 +640,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO_ROOT))
     from playwright.sync_api import sync_playwright
 
-    from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS
+    from tests.e2e.support import CHROMIUM, CHROMIUM_ARGS
 
     folder = Path(tempfile.mkdtemp(prefix="bench-served-sources-"))
     try:

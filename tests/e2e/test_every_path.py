@@ -10,7 +10,7 @@ import pytest
 
 from studio.catalogue.styles import load_catalogue
 from studio.config import PROJECT_ROOT
-from tests.e2e.conftest import MEMBER_PASSWORD, go_to, log_in, wait_for_idle
+from tests.e2e.support import MEMBER_PASSWORD, go_to, log_in, wait_for_idle
 from tests.e2e.test_journeys import source_png
 
 CATALOGUE = load_catalogue(PROJECT_ROOT / "data" / "styles.toml")

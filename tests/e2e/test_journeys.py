@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.e2e.conftest import MEMBER_PASSWORD, go_to, log_in, wait_for_idle
+from tests.e2e.support import MEMBER_PASSWORD, go_to, log_in, wait_for_idle
 
 
 def source_png(tmp_path, width: int, height: int) -> tuple[str, np.ndarray]:

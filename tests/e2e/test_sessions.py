@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import MEMBER_PASSWORD, RUN_TIMEOUT_MS, log_in, run_in_studio, wait_for_idle
+from tests.e2e.support import MEMBER_PASSWORD, RUN_TIMEOUT_MS, log_in, run_in_studio, wait_for_idle
 
 COOKIE_NAME = "img2img_studio_auth"  # the default STUDIO_COOKIE_NAME
 

@@ -21,7 +21,7 @@ from studio.db.engine import session_for
 from studio.db.tables import Job, JobStatus
 from studio.errors import ConfigError
 from studio.web import serving
-from tests.e2e.conftest import free_port, serve_command, wait_healthy
+from tests.e2e.support import free_port, serve_command, wait_healthy
 from tests.studio.jobs.test_worker_processes import submit as submit_as
 from tests.support import ADMIN_PASSWORD, ROOT, png_bytes
 

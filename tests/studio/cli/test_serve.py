@@ -8,7 +8,7 @@ import sys
 
 from studio.cli.main import build_parser
 from studio.cli.serve import SERVER_SCRIPT, streamlit_command
-from tests.e2e.conftest import serve_command
+from tests.e2e.support import serve_command
 from tests.support import ROOT
 
 README = (ROOT / "README.md").read_text()

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                         "params": {"prompt": prompt, "user_prompt": prompt, "strength": 0.5, "seed": index},
                         "user_id": user_id, "team_id": 1, "status": rng.choice(statuses).name, "priority": 0,
                         "progress_step": 0, "progress_total": 0, "quality": "standard", "cost": 1,
-                        "cancel_requested": False, "attempt": 1,
+                        "cancel_requested": False, "attempt": 1, "lane": 0, "fair_tag": 0,
                         "created_at": now - timedelta(seconds=count - index + rng.random()),
                     })  # fmt: skip
                 with engine.begin() as conn:

@@ -41,6 +41,7 @@ from studio.catalogue.styles import Catalogue, load_catalogue
 from studio.config import Settings
 from studio.db.tables import CreditEntry, CreditKind, Job, JobStatus, Plan, Role, Team, User
 from studio.errors import StudioError
+from studio.jobs.fair_queue import queue_lane
 
 DAY_S = 86_400.0
 INSERT_BATCH = 100_000
@@ -87,7 +88,7 @@ FAILED_SHARE, CANCELLED_SHARE, CANCELLED_WHILE_QUEUED = 0.045, 0.05, 0.6
 JOB_COLUMNS = (
     "id", "task", "model", "style", "params", "user_id", "team_id", "status", "priority", "quality", "cost",
     "cancel_requested", "progress_step", "progress_total", "attempt", "worker", "error", "created_at",
-    "started_at", "finished_at",
+    "started_at", "finished_at", "lane", "fair_tag",
 )
 LEDGER_COLUMNS = (
     "id", "user_id", "kind", "amount", "lot_id", "expires_at", "job_id", "idempotency_key", "reason",
@@ -414,6 +415,8 @@ def _jobs(
                 created,
                 started,
                 finished,
+                queue_lane(priority=priority, batch=False),  # every seeded job was submitted on a page
+                0,  # finished: out of the queue's rounds
             )
         )
     return jobs

@@ -144,6 +144,8 @@ def main() -> int:
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--repeats", type=int, default=1, help="runs of each (median reported)")
     parser.add_argument("--before", help="also run the commit REF's code, alternately, and print the ratio")
+    parser.add_argument("--db", nargs="+", choices=["sqlite", "postgresql"], default=["sqlite", "postgresql"])
+    parser.add_argument("--workdir", help="keep the SQLite files here (and reuse the queues they hold)")
     parser.add_argument("--url", help=argparse.SUPPRESS)  # one run against this empty database, as JSON
     args = parser.parse_args()
     claims = args.claims or args.jobs
@@ -156,15 +158,16 @@ def main() -> int:
     )
     with contextlib.ExitStack() as stack:
         before = stack.enter_context(checkout(args.before)) if args.before else None
-        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="claims-bench-"))
-        databases = [("SQLite (WAL)", lambda name: f"sqlite:///{tmp}/{name}.db")]
-        try:
-            cluster = PgCluster.start()
-        except Unavailable as exc:
-            print(f"PostgreSQL skipped: {exc}")
-        else:
-            stack.callback(cluster.stop)
-            databases.append(("PostgreSQL", cluster.create_database))
+        folder = args.workdir or stack.enter_context(tempfile.TemporaryDirectory(prefix="claims-bench-"))
+        databases = [("SQLite (WAL)", lambda name: f"sqlite:///{folder}/{name}.db")] if "sqlite" in args.db else []
+        if "postgresql" in args.db:
+            try:
+                cluster = PgCluster.start()
+            except Unavailable as exc:
+                print(f"PostgreSQL skipped: {exc}")
+            else:
+                stack.callback(cluster.stop)
+                databases.append(("PostgreSQL", cluster.create_database))
         versions = [("after", None)] + ([(f"before ({args.before})", before)] if before else [])
         # One database per version and kind, filled once: each run claims from the head of a full queue.
         urls = {
@@ -172,7 +175,8 @@ def main() -> int:
             for database, new_url in databases
             for n, (label, _) in enumerate(versions)
         }
-        rows = []
+        header = "  ".join(f"{label + ' claims/s':>24}" for label, _ in versions)
+        print(f"{'database':<14} {'processes':>9} {header}" + ("  after/before" if before else ""), flush=True)
         for database, _ in databases:
             for n in args.processes:
                 measured = {label: [] for label, _ in versions}
@@ -181,13 +185,10 @@ def main() -> int:
                         run_args = ["--url", urls[database, label], "--processes", str(n), "--claims", str(claims)]
                         run_args += ["--jobs", str(args.jobs), "--users", str(args.users)]
                         measured[label].append(one_run(tree, run_args))
-                rows.append((database, n, {label: statistics.median(rates) for label, rates in measured.items()}))
-    header = "  ".join(f"{label + ' claims/s':>24}" for label, _ in versions)
-    print(f"{'database':<14} {'processes':>9} {header}" + ("  after/before" if before else ""))
-    for database, n, rates in rows:
-        figures = "  ".join(f"{rates[label]:>24.0f}" for label, _ in versions)
-        ratio = f"  {rates['after'] / rates[versions[1][0]]:>12.2f}" if before else ""
-        print(f"{database:<14} {n:>9} {figures}{ratio}")
+                rates = {label: statistics.median(runs) for label, runs in measured.items()}
+                figures = "  ".join(f"{rates[label]:>24.0f}" for label, _ in versions)
+                ratio = f"  {rates['after'] / rates[versions[1][0]]:>12.2f}" if before else ""
+                print(f"{database:<14} {n:>9} {figures}{ratio}   (runs: {measured})", flush=True)
     return 0
 
 

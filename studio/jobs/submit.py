@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from pipelines.errors import PipelineInputError
+from pipelines.families import FAMILIES
 from pipelines.masks import check_mask
 from pipelines.params import MAX_SWEEP_MEMBERS, Task, check_upscale_size
 from studio.billing.budgets import check_team_budget
@@ -39,13 +40,17 @@ MAX_BATCH_IMAGES = 200  # per submit; larger catalogues go in several batches (o
 
 
 def quote(*, settings: Settings, request: JobRequest, width: int, height: int) -> Price:
-    """The price of `request` on a width×height source."""
+    """The price of `request` on a width×height source: the result's size decides high resolution, and a model
+    renders at most its family's cap (Family.max_side: SD 1.x 1024 px, SDXL 2048), whatever the studio allows."""
+    max_side = settings.max_output_side
+    if request.task.upscale_factor is None:
+        max_side = min(max_side, FAMILIES[request.family].max_side)
     return price(
         base=request.base_credits,
         quality=request.quality,
         width=width,
         height=height,
-        max_side=settings.max_output_side,
+        max_side=max_side,
         upscale_factor=request.task.upscale_factor,
     )
 

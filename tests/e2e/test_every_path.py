@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from pipelines.families import FAMILIES
 from studio.catalogue.styles import load_catalogue
 from studio.config import PROJECT_ROOT
 from tests.e2e.support import MEMBER_PASSWORD, go_to, log_in, wait_for_idle
@@ -28,12 +29,21 @@ def pick(page, label: str, option: str) -> None:
     wait_for_idle(page)
 
 
+def source_side(style_id: str | None) -> int:
+    """256 px, or the smallest source the style's model family takes (SDXL: 512)."""
+    style = CATALOGUE.styles.get(style_id) if style_id is not None else None
+    if style is None or style.task.upscale_factor is not None:
+        return 256
+    return max(256, FAMILIES[CATALOGUE.models[style.model].family].min_side)
+
+
 @pytest.mark.parametrize("style_id", [None, *CATALOGUE.styles], ids=lambda style_id: style_id or "own-settings")
 def test_every_style_transforms_in_the_browser(page, studio_url, tmp_path, style_id):
-    path, _ = source_png(tmp_path, 256, 256)
+    side = source_side(style_id)
+    path, _ = source_png(tmp_path, side, side)
     log_in(page, studio_url)
     page.locator("input[type=file]").first.set_input_files(path)
-    page.wait_for_selector("text=source-256x256.png · 256×256")
+    page.wait_for_selector(f"text=source-{side}x{side}.png · {side}×{side}")
     wait_for_idle(page)
     if style_id is None:
         label = OWN_SETTINGS_LABEL

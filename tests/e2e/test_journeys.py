@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,6 +83,41 @@ def test_inpaint_a_painted_stroke_leaves_pixels_outside_the_mask_unchanged(page,
     far[60:180, 70:260] = False
     assert np.array_equal(result[far], pixels[far])
     assert not np.array_equal(result[~far], pixels[~far])
+
+
+def test_a_soft_brush_paints_its_opacity_as_the_strength_the_job_gets(page, studio_url, studio_env, tmp_path):
+    """Soft (per-pixel strength): a 50 % brush stroke reaches the job as a grey mask (about 128), not as 255."""
+    path, pixels = source_png(tmp_path, 320, 256)
+    log_in(page, studio_url)
+    go_to(page, "Inpaint")
+    page.locator("input[type=file]").first.set_input_files(path)
+    page.wait_for_selector("text=Paint the mask")
+    page.get_by_text("Soft (per-pixel strength)").click()
+    page.wait_for_selector("text=Brush strength (%)")
+    wait_for_idle(page)
+    canvas = page.locator("canvas").last
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + 180, box["y"] + 160)
+    page.mouse.down()
+    for step in range(20):
+        page.mouse.move(box["x"] + 180 + step * 8, box["y"] + 160)
+    page.mouse.up()
+    page.wait_for_selector("text=What will be repainted (fainter: changes less)")
+    page.get_by_label("Prompt", exact=True).fill("a blue patch")
+    page.keyboard.press("Tab")
+    wait_for_idle(page)
+    page.get_by_role("button", name=re.compile(r"^Inpaint · ")).click()
+    page.wait_for_selector("text=Download PNG")
+    result = Image.open(io.BytesIO(download(page, "Download PNG")))
+    recipe = json.loads(result.info["img2img-studio:recipe"])
+    assert recipe["inpaint"]["soft"] is True
+    stored = next(Path(studio_env["STUDIO_DATA_DIR"]).rglob(recipe["mask_sha256"] + "*"))
+    mask = np.asarray(Image.open(stored))
+    # The stroke's middle (canvas y 160 → image y 100) holds the brush's strength, not a thresholded 255.
+    assert abs(int(np.median(mask[100, 120:200])) - 128) <= 8 and mask.max() < 200 and mask[0, 0] == 0
+    far = np.ones(pixels.shape[:2], bool)
+    far[70:130, 90:240] = False
+    assert np.array_equal(np.asarray(result.convert("RGB"))[far], pixels[far])
 
 
 def test_a_sweep_of_three_strengths_fills_its_grid_and_compare_slides(page, studio_url, tmp_path):

@@ -16,6 +16,7 @@ from pipelines.families import CONTROLNET, FAMILIES
 from pipelines.params import ControlParams, Guide, Img2ImgParams
 from studio.accounts.users import get_user
 from studio.billing.credits import Account, balance
+from studio.billing.pricing import HIGH_RES_LONG_SIDE
 from studio.catalogue.recipes import read_recipe
 from studio.catalogue.requests import recipe_request, style_request
 from studio.catalogue.styles import STUDIO_FAMILIES, CatalogueError, ModelKind, load_catalogue, parse_catalogue
@@ -23,7 +24,7 @@ from studio.config import PROJECT_ROOT
 from studio.db.engine import session_for, write_session
 from studio.db.tables import Asset, Job, JobStatus, utcnow
 from studio.errors import Refused
-from studio.jobs.submit import submit_job, submit_sweep
+from studio.jobs.submit import quote, submit_job, submit_sweep
 from studio.jobs.worker import Worker
 from studio.media.storage import AssetStore
 from studio.media.validation import validate_image_bytes
@@ -185,6 +186,16 @@ def test_a_recipe_of_another_family_or_with_another_familys_controlnet_is_refuse
     older = sd15_style()
     legacy = {"model": "preview", "style": older.id, "task": "img2img", "prompt": "x", "steps": 4, "strength": 0.5}
     assert recipe_request(settings=studio_settings, catalogue=CATALOGUE, recipe=legacy).family == "sd15"
+
+
+@pytest.mark.parametrize("style", DIFFUSION_STYLES, ids=lambda style: style.id)
+def test_the_high_resolution_surcharge_follows_the_size_the_familys_model_renders(style, studio_settings):
+    """With the studio allowing 4096 px, a 4096² source renders at the family's cap: SD 1.x's 1024 px is not high
+    resolution, SDXL's 2048 px is; the quote says so."""
+    settings = replace(studio_settings, max_output_side=4096)
+    request = style_request(settings=settings, catalogue=CATALOGUE, style_id=style.id, params=PARAMS)
+    quoted = quote(settings=settings, request=request, width=4096, height=4096)
+    assert quoted.high_res is (FAMILIES[family_of(style)].max_side > HIGH_RES_LONG_SIDE)
 
 
 # --- submitting and running --------------------------------------------------------------------------------------

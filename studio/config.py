@@ -63,6 +63,7 @@ class Settings:
     @property
     def max_batch_pixels(self) -> int:
         return self.max_batch_megapixels * 1_000_000
+
     # Torch CPU threads of the Streamlit server's in-process worker (STUDIO_WORKER_THREADS). None: one core fewer
     # than the process may use, so the server keeps a core for the pages (studio.web.serving); 0: torch's choice.
     worker_threads: int | None = None

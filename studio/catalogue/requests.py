@@ -16,7 +16,7 @@ from pipelines.errors import PipelineInputError
 from pipelines.families import DEFAULT_FAMILY, FAMILIES, preview_family
 from pipelines.params import ControlParams, Img2ImgParams, InpaintParams, RunSpec, Task
 from studio.billing.pricing import QUALITY_TIERS, Quality, configured_model_credits
-from studio.catalogue.styles import Catalogue, CatalogueError, ModelEntry, ModelKind
+from studio.catalogue.styles import STUDIO_TASKS, Catalogue, CatalogueError, ModelEntry, ModelKind
 from studio.config import Settings
 from studio.errors import Refused
 
@@ -215,9 +215,12 @@ def recipe_request(*, settings: Settings, catalogue: Catalogue, recipe: dict[str
 def read_recipe_spec(recipe: dict[str, Any], *, refusal: str) -> tuple[RunSpec, Quality]:
     """What a recipe (or a job's params) asks to run, and its quality tier; Refused("<refusal>: why")."""
     try:
-        return RunSpec.from_dict(recipe), Quality(recipe.get("quality", Quality.standard))
+        spec, quality = RunSpec.from_dict(recipe), Quality(recipe.get("quality", Quality.standard))
     except (PipelineInputError, ValueError) as exc:
         raise Refused(f"{refusal}: {exc}") from exc
+    if spec.task not in STUDIO_TASKS:
+        raise Refused(f"{refusal}: it is a {spec.task.label} recipe, and the studio has no {spec.task.label} page yet.")
+    return spec, quality
 
 
 def recipe_text(recipe: dict[str, Any], key: str, default: str, *, refusal: str) -> str:

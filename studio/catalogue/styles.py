@@ -67,6 +67,8 @@ _TASK_KINDS = {
     Task.upscale_2x: ModelKind.upscaler_x2,
     Task.upscale_4x: ModelKind.upscaler_x4,
 }
+# The tasks the studio's pages run (pipelines.params.Task also has the instruction edit, not offered yet).
+STUDIO_TASKS = tuple(_TASK_KINDS)
 
 
 @dataclass(frozen=True)

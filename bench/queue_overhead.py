@@ -52,6 +52,7 @@ TARGET_OVERHEAD_PERCENT = 5.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    sys.path.insert(0, str(REPO_ROOT))
     from pipelines.families import FAMILIES  # torch-free, reads no settings
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -149,8 +150,7 @@ def ms(seconds: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    sys.path.insert(0, str(REPO_ROOT))
+    args = parse_args(argv)  # puts the repository on sys.path
     root = Path(tempfile.mkdtemp(prefix="queue-overhead-"))
     try:
         return run(args, root)

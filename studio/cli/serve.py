@@ -1,7 +1,10 @@
-"""`python -m studio serve`: the web studio as README serves it, with its queue worker started with the server.
+"""`python -m studio serve`: the web studio as README serves it.
 
-It runs `python -m streamlit run studio/web/server.py` from the project folder, so `.streamlit/config.toml` applies:
+It runs `python -m streamlit run streamlit_app.py` from the project folder, so `.streamlit/config.toml` applies:
 no file watcher and no garbage collection after every script run (README → Configuration says why, with figures).
+The in-process worker starts at the first page view (studio.web.serving). Serving through `st.App` with a start-up
+hook would start it with the server, but in Streamlit 1.67 the first session's forms then lost their slider values
+(strength 0.00 in the browser tests), so that waits.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import sys
 
 from studio.config import PROJECT_ROOT
 
-SERVER_SCRIPT = "studio/web/server.py"
+SERVER_SCRIPT = "streamlit_app.py"
 # Development mode: Streamlit's file watcher back on, so saving a file offers to rerun the page with the new code.
 DEV_OPTIONS = ("--server.fileWatcherType", "auto")
 
@@ -21,7 +24,7 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "serve",
         help="serve the web studio (http://localhost:8501) with its queue worker",
-        description="Serve the web studio with its in-process queue worker, started with the server "
+        description="Serve the web studio with its in-process queue worker, started at the first page view "
         "(STUDIO_IN_PROCESS_WORKER=0: no worker inside). Other Streamlit options: .streamlit/config.toml or "
         "STREAMLIT_* environment variables.",
     )

@@ -3,11 +3,7 @@ slowing the in-process worker down (the speed itself is measured by bench/served
 
 from __future__ import annotations
 
-import asyncio
 import os
-import subprocess
-import sys
-import threading
 import time
 import tomllib
 from pathlib import Path
@@ -18,12 +14,11 @@ from pipelines.params import Img2ImgParams
 from studio.accounts.users import get_user
 from studio.config import load_settings
 from studio.db.engine import session_for
-from studio.db.tables import Job, JobStatus
+from studio.db.tables import Job
 from studio.errors import ConfigError
 from studio.web import serving
-from tests.e2e.support import free_port, serve_command, wait_healthy
 from tests.studio.jobs.test_worker_processes import submit as submit_as
-from tests.support import ADMIN_PASSWORD, ROOT, png_bytes
+from tests.support import ROOT
 
 PARAMS = Img2ImgParams(prompt="served", strength=0.5, steps=4, seed=3)
 NO_SECRETS = Path("/nonexistent/secrets.toml")
@@ -34,27 +29,6 @@ def test_the_served_config_turns_off_the_file_watcher_and_the_garbage_collection
         config = tomllib.load(fh)
     assert config["server"]["fileWatcherType"] == "none"
     assert config["runner"]["postScriptGC"] is False
-
-
-def test_the_server_entry_serves_the_studio_with_the_start_up_hook():
-    from streamlit.web.server.app_discovery import discover_asgi_app
-
-    assert discover_asgi_app(ROOT / "studio" / "web" / "server.py").is_asgi_app
-    # Imported as `streamlit run` does (its folder on the path, a module of its own): the App and its hook.
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import server; print(server.app.script_path); print(server.app._user_lifespan.__module__)",
-        ],
-        cwd=ROOT,
-        env=os.environ | {"PYTHONPATH": f"{ROOT / 'studio' / 'web'}{os.pathsep}{ROOT}"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == [str(ROOT / "streamlit_app.py"), "studio.web.serving"]
 
 
 @pytest.mark.parametrize(
@@ -96,49 +70,3 @@ def wait_until_final(settings, job_id: int, timeout: float) -> Job:
         if job.status.is_final or time.monotonic() > deadline:
             return job
         time.sleep(0.2)
-
-
-def test_the_lifespan_runs_a_queued_job_before_any_page_and_stops_its_worker(studio, studio_settings, monkeypatch):
-    job = submit(studio_settings)
-    monkeypatch.setenv("STUDIO_IN_PROCESS_WORKER", "1")
-    monkeypatch.setenv("STUDIO_WORKER_THREADS", "0")  # torch's choice: leave this test process's threads alone
-    serving.get_settings.cache_clear()
-
-    async def serve_until_done() -> Job:
-        async with serving.lifespan(None):
-            return await asyncio.to_thread(wait_until_final, studio_settings, job.id, 300)
-
-    assert asyncio.run(serve_until_done()).status is JobStatus.complete
-    assert not any(thread.name == serving.WORKER_THREAD for thread in threading.enumerate())
-
-
-@pytest.mark.slow
-def test_a_job_submitted_from_the_command_line_runs_with_no_page_ever_opened(tmp_path, shared_models_dir):
-    """README's command, then a command-line job that waits for the studio's own worker."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STUDIO_")} | {
-        "STUDIO_DATA_DIR": str(tmp_path / "data"),
-        "STUDIO_MODELS_DIR": str(shared_models_dir),
-        "STUDIO_ADMIN_PASSWORD": ADMIN_PASSWORD,
-    }
-    source = tmp_path / "in.png"
-    source.write_bytes(png_bytes())
-    port = free_port()
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    server = subprocess.Popen(serve_command(port), cwd=ROOT, env=env, **quiet)
-    try:
-        # Up means the lifespan has made the schema and the admin.
-        assert wait_healthy(f"http://127.0.0.1:{port}", server), f"the studio did not start ({server.poll()})"
-        cli = [sys.executable, "-m", "studio", "transform", "--user", "admin", str(source), "--no-worker"]
-        done = subprocess.run(
-            [*cli, "--output", str(tmp_path / "out"), "--prompt", "no page open", "--steps", "4"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-    finally:
-        server.terminate()
-        server.wait(60)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert (tmp_path / "out" / "in-img2img.png").is_file()

@@ -134,7 +134,7 @@ def instrument(worker, timings: Timings) -> None:
     import pipelines.img2img
     import studio.jobs.worker
 
-    for name in ("reap_expired", "claim_next", "render_job", "complete_job", "heartbeat"):
+    for name in ("reap_expired", "claim_next", "render_job", "complete_job", "renew_lease"):
         setattr(studio.jobs.worker, name, timings.wrap(name, getattr(studio.jobs.worker, name)))
     # render_job imports run_img2img from its module when called, so this times the worker's own call.
     pipelines.img2img.run_img2img = timings.wrap("run_img2img", pipelines.img2img.run_img2img)
@@ -422,8 +422,8 @@ def print_breakdown(rows: list[dict], raw_med: float) -> None:
             for row in rows
         ]
     )
-    beats = median([row["calls"].get("heartbeat", 0) for row in rows])
-    beat_s = phase("heartbeat")
+    beats = median([row["calls"].get("renew_lease", 0) for row in rows])
+    beat_s = phase("renew_lease")
     lines = [
         ("submit_job transaction", submit, "price, reserve credits, fsync'd upload write"),
         ("Worker.run_once total", worker_total, ""),

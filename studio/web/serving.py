@@ -20,15 +20,15 @@ WORKER_THREAD = "queue-worker"
 WARMUP_THREAD = "model-warmup"
 
 _lock = threading.Lock()
-_running: dict[str, tuple[threading.Thread, threading.Event]] = {}  # thread name → (thread, its stop event)
+_running: dict[str, threading.Thread] = {}  # thread name → the thread (they run for the process's life)
 
 
 def start(settings: Settings) -> None:
     """Start the warm-up and the worker that `settings` ask for, unless this process already has."""
     if settings.warmup:
-        _start_once(WARMUP_THREAD, lambda stop: _warm_up(settings))
+        _start_once(WARMUP_THREAD, lambda: _warm_up(settings))
     if settings.in_process_worker:
-        _start_once(WORKER_THREAD, lambda stop: _run_worker(settings, stop))
+        _start_once(WORKER_THREAD, lambda: _run_worker(settings))
 
 
 def worker_threads(settings: Settings) -> int | None:
@@ -39,14 +39,12 @@ def worker_threads(settings: Settings) -> int | None:
     return max(1, len(os.sched_getaffinity(0)) - 1)
 
 
-def _start_once(name: str, target: Callable[[threading.Event], None]) -> None:
+def _start_once(name: str, target: Callable[[], None]) -> None:
     with _lock:
         if name in _running:
             return
-        stop_event = threading.Event()
-        thread = threading.Thread(target=target, args=(stop_event,), name=name, daemon=True)
-        _running[name] = thread, stop_event
-        thread.start()
+        _running[name] = threading.Thread(target=target, name=name, daemon=True)
+        _running[name].start()
 
 
 def _warm_up(settings: Settings) -> None:
@@ -61,7 +59,8 @@ def _warm_up(settings: Settings) -> None:
         log.exception("Model warm-up failed for %r", settings.model)
 
 
-def _run_worker(settings: Settings, stop_event: threading.Event) -> None:
+def _run_worker(settings: Settings) -> None:
     from studio.jobs.worker import Worker
 
-    Worker(settings, name=f"streamlit:{os.getpid()}", threads=worker_threads(settings)).run_forever(stop_event)
+    worker = Worker(settings, name=f"streamlit:{os.getpid()}", threads=worker_threads(settings))
+    worker.run_forever(threading.Event())  # never set: the worker runs as long as the server

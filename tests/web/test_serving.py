@@ -4,23 +4,16 @@ slowing the in-process worker down (the speed itself is measured by bench/served
 from __future__ import annotations
 
 import os
-import time
 import tomllib
 from pathlib import Path
 
 import pytest
 
-from pipelines.params import Img2ImgParams
-from studio.accounts.users import get_user
 from studio.config import load_settings
-from studio.db.engine import session_for
-from studio.db.tables import Job
 from studio.errors import ConfigError
 from studio.web import serving
-from tests.studio.jobs.test_worker_processes import submit as submit_as
 from tests.support import ROOT
 
-PARAMS = Img2ImgParams(prompt="served", strength=0.5, steps=4, seed=3)
 NO_SECRETS = Path("/nonexistent/secrets.toml")
 
 
@@ -54,19 +47,3 @@ def test_the_in_process_worker_leaves_the_server_a_core_unless_told_otherwise(mo
 def test_a_bad_worker_thread_count_or_poll_interval_is_refused_by_name(name, value):
     with pytest.raises(ConfigError, match=name):
         load_settings({name: value}, secrets_path=NO_SECRETS)
-
-
-def submit(settings) -> Job:
-    with session_for(settings.database_url) as session:
-        admin = get_user(session=session, username="admin")
-    return submit_as(settings, admin, PARAMS)
-
-
-def wait_until_final(settings, job_id: int, timeout: float) -> Job:
-    deadline = time.monotonic() + timeout
-    while True:
-        with session_for(settings.database_url) as session:
-            job = session.get(Job, job_id)
-        if job.status.is_final or time.monotonic() > deadline:
-            return job
-        time.sleep(0.2)

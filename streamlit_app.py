@@ -9,7 +9,7 @@ from studio.web.text import plain
 st.set_page_config(page_title="Img2Img Studio", page_icon=":material/palette:", layout="wide")
 
 app.bootstrap_studio()
-serving.start(app.settings())  # already running when the server started them (python -m studio serve)
+serving.start(app.settings())  # a worker in this process, if asked for (`serve --worker thread`, `streamlit run`)
 
 user = auth.current_user()
 auth.forget_other_users_state(user)

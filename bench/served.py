@@ -19,7 +19,7 @@ Each round, interleaved so drift of a shared machine hits every side alike:
   1 page   one job from one page;
   3 pages  three jobs clicked at once from three pages (one worker: they queue behind each other).
 Reported per variant: the in-app job run (started_at → finished_at in the database), queue wait, click →
-result in the browser, CPU seconds per job of the studio's processes (server, and worker process if any) and
+result in the browser, CPU seconds per job of the studio's processes (server and worker, however started) and
 of the browser, against the raw call's time and CPU. Medians; the ratio is in-app run ÷ raw.
 
 --variant 'NAME: TOKENS' adds a studio started differently, alternated with README's in every round. Tokens:
@@ -219,11 +219,13 @@ class Studio:
         return (self.data / "streamlit.log").read_text()
 
     def cpu(self) -> float:
-        """CPU seconds so far of the server and its worker process, if any."""
-        return sum(cpu_seconds(process.pid) for process in self.processes)
+        """CPU seconds so far of the studio's processes: `serve` and what it started (the server, its worker process),
+        and a worker process the variant started beside it."""
+        return sum(cpu_seconds(pid) for pid in self.pids())
 
     def pids(self) -> set[int]:
-        return {process.pid for process in self.processes}
+        started = {process.pid for process in self.processes}
+        return started.union(*(descendants(pid) for pid in started))
 
     def job(self, user: str, after_id: int):
         """The user's newest job with an id above `after_id`, or None."""

@@ -62,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     if args.once:
         worker.run_once()
         return 0
+    if settings.warmup:
+        worker.warm_up()
     stop = threading.Event()
     # SIGTERM/SIGINT: finish the job in hand, then exit (its lease would otherwise expire and requeue it).
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -1,7 +1,7 @@
 """Queue workers: claim a job, run it, record the outcome. Run any number, in any process.
 
-The Streamlit server can run one in a background thread (STUDIO_IN_PROCESS_WORKER); `python -m studio worker`
-runs one as its own process (one per GPU), against the same database.
+`python -m studio worker` runs one as its own process (one per GPU; `python -m studio serve` starts one beside the
+server); the Streamlit server can run one in a background thread (studio.web.serving), against the same database.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 
-from pipelines import model_stack_ready, set_cpu_threads
+from pipelines import import_model_stack, model_stack_ready, set_cpu_threads
 from pipelines.errors import ModelUnavailableError, PipelineInputError, RunCancelled
 from pipelines.params import RunSpec
 from studio.config import Settings
@@ -105,6 +105,15 @@ class _LeaseKeeper(threading.Thread):
                 log.exception("Heartbeat for job %s failed", self.job.id)
 
 
+def studio_worker_threads(settings: Settings) -> int | None:
+    """Torch CPU threads of the studio's own worker (in the server or beside it): the configured number, or one core
+    fewer than the process may use, so the server (pages, polling) keeps a core; None leaves torch's choice
+    (STUDIO_WORKER_THREADS=0)."""
+    if settings.worker_threads is not None:
+        return settings.worker_threads or None
+    return max(1, len(os.sched_getaffinity(0)) - 1)
+
+
 class Worker:
     def __init__(
         self,
@@ -129,6 +138,19 @@ class Worker:
         self.current_job_id: int | None = None  # for the heartbeat (the admin Models page)
         self.started_at = utcnow()
         self.threads = threads  # torch CPU threads for this worker's runs; None: torch's choice
+
+    def warm_up(self) -> None:
+        """Load the configured model (STUDIO_MODEL; built, in preview mode) before the first job needs it."""
+        if self.threads is not None:
+            set_cpu_threads(self.threads)
+        try:
+            import_model_stack()
+            from pipelines.cache import get_base_pipeline
+            from pipelines.registry import resolve_model
+
+            get_base_pipeline(resolve_model(self.settings.model, models_dir=self.settings.models_dir))
+        except Exception:  # the job that needs the model reports the error to its user
+            log.exception("Worker %s: model warm-up failed for %r", self.name, self.settings.model)
 
     def run_once(self) -> Job | None:
         """Reap expired leases, then claim and run one job (or one sweep); None when the queue is empty."""

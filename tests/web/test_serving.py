@@ -1,9 +1,8 @@
-"""The studio as README serves it: what the server runs beside the pages, and the settings that keep the pages from
-slowing the in-process worker down (the speed itself is measured by bench/served.py, not here)."""
+"""The studio as README serves it: the settings that keep the pages from slowing its worker down (the speed itself is
+measured by bench/served.py, not here)."""
 
 from __future__ import annotations
 
-import os
 import tomllib
 from pathlib import Path
 
@@ -11,7 +10,6 @@ import pytest
 
 from studio.config import load_settings
 from studio.errors import ConfigError
-from studio.web import serving
 from tests.support import ROOT
 
 NO_SECRETS = Path("/nonexistent/secrets.toml")
@@ -22,16 +20,6 @@ def test_the_served_config_turns_off_the_file_watcher_and_the_garbage_collection
         config = tomllib.load(fh)
     assert config["server"]["fileWatcherType"] == "none"
     assert config["runner"]["postScriptGC"] is False
-
-
-@pytest.mark.parametrize(
-    ("value", "cores", "expected"),
-    [(None, 2, 1), (None, 1, 1), (None, 16, 15), ("0", 2, None), ("3", 2, 3)],
-)
-def test_the_in_process_worker_leaves_the_server_a_core_unless_told_otherwise(monkeypatch, value, cores, expected):
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
-    env = {} if value is None else {"STUDIO_WORKER_THREADS": value}
-    assert serving.worker_threads(load_settings(env, secrets_path=NO_SECRETS)) == expected
 
 
 @pytest.mark.parametrize(

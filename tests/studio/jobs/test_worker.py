@@ -1,9 +1,11 @@
 """Jobs through the queue and a worker, on the tiny preview model (nothing on the diffusers path patched)."""
 
 import io
+import os
 import threading
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,15 +19,18 @@ from studio.billing.credits import Account, balance
 from studio.billing.pricing import Quality
 from studio.catalogue.recipes import read_recipe
 from studio.catalogue.requests import custom_request
+from studio.config import load_settings
 from studio.db.engine import session_for, write_session
 from studio.db.tables import Asset, CreditEntry, CreditKind, Job, JobStatus, utcnow
 from studio.jobs.leases import cancel_job, claim_next
 from studio.jobs.queries import get_user_job, list_user_jobs
 from studio.jobs.submit import submit_job
-from studio.jobs.worker import Worker
+from studio.jobs.worker import Worker, studio_worker_threads
 from studio.media.storage import AssetStore
 from studio.media.validation import validate_image_bytes
 from tests.support import png_bytes
+
+NO_SECRETS = Path("/nonexistent/secrets.toml")  # settings from the environment given only
 
 DEADLINE_S = 120.0  # what a waiting test allows before it calls a wait lost
 PARAMS = Img2ImgParams(prompt="a watercolor shoe", negative_prompt="blurry", strength=0.5, steps=4, seed=7)
@@ -230,3 +235,13 @@ def test_a_worker_runs_its_jobs_with_the_torch_threads_it_was_given(env, monkeyp
     thread.join(300)
     assert seen == [wanted]
     assert reload(env, job).status is JobStatus.complete
+
+
+@pytest.mark.parametrize(
+    ("value", "cores", "expected"),
+    [(None, 2, 1), (None, 1, 1), (None, 16, 15), ("0", 2, None), ("3", 2, 3)],
+)
+def test_the_studios_own_worker_leaves_the_server_a_core_unless_told_otherwise(monkeypatch, value, cores, expected):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    env = {} if value is None else {"STUDIO_WORKER_THREADS": value}
+    assert studio_worker_threads(load_settings(env, secrets_path=NO_SECRETS)) == expected

@@ -74,9 +74,10 @@ def upgrade() -> None:
 
     # ### end Alembic commands ###
     connection = op.get_bind()
-    for statement in rollups.create_statements(connection.dialect.name):
+    # The usage rollups only: the duration histograms came later (0007), with triggers that keep both.
+    for statement in rollups.create_statements(connection.dialect.name, rollups.USAGE):
         op.execute(statement)
-    rollups.rebuild(connection)
+    rollups.rebuild(connection, rollups.USAGE)
 
 
 def downgrade() -> None:

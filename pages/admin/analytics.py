@@ -57,6 +57,7 @@ for title, frame, name in (
     figure = px.bar(labelled, x="model_quality", y=["p50_s", "p95_s"], barmode="group", hover_data=["jobs"])
     figure.update_layout(xaxis_title=None, yaxis_title="seconds")
     st.plotly_chart(figure, key=f"chart-{name}")
+    st.caption(analytics.PERCENTILE_NOTE)
     analytics.csv_download("Download CSV", frame, f"{name}.csv")
 
 left, right = st.columns(2)

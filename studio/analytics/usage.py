@@ -10,7 +10,9 @@ What the figures mean (all times UTC; a job belongs to the day it was submitted)
   **Refund rate**: credits refunded (failed and cancelled jobs) ÷ credits reserved (all jobs).
 - **Processing time**: finished_at − started_at of complete jobs. **Queue wait**: started_at − created_at
   of every job a worker started (a job the reaper requeued waited until its last start).
-- **p50 / p95**: nearest rank, the value at rank ⌈p·n⌉ of the n values in ascending order.
+- **p50 / p95**: nearest rank, the value at rank ⌈p·n⌉ of the n values in ascending order, to two significant
+  figures rounded down (the lower end of its duration bucket: 0.1 s steps below 10 s, 1 s below 100 s, 10 s
+  below 1000 s, …), the same whichever way it was read.
 
 Counts and credits (credits spent, jobs by status, the rates, top spenders, team budgets) read the daily
 rollups (studio.db.rollups: per UTC day and key, kept by triggers in the transaction that changes a job), so
@@ -19,10 +21,12 @@ that keeps every column the figure filters or groups on, and the partial days at
 does not start or end at midnight from the job table (a date range of an index), so the figures are exact
 either way. Weeks (from Monday) are summed from days.
 
-On SQLite a percentile is one `ORDER BY duration LIMIT 1 OFFSET k` per group walking an index whose key
-holds the duration itself (p95 walks down from the top), after one GROUP BY for the group sizes, so no query
-sorts the rows (`UsageFilter.where` keeps SQLite's planner on these indexes). Other databases (PostgreSQL)
-use `percentile_disc`, the same nearest-rank definition.
+Percentiles read the per-day duration histograms (studio.db.rollups: per day, model, quality and bucket) unless
+the filter names a team or a user, which the histograms do not keep: the bucket holding rank ⌈p·n⌉ of the merged
+counts is exact to its width. For a team or a user, on SQLite a percentile is one `ORDER BY duration LIMIT 1
+OFFSET k` per group walking an index whose key holds the duration itself (p95 walks down from the top), after one
+GROUP BY for the group sizes, so no query sorts the rows (`UsageFilter.where` keeps SQLite's planner on these
+indexes); other databases (PostgreSQL) use `percentile_disc`, the same nearest-rank definition.
 """
 
 from __future__ import annotations
@@ -32,9 +36,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 
-from sqlalchemy import ColumnElement, Table, extract, func, or_
+from sqlalchemy import ColumnElement, Table, extract, func, literal_column, or_, text
 from sqlmodel import Session, col, select
 
+from studio.db.rollups import HISTOGRAMS, Rollup, bucket_of, job_bucket, job_counts
 from studio.db.tables import PROCESSING_DAYS, QUEUE_WAIT_DAYS, USAGE_ROLLUPS, Job, JobStatus, Team, UsageByTeam, User
 
 REFUNDED_STATUSES = (JobStatus.failed, JobStatus.cancelled)
@@ -129,7 +134,7 @@ class OutcomeRates:
 class DurationStats:
     group: tuple[str, ...]  # (model, quality), or (queue class,) for waits by priority
     jobs: int
-    p50_s: float
+    p50_s: float  # two significant figures, rounded down (the module's docstring)
     p95_s: float
 
 
@@ -360,6 +365,8 @@ def _rates(period: date | None, rows: list[PeriodStatus]) -> OutcomeRates:
 
 def processing_times(*, session: Session, usage: UsageFilter) -> list[DurationStats]:
     """p50/p95 of processing time per (model, quality), over complete jobs."""
+    if _histograms_answer(usage):
+        return _histogram_percentiles(session, _PROCESSING, ("model", "quality"), usage)
     if _dialect(session) != "sqlite":
         seconds = extract("epoch", _job.finished_at - _job.started_at)
         return _percentile_disc(session, seconds, (_job.model, _job.quality), [*usage.where(), _complete()])
@@ -368,6 +375,8 @@ def processing_times(*, session: Session, usage: UsageFilter) -> list[DurationSt
 
 def queue_waits(*, session: Session, usage: UsageFilter) -> list[DurationStats]:
     """p50/p95 of queue wait per (model, quality), over jobs a worker started."""
+    if _histograms_answer(usage):
+        return _histogram_percentiles(session, _QUEUE_WAIT, ("model", "quality"), usage)
     if _dialect(session) != "sqlite":
         seconds = extract("epoch", _job.started_at - _job.created_at)
         return _percentile_disc(session, seconds, (_job.model, _job.quality), [*usage.where(), _started()])
@@ -376,7 +385,9 @@ def queue_waits(*, session: Session, usage: UsageFilter) -> list[DurationStats]:
 
 def waits_by_priority(*, session: Session, usage: UsageFilter) -> list[DurationStats]:
     """p50/p95 of queue wait for Pro (priority) and Free jobs: what priority buys."""
-    if _dialect(session) != "sqlite":
+    if _histograms_answer(usage):
+        stats = _histogram_percentiles(session, _QUEUE_WAIT, ("priority",), usage)
+    elif _dialect(session) != "sqlite":
         seconds = extract("epoch", _job.started_at - _job.created_at)
         stats = _percentile_disc(session, seconds, (_job.priority,), [*usage.where(), _started()])
     else:
@@ -418,6 +429,68 @@ def _queue_class(priority: int) -> str:
     return "Pro" if priority > 0 else "Free"
 
 
+_PROCESSING, _QUEUE_WAIT = HISTOGRAMS
+
+
+def _histograms_answer(usage: UsageFilter) -> bool:
+    """Whether the duration histograms keep every column the filter names (they have no team or user)."""
+    return usage.team_id is None and usage.user_id is None
+
+
+def _histogram_percentiles(session: Session, rollup: Rollup, keys: tuple[str, ...], usage: UsageFilter):
+    """Nearest-rank p50/p95 per group from bucket counts: whole UTC days from the histogram, the partial first and
+    last day (if any) bucketed from the job table."""
+    counts: dict[tuple, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    days = periods(usage, Bucket.day)
+    whole = [day for day, start, end in days if end - start == timedelta(days=1)]
+    c = rollup.table.c
+    dialect = _dialect(session)
+    sources = []
+    if whole:  # only the first and the last day can be partial, so the whole days are one run
+        conditions = [c.day >= whole[0], c.day < whole[-1] + timedelta(days=1)]
+        if usage.model is not None:
+            conditions.append(c.model == usage.model)
+        grouped = [c[key] for key in keys]
+        sources.append(
+            session.exec(select(*grouped, c.bucket, func.sum(c.jobs)).where(*conditions).group_by(*grouped, c.bucket))
+        )
+    for _, start, end in days:
+        if end - start < timedelta(days=1):
+            edge = replace(usage, start=start, end=end)
+            bucket = literal_column(job_bucket(rollup, dialect))
+            grouped = [_job[key] for key in keys]
+            sources.append(
+                session.exec(
+                    select(*grouped, bucket, func.count())
+                    .where(*edge.where(sqlite=dialect == "sqlite"), text(job_counts(rollup, dialect)))
+                    .group_by(*grouped, bucket)
+                )
+            )
+    for source in sources:
+        for *values, bucket, jobs in source:
+            counts[tuple(values)][int(bucket)] += int(jobs)
+    found = []
+    for values in sorted(counts):
+        buckets = sorted(counts[values].items())
+        n = sum(jobs for _, jobs in buckets)
+        ranked = []
+        for percentile in PERCENTILES:
+            rank, seen = (percentile * n + 99) // 100, 0  # ⌈p·n/100⌉, 1-based
+            for bucket, jobs in buckets:
+                seen += jobs
+                if seen >= rank:
+                    ranked.append(bucket / 10)
+                    break
+        found.append(DurationStats(tuple(str(value) for value in values), n, *ranked))
+    return found
+
+
+def _shown(seconds: float) -> float:
+    """A duration as the figures show it: two significant figures, rounded down (the lower end of its bucket);
+    to the millisecond first, so a julianday difference's last-digit error cannot drop a whole step."""
+    return bucket_of(round(seconds, 3)) / 10
+
+
 def _nearest_ranks(session: Session, days, keys: tuple, usage: UsageFilter, *conditions) -> list[DurationStats]:
     """SQLite: count each group, then fetch the value at each rank by walking the index on `days`.
 
@@ -436,7 +509,7 @@ def _nearest_ranks(session: Session, days, keys: tuple, usage: UsageFilter, *con
             order = days.asc() if ascending else days.desc()
             skip = rank - 1 if ascending else n - rank
             value = session.exec(select(days).where(*where, *in_group).order_by(order).limit(1).offset(skip)).one()
-            ranked.append(round(value * SECONDS_PER_DAY, 3))
+            ranked.append(_shown(value * SECONDS_PER_DAY))
         found.append(DurationStats(tuple(str(value) for value in values), int(n), *ranked))
     return found
 
@@ -454,8 +527,8 @@ def _percentile_disc(session: Session, seconds, keys: tuple, where: list) -> lis
         DurationStats(
             tuple(str(value) for value in row[:width]),
             int(row[width]),
-            round(float(row[width + 1]), 3),
-            round(float(row[width + 2]), 3),
+            _shown(float(row[width + 1])),
+            _shown(float(row[width + 2])),
         )
         for row in rows
     ]

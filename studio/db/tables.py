@@ -251,6 +251,38 @@ class UsageByUserStyle(UsageRollup, table=True):
 USAGE_ROLLUPS = (UsageByTeam.__table__, UsageByUser.__table__, UsageByUserStyle.__table__)
 
 
+class DurationHistogram(SQLModel):
+    """How many jobs submitted on one UTC day, of one model and quality, took a duration in one bucket
+    (studio.db.rollups keeps them; studio.analytics reads percentiles from them). A bucket is named by its lower
+    end in tenths of a second and holds two significant figures: 0.1 s wide below 10 s, 1 s below 100 s, 10 s
+    below 1000 s, and so on (studio.db.rollups.bucket_width)."""
+
+    day: date = Field(primary_key=True)
+    model: str = Field(primary_key=True, max_length=300)
+    quality: str = Field(primary_key=True, max_length=16)
+    bucket: int = Field(primary_key=True)  # its lower end, in tenths of a second
+    jobs: int
+
+
+class ProcessingHistogram(DurationHistogram, table=True):
+    """Processing time (started → finished) of complete jobs."""
+
+    __tablename__ = "processing_histogram"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+
+class QueueWaitHistogram(DurationHistogram, table=True):
+    """Queue wait (submitted → started) of jobs a worker started, per queue class too."""
+
+    __tablename__ = "queue_wait_histogram"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    priority: int = Field(primary_key=True)
+
+
+DURATION_HISTOGRAMS = (ProcessingHistogram.__table__, QueueWaitHistogram.__table__)
+
+
 class PresetBase(SQLModel):
     name: str = Field(max_length=80)
     # Everything that changes pixels (studio.catalogue.presets.PresetSettings as a dict): style, prompts,

@@ -34,6 +34,10 @@ from studio.web import app
 REPORT_CACHE_SECONDS = 60
 DEFAULT_RANGE_DAYS = 30
 TOP_GROUPS = 10  # credits charts stack the ten biggest teams, users, styles or models and "Others"
+PERCENTILE_NOTE = (
+    "p50 and p95 are nearest-rank percentiles to two significant figures, rounded down: 0.1 s steps below 10 s, "
+    "1 s below 100 s, 10 s below 1000 s."
+)
 
 
 def csv_download(label: str, table: pd.DataFrame, file_name: str) -> None:

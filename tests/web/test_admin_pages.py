@@ -11,6 +11,7 @@ from studio.billing.credits import Account, balance
 from studio.db.engine import get_engine, session_for
 from studio.db.tables import AuditAction, AuditEntry, Job, JobStatus, Role, Team, User, utcnow
 from studio.devtools.seed import SeedOptions, seed
+from studio.web.analytics import PERCENTILE_NOTE
 from tests.support import ADMIN_PASSWORD, MEMBER_PASSWORD, log_in, signed_in_page, texts
 
 ADMIN_PAGES = ("admin/users", "admin/teams", "admin/credits", "admin/analytics", "admin/models")
@@ -111,6 +112,7 @@ def test_the_analytics_page_draws_every_chart_with_its_csv_and_follows_the_filte
     assert not at.exception, at.exception
     assert len(at.get("plotly_chart")) == 7
     assert [b.label for b in at.get("download_button")] == ["Download CSV"] * 7
+    assert texts(at.caption).count(PERCENTILE_NOTE) == 2  # under each duration chart: what its precision is
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Jobs"] == "2,000"
     with Session(engine) as session:

@@ -1,12 +1,13 @@
-"""The daily usage rollups (studio.db.rollups) stay exact whatever the services do to jobs.
+"""The daily usage rollups and duration histograms (studio.db.rollups) stay exact whatever the services do to jobs.
 
 A Hypothesis state machine drives the real services — submits (single jobs and sweeps, by users of a team with a
 small budget, of a team without one and of no team), claims, completions, failures, cancels (queued and
 running), the reaper, and an admin's SQL that moves a job's day, team or price — on a clock that crosses
 midnights and month ends. After every step each rollup table must hold exactly what a GROUP BY over the job
-rows (done here in Python) gives, and rules compare every rollup-backed figure of studio.analytics and the
-team budgets, on a drawn filter and range (whole days, or partial first and last days), with the same figure
-computed from the raw job rows. On SQLite and PostgreSQL.
+rows (done here in Python) gives, and rules compare every rollup-backed figure of studio.analytics (the
+percentiles too, read from the histograms or walked for a team or a user) and the team budgets, on a drawn
+filter and range (whole days, or partial first and last days), with the same figure computed from the raw job
+rows. On SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -35,8 +36,11 @@ from studio.analytics.usage import (
     credits_spent,
     filter_choices,
     jobs_by_status,
+    processing_times,
+    queue_waits,
     spent_by_team,
     top_spenders,
+    waits_by_priority,
 )
 from studio.billing.budgets import team_spend
 from studio.billing.credits import Account, add_credits
@@ -46,8 +50,18 @@ from studio.catalogue.styles import load_catalogue
 from studio.cli.main import main
 from studio.config import Settings
 from studio.db.engine import get_engine, session_for, write_session
-from studio.db.rollups import rebuild
-from studio.db.tables import USAGE_ROLLUPS, Asset, AssetKind, CreditKind, Job, JobStatus, Team, User
+from studio.db.rollups import HISTOGRAMS, bucket_of, rebuild
+from studio.db.tables import (
+    DURATION_HISTOGRAMS,
+    USAGE_ROLLUPS,
+    Asset,
+    AssetKind,
+    CreditKind,
+    Job,
+    JobStatus,
+    Team,
+    User,
+)
 from studio.errors import Refused
 from studio.jobs.leases import (
     cancel_job,
@@ -307,6 +321,16 @@ class RollupMachine(RuleBasedStateMachine):
             assert team_spend(session=session, team_id=small, now=self.now) == sum(job.cost for job in in_month)
             assert filter_choices(session=session).models == sorted({job.model for job in jobs})
 
+            assert _stats(processing_times(session=session, usage=usage)) == _percentiles(
+                chosen, lambda job: (job.model, job.quality), _processing_seconds
+            )
+            assert _stats(queue_waits(session=session, usage=usage)) == _percentiles(
+                chosen, lambda job: (job.model, job.quality), _wait_seconds
+            )
+            assert _stats(waits_by_priority(session=session, usage=usage)) == _percentiles(
+                chosen, lambda job: ("Pro" if job.priority > 0 else "Free",), _wait_seconds
+            )
+
     # -------------------------------------------------------------- invariants
 
     @invariant()
@@ -326,8 +350,23 @@ class RollupMachine(RuleBasedStateMachine):
                 }
                 assert got == dict(expected), table.name
 
+    @invariant()
+    def every_histogram_row_counts_its_jobs_durations(self):
+        with session_for(self.url) as session:
+            jobs = session.exec(select(Job)).all()
+            for rollup, seconds in zip(HISTOGRAMS, (_processing_seconds, _wait_seconds), strict=True):
+                table = rollup.table
+                keys = [column.name for column in table.primary_key.columns]
+                expected: dict[tuple, int] = defaultdict(int)
+                for job in jobs:
+                    if (duration := seconds(job)) is not None:
+                        expected[tuple(_rollup_key(job, key, duration) for key in keys)] += 1
+                stored = session.execute(text(f"SELECT {', '.join(keys)}, jobs FROM {table.name}")).all()
+                got = {tuple(_normalised(value) for value in row[: len(keys)]): row[len(keys)] for row in stored}
+                assert got == dict(expected), table.name
 
-def _rollup_key(job: Job, key: str):
+
+def _rollup_key(job: Job, key: str, seconds: float | None = None):
     return {
         "day": _day(job.created_at),
         "status": job.status.value,
@@ -335,7 +374,40 @@ def _rollup_key(job: Job, key: str):
         "user_id": job.user_id,
         "style": job.style or "",
         "model": job.model,
+        "quality": job.quality,
+        "priority": job.priority,
+        "bucket": None if seconds is None else bucket_of(seconds),
     }[key]
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    return None if start is None or end is None else round((end - start).total_seconds(), 3)
+
+
+def _processing_seconds(job: Job) -> float | None:
+    return _seconds(job.started_at, job.finished_at) if job.status is JobStatus.complete else None
+
+
+def _wait_seconds(job: Job) -> float | None:
+    return _seconds(job.created_at, job.started_at)
+
+
+def _percentiles(jobs: list[Job], group, seconds) -> dict[tuple, tuple[int, float, float]]:
+    """Nearest-rank p50/p95 per group of the jobs' durations, two significant figures rounded down."""
+    durations: dict[tuple, list[float]] = defaultdict(list)
+    for job in jobs:
+        if (duration := seconds(job)) is not None:
+            durations[tuple(str(value) for value in group(job))].append(duration)
+    found = {}
+    for key, values in durations.items():
+        values.sort()
+        n = len(values)
+        found[key] = (n, *(bucket_of(values[(p * n + 99) // 100 - 1]) / 10 for p in (50, 95)))
+    return found
+
+
+def _stats(rows) -> dict[tuple, tuple[int, float, float]]:
+    return {row.group: (row.jobs, row.p50_s, row.p95_s) for row in rows}
 
 
 def _normalised(value):
@@ -456,7 +528,8 @@ def test_rebuild_recomputes_what_the_triggers_keep_and_a_deleted_job_leaves_its_
 
     with engine.begin() as connection:
         counts = rebuild(connection)
-    assert counts == {table.name: 2 for table in USAGE_ROLLUPS}  # two days of team Big, user cat, own settings
+    # Two days of team Big, user cat, own settings; no job started, so no duration.
+    assert counts == {table.name: 2 for table in USAGE_ROLLUPS} | {table.name: 0 for table in DURATION_HISTOGRAMS}
     with session_for(machine_studio) as session:
         assert spent_by_team(session=session, usage=wanted) == {RollupMachine.team_ids["Big"]: 12}
         session.execute(text("DELETE FROM job WHERE cost = 5"))

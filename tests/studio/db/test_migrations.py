@@ -251,8 +251,8 @@ def test_init_db_adds_filled_rollups_to_a_database_from_before_migrations(empty_
     with engine.begin() as connection:
         for statement in rollups.drop_statements(engine.dialect.name):
             connection.execute(text(statement))
-        for table in ("usage_by_team", "usage_by_user", "usage_by_user_style"):
-            connection.execute(text(f"DROP TABLE {table}"))
+        for rollup in rollups.ROLLUPS:
+            connection.execute(text(f"DROP TABLE {rollup.table.name}"))
         _add_user_and_jobs(connection)
 
     init_db(empty_url)

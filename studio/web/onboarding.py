@@ -14,7 +14,7 @@ def getting_started(user: User) -> None:
     """Shown to an admin above every page until they close it (remembered on their account)."""
     if user.role is not Role.admin or user.getting_started_dismissed:
         return
-    with st.container(border=True, key="getting_started"):
+    with st.container(border=True):
         st.markdown("**Getting started** — you are the studio's admin. a few steps make it your team's:")
         st.page_link("pages/admin/teams.py", label="1. Create a team", icon=":material/groups:")
         st.page_link("pages/admin/users.py", label="2. Add its users (and give them a plan)", icon=":material/group:")
@@ -29,7 +29,9 @@ def getting_started(user: User) -> None:
             "On the server, `python -m studio admin grant|plan|role|create-user|reset-password` does the same as the "
             "operator (`--help` for each)."
         )
-        if st.button("Got it, don't show again", key="getting_started.dismiss"):
-            with app.db_write_session() as session:
-                dismiss_getting_started(session=session, user_id=user.id)
-            st.rerun()
+        st.button("Got it, don't show again", key="getting_started.dismiss", on_click=_dismiss, args=(user.id,))
+
+
+def _dismiss(user_id: int) -> None:
+    with app.db_write_session() as session:
+        dismiss_getting_started(session=session, user_id=user_id)

@@ -51,6 +51,10 @@ def test_a_sweep_from_the_page_to_the_grid_and_a_comparison(studio, studio_setti
     assert "shoe.png · 256×320" in image_captions(at)
     assert texts(at.caption).count("shoe.png") == 1
     assert not at.button(key="sweep_button").disabled
+    at.button(key=f"cell-{jobs[2].id}.open_in.Transform").click().run()  # a cell's result, sent on
+    assert at.title[0].value == "Transform"
+    assert f"img2img-{jobs[2].id}.png · 256×320" in image_captions(at)
+    at.switch_page("pages/sweep.py").run()
 
     at.switch_page("pages/compare.py").run()
     assert not at.exception, at.exception

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlmodel import Session
 
 from studio.accounts.users import create_user, get_user
@@ -9,6 +10,8 @@ from studio.db.engine import write_session
 from studio.db.tables import Asset, AssetKind, Job
 from studio.media.library import library_items, user_result_item
 from tests.support import queue_job
+
+pytestmark = pytest.mark.both_databases  # the search is SQL: JSON paths and LIKE escapes differ by dialect
 
 
 def _finish_with_result(session: Session, job: Job, sha256: str) -> Asset:

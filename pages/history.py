@@ -82,8 +82,9 @@ for index, row in enumerate(page.rows):
                 icon=":material/download:",
                 key=f"dl-{job.id}",
             )
-            with actions:
-                library.open_in(user_id=user.id, job_id=job.id, key=f"history-{job.id}")
+            if job.user_id == user.id:  # a library holds one's own images (an admin may be viewing the team's)
+                with actions:
+                    library.open_in(user_id=user.id, job_id=job.id, key=f"history-{job.id}")
         if actions.button(
             "Remix", icon=":material/tune:", key=f"remix-{job.id}", help="Open Transform with this job's settings."
         ):

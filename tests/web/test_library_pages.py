@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from studio.accounts.users import create_user, get_user
 from studio.db.engine import session_for, write_session
-from studio.db.tables import Asset, AssetKind, Job
+from studio.db.tables import Asset, AssetKind, Job, JobStatus, Team
 from studio.jobs.worker import Worker
 from studio.web.library import DESTINATIONS
 from tests.support import (
@@ -139,3 +139,35 @@ def test_an_admin_sees_getting_started_until_closing_it_and_a_member_never(studi
         create_user(session=session, username="mia", password="mia-password", email="mia@example.com")
     at = sign_in_as(AppTest.from_file(APP, default_timeout=TIMEOUT), "mia").run()
     assert at.title[0].value == "Transform" and not shows_panel(at)
+
+
+def test_an_admin_viewing_the_teams_history_gets_open_in_only_on_their_own_results(studio, studio_settings):
+    with write_session(studio_settings.database_url) as session:
+        team = Team(name="Design")
+        session.add(team)
+        session.flush()
+        create_user(session=session, username="mia", password="mia-password", email="m@x.org", team_id=team.id)
+        admin = get_user(session=session, username="admin")
+        admin.team_id = team.id
+        session.add(admin)
+        session.commit()
+        jobs = [
+            queue_job(session, studio_settings, username=name, prompt="a bag", original_name=f"{name}.png")
+            for name in ("admin", "mia")
+        ]
+        for job in jobs:  # finished, with a result, as a worker leaves them
+            source = session.get(Asset, job.source_asset_id)
+            result = Asset(
+                user_id=job.user_id, kind=AssetKind.result, sha256=source.sha256, width=256, height=256, size_bytes=1
+            )
+            session.add(result)
+            session.flush()
+            job.result_asset_id, job.status = result.id, JobStatus.complete
+            session.add(job)
+        session.commit()
+
+    at = signed_in_page("history", "admin")
+    at.toggle(key="history.team").set_value(True).run()
+    keys = {button.key for button in at.button}
+    assert f"history-{jobs[0].id}.open_in.Inpaint" in keys
+    assert not any(key.startswith(f"history-{jobs[1].id}.open_in") for key in keys)

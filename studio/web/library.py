@@ -67,8 +67,9 @@ def pick_source(prefix: str, user: User, *, preview: bool = True) -> Source | No
         return None
     if preview:
         st.image(source.upload.image, caption=f"{plain(source.name)} · {source.upload.width}×{source.upload.height}")
-    for note in source.upload.notes:
-        st.caption(f":material/info: {note}")
+    if source.job_id is None:  # what validating an upload changed; a studio result only loses its recipe's text
+        for note in source.upload.notes:
+            st.caption(f":material/info: {note}")
     return source
 
 

@@ -42,6 +42,7 @@ def test_upload_once_then_inpaint_sweep_and_compare_the_result_without_uploading
 
     open_result_in(page, "Sweep", "Strength sweep")
     page.wait_for_selector("text=/img2img-\\d+\\.png · 320×256/")  # the Inpaint result is the sweep's source
+    page.get_by_label("Prompt", exact=True).fill("a pencil sketch")
     sweep_strengths(page, "0.3, 0.6")
     page.get_by_role("button", name="Run sweep · 2 cells").click()
     page.wait_for_selector("text=Download grid")

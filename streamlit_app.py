@@ -3,7 +3,7 @@
 import streamlit as st
 
 from studio.db.tables import Role
-from studio.web import app, auth, budgets, cookies, serving
+from studio.web import app, auth, budgets, cookies, onboarding, serving
 from studio.web.text import plain
 
 st.set_page_config(page_title="Img2Img Studio", page_icon=":material/palette:", layout="wide")
@@ -49,4 +49,6 @@ with st.sidebar:
         auth.log_out()
     budgets.budget_alert(user)
 
-st.navigation(navigation).run()
+page = st.navigation(navigation)
+onboarding.getting_started(user)  # the pages must be registered (st.navigation) before it links to them
+page.run()

@@ -15,7 +15,7 @@ from studio.media.compare import (
     split_view,
     zoomed,
 )
-from studio.web import app, auth, jobs
+from studio.web import app, auth, jobs, library
 
 SOURCE_AND_RESULT, TWO_RESULTS = "Source and result", "Two results"
 
@@ -35,6 +35,7 @@ if not finished:
     st.stop()
 by_id = {job.id: (job, source, result) for job, source, result in finished}
 ids = list(by_id)
+library.preselect_job("compare.first", user, ids)  # a result opened in Compare, or the source the user works on
 
 mode = st.segmented_control("Compare", [SOURCE_AND_RESULT, TWO_RESULTS], default=SOURCE_AND_RESULT, key="compare.mode")
 first_id = st.selectbox(

@@ -6,7 +6,7 @@ import streamlit as st
 from studio.db.tables import JobStatus, Role
 from studio.jobs.history import OWN_SETTINGS, HistoryFilter, history_page
 from studio.jobs.retention import delete_job
-from studio.web import app, auth, jobs, recipes, styles, widgets
+from studio.web import app, auth, jobs, library, recipes, styles, widgets
 from studio.web.text import plain
 
 COLUMNS = 4
@@ -82,6 +82,9 @@ for index, row in enumerate(page.rows):
                 icon=":material/download:",
                 key=f"dl-{job.id}",
             )
+            if job.user_id == user.id:  # a library holds one's own images (an admin may be viewing the team's)
+                with actions:
+                    library.open_in(user_id=user.id, job_id=job.id, key=f"history-{job.id}")
         if actions.button(
             "Remix", icon=":material/tune:", key=f"remix-{job.id}", help="Open Transform with this job's settings."
         ):

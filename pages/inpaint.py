@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from studio.web import app, auth, form, jobs, masks, presets, recipes, sources, styles, submit, widgets
+from studio.web import app, auth, form, jobs, library, masks, presets, recipes, styles, submit, widgets
 
 PREFIX = "inpaint"
 JOB_KEY = "inpaint.last_job_id"
@@ -17,7 +17,7 @@ widgets.model_notice(config)
 source_col, result_col = st.columns(2, gap="large")
 
 with source_col:
-    source = sources.source_uploader(PREFIX)
+    source = library.pick_source(PREFIX, user, preview=False)  # the mask canvas shows it
     if source is not None and source.recipe is not None:
         recipes.recipe_offer(PREFIX, source, catalogue, config, user, job_key=JOB_KEY)
     mask = masks.mask_editor(PREFIX, source) if source is not None else None

@@ -3,8 +3,7 @@
 import streamlit as st
 
 from studio.sweeps.plan import sweep_cells, sweep_cost
-from studio.web import app, auth, form, masks, presets, recipes, refusals, sources, styles, submit, sweeps, widgets
-from studio.web.text import plain
+from studio.web import app, auth, form, library, masks, presets, recipes, refusals, styles, submit, sweeps, widgets
 
 PREFIX = "sweep"
 SWEEP_KEY = "sweep.last_sweep_id"
@@ -19,10 +18,9 @@ widgets.model_notice(config)
 settings_col, grid_col = st.columns([1, 2], gap="large")
 
 with settings_col:
-    source = sources.source_picker(PREFIX, user)
+    source = library.pick_source(PREFIX, user)
     mask = inpaint = None
     if source is not None:
-        st.image(source.upload.image, caption=f"{plain(source.name)} · {source.upload.width}×{source.upload.height}")
         if source.recipe is not None:  # a sweep varies the strength: the recipe's settings, not a re-run
             recipes.recipe_offer(PREFIX, source, catalogue, config, user, job_key=SWEEP_KEY, rerun=False)
         if st.toggle("Inpaint: repaint only a masked area", key="sweep.inpaint"):

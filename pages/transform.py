@@ -2,8 +2,7 @@
 
 import streamlit as st
 
-from studio.web import app, auth, form, jobs, presets, recipes, sources, styles, submit, widgets
-from studio.web.text import plain
+from studio.web import app, auth, form, jobs, library, presets, recipes, styles, submit, widgets
 
 PREFIX = "transform"
 JOB_KEY = "transform.last_job_id"
@@ -18,11 +17,9 @@ widgets.model_notice(config)
 source_col, result_col = st.columns(2, gap="large")
 
 with source_col:
-    source = sources.source_uploader(PREFIX)
-    if source is not None:
-        st.image(source.upload.image, caption=f"{plain(source.name)} · {source.upload.width}×{source.upload.height}")
-        if source.recipe is not None:
-            recipes.recipe_offer(PREFIX, source, catalogue, config, user, job_key=JOB_KEY)
+    source = library.pick_source(PREFIX, user)
+    if source is not None and source.recipe is not None:
+        recipes.recipe_offer(PREFIX, source, catalogue, config, user, job_key=JOB_KEY)
 
     style = styles.style_picker(PREFIX, catalogue, config)
     params, quality, noise_level = form.run_settings(PREFIX, style)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pipelines.errors import PipelineInputError
 from pipelines.params import MemoryBudget
+from studio.db.tables import Plan
 from studio.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -23,6 +24,7 @@ SECRETS_PATH = PROJECT_ROOT / ".streamlit" / "secrets.toml"
 
 # The configured model name that means "the tiny offline preview model" (pipelines.registry.PREVIEW_MODEL).
 PREVIEW_MODEL = "preview"
+MAX_ADMIN_CREDITS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,10 @@ class Settings:
     worker_threads: int | None = None
     # The longest a live job/sweep/batch panel waits between polls while nothing it shows changes (studio.web.live).
     poll_max_seconds: float = 4.0
+    # The first admin's plan and the credits granted with the account (STUDIO_ADMIN_PLAN, STUDIO_ADMIN_CREDITS), so
+    # a fresh install can use every feature (Batch is for Pro plans) before anyone else exists to grant credits.
+    admin_plan: Plan = Plan.pro_monthly
+    admin_credits: int = 1000
 
     @property
     def assets_dir(self) -> Path:
@@ -145,6 +151,14 @@ def load_settings(environ: dict[str, str] | None = None, secrets_path: Path | No
     poll_max = get("poll_max_seconds", "4")
     if not re.fullmatch(r"\d+(\.\d+)?", poll_max) or not 1 <= float(poll_max) <= 60:
         raise ConfigError(f"STUDIO_POLL_MAX_SECONDS must be a number of seconds from 1 to 60, got {poll_max!r}")
+    admin_plan = get("admin_plan", "pro_monthly")
+    if admin_plan not in set(Plan):
+        raise ConfigError(f"STUDIO_ADMIN_PLAN must be one of {', '.join(Plan)}; got {admin_plan!r}")
+    admin_credits = get("admin_credits", "1000")
+    if not (admin_credits.isascii() and admin_credits.isdigit()) or int(admin_credits) > MAX_ADMIN_CREDITS:
+        raise ConfigError(
+            f"STUDIO_ADMIN_CREDITS must be a whole number of credits 0–{MAX_ADMIN_CREDITS}, got {admin_credits!r}"
+        )
     return Settings(
         data_dir=data_dir,
         models_dir=Path(get("models_dir", str(data_dir / "models"))).expanduser().resolve(),
@@ -170,6 +184,8 @@ def load_settings(environ: dict[str, str] | None = None, secrets_path: Path | No
         max_batch_megapixels=int(max_megapixels),
         worker_threads=None if worker_threads is None else int(worker_threads),
         poll_max_seconds=float(poll_max),
+        admin_plan=Plan(admin_plan),
+        admin_credits=int(admin_credits),
     )
 
 

@@ -128,6 +128,10 @@ def studio_settings(
     monkeypatch.setenv("STUDIO_MODELS_DIR", str(shared_models_dir))
     monkeypatch.setenv("STUDIO_COOKIE_KEY", secrets.token_urlsafe(48))
     monkeypatch.setenv("STUDIO_ADMIN_PASSWORD", ADMIN_PASSWORD)
+    # The suite's admin starts as any new account does (Free, 10 trial credits), which its figures assume; the
+    # first-run plan and credits of a fresh install are tested with their defaults (tests/studio/accounts).
+    monkeypatch.setenv("STUDIO_ADMIN_PLAN", "free")
+    monkeypatch.setenv("STUDIO_ADMIN_CREDITS", "0")
     monkeypatch.setenv("STUDIO_WARMUP", "0")
     # Tests run the queue worker themselves (Worker.run_once), so results are deterministic.
     monkeypatch.setenv("STUDIO_IN_PROCESS_WORKER", "0")

@@ -51,6 +51,10 @@ def texts(elements) -> list[str]:
     return [element.value for element in elements]
 
 
+def image_captions(at: AppTest) -> list[str]:
+    return [caption for image in at.image for caption in image.captions]
+
+
 def log_in(username: str, password: str) -> AppTest:
     """The app after logging in through its form."""
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()

@@ -69,7 +69,7 @@ log = pd.DataFrame(
     [
         {
             "When": entry.created_at,
-            "By": users.get(entry.actor_id, f"#{entry.actor_id}"),
+            "By": admin.audit_actor(entry, users),
             "Action": entry.action.value,
             "Target": entry.target,
             "Details": json.dumps(entry.details, sort_keys=True),

@@ -8,6 +8,10 @@ own account, or a team pool they may draw on): another admin must. Since an admi
 deactivate nor demote themselves, the studio always keeps at least one active admin, the actor.
 The audit log is append-only (see `AuditEntry`); this module only adds to it and reads it.
 
+The actor may also be `OPERATOR`: whoever runs `python -m studio admin …` on the server (they hold the database
+anyway). The operator passes every check an admin does, is never "themselves", and is recorded in the audit log
+with no actor and `"by": "operator"` in the details; this is how the only admin of a fresh install gets credits.
+
 Deactivating, a role change and a password reset revoke all of the user's login sessions in the same transaction
 (studio.accounts.sessions): a copied cookie stops working at once, and reactivating an account revives none.
 """
@@ -43,9 +47,23 @@ from studio.db.tables import (
 from studio.errors import Forbidden, NotFound, Refused
 
 TEMPORARY_PASSWORD_BYTES = 12  # token_urlsafe: 16 characters
+OPERATOR_MARK = {"by": "operator"}  # in the details of every audit entry the operator wrote
 
 
-def _require_admin(session: Session, actor: User) -> None:
+@dataclass(frozen=True)
+class Operator:
+    """The server's operator (`python -m studio admin …`): no account, so no id."""
+
+    id: None = None
+
+
+OPERATOR = Operator()
+Actor = User | Operator
+
+
+def _require_admin(session: Session, actor: Actor) -> None:
+    if isinstance(actor, Operator):
+        return
     current = session.get(User, actor.id)
     if current is None or current.role is not Role.admin or not current.is_active:
         session.rollback()
@@ -53,7 +71,7 @@ def _require_admin(session: Session, actor: User) -> None:
 
 
 @contextmanager
-def _audited(session: Session, actor: User, action: AuditAction, now: datetime) -> Iterator[AuditEntry]:
+def _audited(session: Session, actor: Actor, action: AuditAction, now: datetime) -> Iterator[AuditEntry]:
     """Check the actor, run the body, then add its audit entry and commit both in one transaction.
 
     The body sets the entry's target and details; any exception rolls everything back."""
@@ -61,6 +79,8 @@ def _audited(session: Session, actor: User, action: AuditAction, now: datetime) 
     entry = AuditEntry(actor_id=actor.id, action=action, target="", details={}, created_at=now)
     try:
         yield entry
+        if isinstance(actor, Operator):
+            entry.details = {**entry.details, **OPERATOR_MARK}
         session.add(entry)
         session.commit()
     except BaseException:
@@ -90,7 +110,15 @@ def _team(session: Session, team_id: int) -> Team:
     return team
 
 
-def _not_self(actor: User, user: User, what: str) -> None:
+def _keeps_an_admin(session: Session, user: User) -> None:
+    """Refuse to demote or deactivate the last active admin (only the operator could try: admins cannot do it to
+    themselves), so the web studio always has someone who can administer it."""
+    others = select(User.id).where(User.role == Role.admin, User.is_active, User.id != user.id)
+    if user.role is Role.admin and user.is_active and session.exec(others).first() is None:
+        raise Refused(f"{user.username} is the studio's only active admin; make another admin first.")
+
+
+def _not_self(actor: Actor, user: User, what: str) -> None:
     if user.id == actor.id:
         raise Forbidden(f"You cannot {what} your own account; another admin must do it.")
 
@@ -101,7 +129,7 @@ def _not_self(actor: User, user: User, what: str) -> None:
 def create_user(
     *,
     session: Session,
-    actor: User,
+    actor: Actor,
     username: str,
     password: str,
     email: str,
@@ -129,7 +157,7 @@ def create_user(
     return user
 
 
-def set_active(*, session: Session, actor: User, user_id: int, active: bool) -> User:
+def set_active(*, session: Session, actor: Actor, user_id: int, active: bool) -> User:
     """Deactivate (they can no longer log in; history and credits stay) or reactivate an account."""
     action = AuditAction.user_reactivate if active else AuditAction.user_deactivate
     with _audited(session, actor, action, utcnow()) as entry:
@@ -137,6 +165,8 @@ def set_active(*, session: Session, actor: User, user_id: int, active: bool) -> 
         _not_self(actor, user, "deactivate or reactivate")
         if user.is_active == active:
             raise Refused(f"{user.username} is already {'active' if active else 'deactivated'}.")
+        if not active:
+            _keeps_an_admin(session, user)
         user.is_active = active
         session.add(user)
         if not active:
@@ -146,10 +176,12 @@ def set_active(*, session: Session, actor: User, user_id: int, active: bool) -> 
     return user
 
 
-def set_role(*, session: Session, actor: User, user_id: int, role: Role) -> User:
+def set_role(*, session: Session, actor: Actor, user_id: int, role: Role) -> User:
     with _audited(session, actor, AuditAction.user_role, utcnow()) as entry:
         user = _target_user(session, entry, user_id)
         _not_self(actor, user, "change the role of")
+        if role is not Role.admin:
+            _keeps_an_admin(session, user)
         entry.details |= {"before": user.role.value, "after": role.value}
         user.role = role
         session.add(user)
@@ -159,7 +191,7 @@ def set_role(*, session: Session, actor: User, user_id: int, role: Role) -> User
     return user
 
 
-def set_plan(*, session: Session, actor: User, user_id: int, plan: Plan) -> User:
+def set_plan(*, session: Session, actor: Actor, user_id: int, plan: Plan) -> User:
     """Change a user's plan; a Pro plan's monthly credits come at the user's next page view or submit."""
     with _audited(session, actor, AuditAction.user_plan, utcnow()) as entry:
         user = _target_user(session, entry, user_id)
@@ -171,7 +203,7 @@ def set_plan(*, session: Session, actor: User, user_id: int, plan: Plan) -> User
 
 
 def set_team(
-    *, session: Session, actor: User, user_id: int, team_id: int | None, can_use_team_pool: bool = False
+    *, session: Session, actor: Actor, user_id: int, team_id: int | None, can_use_team_pool: bool = False
 ) -> User:
     """Put a user in a team (None: in none) and decide whether its pool pays once their credits run out.
     Jobs keep the team they were submitted in: only future jobs count against the new team's budget."""
@@ -186,7 +218,7 @@ def set_team(
     return user
 
 
-def set_team_members(*, session: Session, actor: User, team_id: int, user_ids: list[int]) -> list[User]:
+def set_team_members(*, session: Session, actor: Actor, team_id: int, user_ids: list[int]) -> list[User]:
     """Make exactly `user_ids` the team's members: newcomers leave their old team, leavers join none, and
     pool access is off for everyone who moves. One audit entry per user moved, all in one transaction."""
     now = utcnow()
@@ -199,6 +231,8 @@ def set_team_members(*, session: Session, actor: User, team_id: int, user_ids: l
             entry = AuditEntry(actor_id=actor.id, action=AuditAction.user_team, target="", details={}, created_at=now)
             user = _target_user(session, entry, user_id)
             _move(session, entry, user, team.id if user_id in user_ids else None, pool=False)
+            if isinstance(actor, Operator):
+                entry.details |= OPERATOR_MARK
             session.add(entry)
             moved.append(user)
         session.commit()
@@ -218,7 +252,7 @@ def _move(session: Session, entry: AuditEntry, user: User, team_id: int | None, 
     session.add(user)
 
 
-def reset_password(*, session: Session, actor: User, user_id: int, new_password: str) -> User:
+def reset_password(*, session: Session, actor: Actor, user_id: int, new_password: str) -> User:
     """Set a new password (stored as a bcrypt hash; the old one is never shown, nor is this one logged) and sign
     the user out everywhere."""
     password_hash = hash_password(new_password)  # bcrypt (~0.25 s) before the transaction; refuses a bad password
@@ -232,7 +266,7 @@ def reset_password(*, session: Session, actor: User, user_id: int, new_password:
     return user
 
 
-def revoke_sessions(*, session: Session, actor: User, user_id: int) -> int:
+def revoke_sessions(*, session: Session, actor: Actor, user_id: int) -> int:
     """Sign a user out on every browser (a lost laptop, a shared cookie); the number of sessions revoked."""
     with _audited(session, actor, AuditAction.sessions_revoke, utcnow()) as entry:
         user = _target_user(session, entry, user_id)
@@ -252,7 +286,7 @@ def temporary_password() -> str:
 def create_team(
     *,
     session: Session,
-    actor: User,
+    actor: Actor,
     name: str,
     monthly_budget: int | None = None,
     budget_alert_percent: int = DEFAULT_ALERT_PERCENT,
@@ -273,7 +307,7 @@ def create_team(
     return team
 
 
-def rename_team(*, session: Session, actor: User, team_id: int, name: str) -> Team:
+def rename_team(*, session: Session, actor: Actor, team_id: int, name: str) -> Team:
     with _audited(session, actor, AuditAction.team_rename, utcnow()) as entry:
         team = _team(session, team_id)
         name = _team_name(name)
@@ -286,7 +320,7 @@ def rename_team(*, session: Session, actor: User, team_id: int, name: str) -> Te
 
 
 def set_team_budget(
-    *, session: Session, actor: User, team_id: int, monthly_budget: int | None, budget_alert_percent: int
+    *, session: Session, actor: Actor, team_id: int, monthly_budget: int | None, budget_alert_percent: int
 ) -> Team:
     """The credits the team's members may spend per calendar month (None: no limit) and the alert share."""
     with _audited(session, actor, AuditAction.team_budget, utcnow()) as entry:
@@ -333,7 +367,7 @@ def _check_budget(monthly_budget: int | None, alert_percent: int) -> None:
 def grant_credits(
     *,
     session: Session,
-    actor: User,
+    actor: Actor,
     amount: int,
     reason: str,
     user_id: int | None = None,
@@ -367,7 +401,7 @@ def grant_credits(
 def adjust_credits(
     *,
     session: Session,
-    actor: User,
+    actor: Actor,
     amount: int,
     reason: str,
     user_id: int | None = None,
@@ -384,7 +418,7 @@ def adjust_credits(
 
 
 def _credit_account(
-    session: Session, actor: User, entry: AuditEntry, user_id: int | None, team_id: int | None
+    session: Session, actor: Actor, entry: AuditEntry, user_id: int | None, team_id: int | None
 ) -> Account:
     """The account credits go to, named in the audit entry; refuses an admin's own account or usable pool."""
     if (user_id is None) == (team_id is None):
@@ -396,8 +430,8 @@ def _credit_account(
     team = _team(session, team_id)
     entry.target = f"team {team.name}"
     entry.details = {"team_id": team.id}
-    current = session.get(User, actor.id)
-    if current.team_id == team.id and current.can_use_team_pool:
+    current = None if isinstance(actor, Operator) else session.get(User, actor.id)
+    if current is not None and current.team_id == team.id and current.can_use_team_pool:
         raise Forbidden(f"You draw on {team.name}'s pool yourself; another admin must change its credits.")
     return Account(team_id=team.id)
 
@@ -414,8 +448,15 @@ class AuditFilter:
     until: datetime | None = None  # exclusive
 
 
+def audit_actor(entry: AuditEntry, usernames: dict[int, str]) -> str:
+    """Who wrote an audit entry, for display: a username, "operator" (the command line), or "—" (nobody signed in)."""
+    if entry.actor_id is not None:
+        return usernames.get(entry.actor_id, f"#{entry.actor_id}")
+    return "operator" if entry.details.get("by") == OPERATOR_MARK["by"] else "—"
+
+
 def audit_log(
-    *, session: Session, actor: User, filters: AuditFilter | None = None, limit: int = 500
+    *, session: Session, actor: Actor, filters: AuditFilter | None = None, limit: int = 500
 ) -> list[AuditEntry]:
     """Audit entries, newest first (admins only; reading writes no entry)."""
     _require_admin(session, actor)

@@ -1,4 +1,6 @@
-"""First run: data folders, schema, the cookie key and the first admin account."""
+"""First run: data folders, schema, the cookie key and the first admin account, with the plan and credits the
+configuration gives it (STUDIO_ADMIN_PLAN, STUDIO_ADMIN_CREDITS), so a fresh install can use every feature. The
+web app and every `python -m studio` command run it."""
 
 from __future__ import annotations
 
@@ -11,10 +13,12 @@ from filelock import FileLock
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from studio.accounts.users import check_new_password, create_user
+from studio.accounts.admin import OPERATOR_MARK
+from studio.accounts.users import add_user, check_new_password
+from studio.billing.credits import Account, add_credits
 from studio.config import Settings
 from studio.db.engine import init_db, write_session
-from studio.db.tables import Role, User
+from studio.db.tables import AuditAction, AuditEntry, CreditKind, Plan, Role, User, utcnow
 from studio.errors import ConfigError, Refused
 from studio.media.storage import write_atomically
 
@@ -79,21 +83,54 @@ def _check_admin_password(settings: Settings) -> None:
 
 
 def ensure_admin(settings: Settings) -> str | None:
-    """Create the first admin if the studio has none; return the password if we generated it."""
+    """Create the first admin if the studio has none, on the configured plan and with the configured credits (one
+    transaction: the account, its ledger rows and, for the plan and credits, an audit entry by the operator); return
+    the password if we generated it."""
     with write_session(settings.database_url) as session:
         if session.exec(select(User).where(User.role == Role.admin)).first() is not None:
             return None
         password = settings.admin_password or secrets.token_urlsafe(12)
+        now = utcnow()
         try:
-            create_user(
+            admin = add_user(
                 session=session,
                 username=settings.admin_username,
                 password=password,
                 email=settings.admin_email,
                 display_name="Administrator",
                 role=Role.admin,
+                plan=settings.admin_plan,
             )
+            if settings.admin_credits:
+                add_credits(
+                    session=session,
+                    account=Account(user_id=admin.id),
+                    amount=settings.admin_credits,
+                    kind=CreditKind.grant,
+                    now=now,
+                    reason="First admin's credits (STUDIO_ADMIN_CREDITS)",
+                    idempotency_key=f"first-admin:{admin.id}",
+                )
+            if settings.admin_credits or settings.admin_plan is not Plan.free:  # what a new account would not get
+                session.add(
+                    AuditEntry(
+                        actor_id=None,
+                        action=AuditAction.user_create,
+                        target=f"user {admin.username}",
+                        details={
+                            "user_id": admin.id,
+                            "role": Role.admin.value,
+                            "plan": settings.admin_plan.value,
+                            "credits": settings.admin_credits,
+                            "first_run": True,
+                            **OPERATOR_MARK,
+                        },
+                        created_at=now,
+                    )
+                )
+            session.commit()
         except IntegrityError:  # another process created it between our check and insert
+            session.rollback()
             return None
     return None if settings.admin_password else password
 

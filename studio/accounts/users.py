@@ -132,3 +132,12 @@ def get_active_user(*, session: Session, username: str | None) -> User | None:
 
 def list_users(*, session: Session) -> list[User]:
     return list(session.exec(select(User).order_by(User.username)))
+
+
+def dismiss_getting_started(*, session: Session, user_id: int) -> None:
+    """The user closed the getting-started panel: it is not shown to them again."""
+    user = session.get(User, user_id)
+    if user is not None and not user.getting_started_dismissed:
+        user.getting_started_dismissed = True
+        session.add(user)
+        session.commit()

@@ -4,10 +4,16 @@ with `add_command(commands)` (its arguments) and `run(args)` (its exit status)."
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import sys
 
-from studio.cli import analytics, batch, retention, seed, serve, transform, worker
+from studio.accounts.bootstrap import bootstrap
+from studio.cli import admin, analytics, batch, retention, seed, serve, transform, worker
+from studio.config import get_settings
+from studio.errors import ConfigError
 
-COMMANDS = (serve, transform, batch, worker, retention, seed, analytics)
+COMMANDS = (serve, transform, batch, worker, retention, seed, analytics, admin)
+EXIT_CONFIG = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,5 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse, do the web app's first-run set-up (schema, cookie key, the first admin with its plan and credits) on
+    the database the command works on, then run the command."""
     args = build_parser().parse_args(argv)
+    try:
+        settings = get_settings()
+        if getattr(args, "database_url", None):
+            settings = dataclasses.replace(settings, database_url=args.database_url)
+        bootstrap(settings)
+    except ConfigError as exc:
+        print(f"The studio cannot start: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     return args.run(args)

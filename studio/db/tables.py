@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from enum import StrEnum
 
-from sqlalchemy import DDL, JSON, Column, Index, UniqueConstraint, event, func
+from sqlalchemy import DDL, JSON, Column, Index, UniqueConstraint, event, false, func
 from sqlmodel import Field, SQLModel
 
 
@@ -65,6 +65,9 @@ class User(UserBase, table=True):
     id: int | None = Field(default=None, primary_key=True)
     password_hash: str
     created_at: datetime = Field(default_factory=utcnow)
+    # An admin closed the getting-started panel (studio.web.onboarding); it is not shown again.
+    # (A server default too: rows written by raw SQL, or before this column, are "not dismissed".)
+    getting_started_dismissed: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
 
 
 class AssetKind(StrEnum):

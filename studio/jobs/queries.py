@@ -1,4 +1,4 @@
-"""Reading jobs back for the pages: one of a user's jobs, their stored images, recent sources, usage."""
+"""Reading jobs back for the pages: one of a user's jobs, their stored images, usage."""
 
 from __future__ import annotations
 
@@ -39,17 +39,6 @@ def list_user_jobs(
     assets = {a.id: a for a in session.exec(select(Asset).where(col(Asset.id).in_(asset_ids)))}
     # Retention (or a delete) leaves a job without its images: None here.
     return [(job, assets.get(job.source_asset_id), assets.get(job.result_asset_id)) for job in jobs]
-
-
-def recent_user_sources(*, session: Session, user_id: int, limit: int = 24) -> list[Asset]:
-    """The user's most recent distinct source images (the same file uploaded twice is listed once)."""
-    rows = session.exec(
-        select(Asset)
-        .where(Asset.user_id == user_id, Asset.kind == AssetKind.source)
-        .order_by(col(Asset.created_at).desc(), col(Asset.id).desc())
-        .limit(limit * 4)
-    ).all()
-    return list({asset.sha256: asset for asset in reversed(rows)}.values())[::-1][:limit]
 
 
 def count_user_jobs(*, session: Session, user_id: int) -> int:

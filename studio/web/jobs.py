@@ -18,6 +18,7 @@ from studio.config import Settings
 from studio.db.tables import Asset, Job, JobStatus, User
 from studio.jobs.leases import cancel_job, queue_position
 from studio.jobs.queries import get_user_job
+from studio.web import library
 from studio.web.app import asset_store, db_session, db_write_session
 from studio.web.live import live_panel, poll_backoff
 from studio.web.sources import Source
@@ -164,6 +165,7 @@ def show_job_result(*, session: Session, job: Job) -> None:
                 key=f"download-{job.id}",
                 help="The recipe that made it is stored inside the PNG.",
             )
+            library.open_in(user_id=job.user_id, job_id=job.id, key=f"job-{job.id}")
         with st.expander("Recipe"):
             st.json(job.recipe)
     elif job.status is JobStatus.failed:

@@ -21,7 +21,7 @@ from studio.sweeps.export import cell_label, grid_image, sweep_zip
 from studio.sweeps.plan import SecondAxis, SweepPlan, parse_values, strength_range
 from studio.sweeps.results import Sweep, get_user_sweep
 from studio.sweeps.scores import structure_score
-from studio.web import app, jobs, refusals, widgets
+from studio.web import app, jobs, library, refusals, widgets
 from studio.web.live import live_panel, poll_backoff
 from studio.web.recipes import load_recipe_into_form
 from studio.web.sources import Source
@@ -148,6 +148,7 @@ def _cell(sweep: Sweep, cell) -> None:
             st.switch_page("pages/transform.py")
         with st.popover("Save as preset"):
             _save_cell_preset(job)
+        library.open_in(user_id=job.user_id, job_id=job.id, key=f"cell-{job.id}")
     elif job.status.is_final:
         st.warning(
             f"{cell_label(sweep, cell)}: {job.status.value}. {plain(job.error or '')} {job.cost} credits refunded."

@@ -81,3 +81,24 @@ def go_to(page, title: str) -> None:
     page.get_by_role("link", name=title, exact=True).click()
     page.wait_for_selector(f"h1:has-text('{title}')")
     wait_for_idle(page)
+
+
+def paint_stroke(page, *, dy: int = 3) -> None:
+    """A stroke across the middle of the picture on the Inpaint canvas (which shows it at 512 px wide): canvas x
+    180–332, y 160 to 160 + 19 × dy."""
+    box = page.locator("canvas").last.bounding_box()
+    page.mouse.move(box["x"] + 180, box["y"] + 160)
+    page.mouse.down()
+    for step in range(20):
+        page.mouse.move(box["x"] + 180 + step * 8, box["y"] + 160 + step * dy)
+    page.mouse.up()
+
+
+def sweep_strengths(page, strengths: str) -> None:
+    """Type a list of strengths into the Sweep page's form."""
+    page.get_by_text("List", exact=True).click()
+    wait_for_idle(page)
+    field = page.get_by_role("textbox", name="Strengths")
+    field.fill(strengths)
+    field.press("Enter")
+    wait_for_idle(page)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.e2e.support import MEMBER_PASSWORD, go_to, log_in, wait_for_idle
+from tests.e2e.support import MEMBER_PASSWORD, go_to, log_in, paint_stroke, sweep_strengths, wait_for_idle
 
 
 def source_png(tmp_path, width: int, height: int) -> tuple[str, np.ndarray]:
@@ -62,14 +62,7 @@ def test_inpaint_a_painted_stroke_leaves_pixels_outside_the_mask_unchanged(page,
     page.locator("input[type=file]").first.set_input_files(path)
     page.wait_for_selector("text=Paint the mask")
     wait_for_idle(page)
-    canvas = page.locator("canvas").last
-    box = canvas.bounding_box()
-    # A stroke across the middle of the picture (the canvas shows it at 512 px wide).
-    page.mouse.move(box["x"] + 180, box["y"] + 160)
-    page.mouse.down()
-    for step in range(20):
-        page.mouse.move(box["x"] + 180 + step * 8, box["y"] + 160 + step * 3)
-    page.mouse.up()
+    paint_stroke(page)
     page.wait_for_selector("text=What will be repainted")
     page.get_by_label("Prompt", exact=True).fill("a blue patch")
     page.keyboard.press("Tab")
@@ -95,13 +88,7 @@ def test_a_soft_brush_paints_its_opacity_as_the_strength_the_job_gets(page, stud
     page.get_by_text("Soft (per-pixel strength)").click()
     page.wait_for_selector("text=Brush strength (%)")
     wait_for_idle(page)
-    canvas = page.locator("canvas").last
-    box = canvas.bounding_box()
-    page.mouse.move(box["x"] + 180, box["y"] + 160)
-    page.mouse.down()
-    for step in range(20):
-        page.mouse.move(box["x"] + 180 + step * 8, box["y"] + 160)
-    page.mouse.up()
+    paint_stroke(page, dy=0)
     page.wait_for_selector("text=What will be repainted (fainter: changes less)")
     page.get_by_label("Prompt", exact=True).fill("a blue patch")
     page.keyboard.press("Tab")
@@ -126,12 +113,7 @@ def test_a_sweep_of_three_strengths_fills_its_grid_and_compare_slides(page, stud
     go_to(page, "Sweep")
     page.locator("input[type=file]").first.set_input_files(path)
     page.get_by_label("Prompt", exact=True).fill("a pencil sketch")
-    page.get_by_text("List", exact=True).click()
-    wait_for_idle(page)
-    strengths = page.get_by_role("textbox", name="Strengths")
-    strengths.fill("0.3, 0.6, 0.9")
-    strengths.press("Enter")
-    wait_for_idle(page)
+    sweep_strengths(page, "0.3, 0.6, 0.9")
     page.get_by_role("button", name="Run sweep · 3 cells").click()
     page.wait_for_selector("text=Download grid")
     assert page.get_by_role("button", name="Enlarge").count() == 3

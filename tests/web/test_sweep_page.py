@@ -7,7 +7,7 @@ from sqlmodel import select
 from studio.db.engine import session_for
 from studio.db.tables import Job, JobStatus
 from studio.jobs.worker import Worker
-from tests.support import ADMIN_PASSWORD, log_in, png_bytes, texts
+from tests.support import ADMIN_PASSWORD, image_captions, log_in, png_bytes, texts
 
 
 def test_a_sweep_from_the_page_to_the_grid_and_a_comparison(studio, studio_settings):
@@ -44,14 +44,17 @@ def test_a_sweep_from_the_page_to_the_grid_and_a_comparison(studio, studio_setti
     assert at.slider(key="transform.strength").value == 0.5
     assert at.text_area(key="transform.prompt").value == "a watercolor sneaker"
 
-    # The next sweep can start from the same source, picked from history.
+    # The next sweep starts from the same source without asking for it again: it followed the user to Transform
+    # and back, and the Library tab offers it (once, though three cells ran on it) beside the three results.
     at.switch_page("pages/sweep.py").run()
-    at.segmented_control(key="sweep.origin").set_value("From history").run()
     assert not at.exception, at.exception
-    assert at.selectbox(key="sweep.history_source").options == [
-        "shoe.png · 256×320 · " + jobs[0].created_at.strftime("%Y-%m-%d %H:%M")
-    ]
+    assert "shoe.png · 256×320" in image_captions(at)
+    assert texts(at.caption).count("shoe.png") == 1
     assert not at.button(key="sweep_button").disabled
+    at.button(key=f"cell-{jobs[2].id}.open_in.Transform").click().run()  # a cell's result, sent on
+    assert at.title[0].value == "Transform"
+    assert f"img2img-{jobs[2].id}.png · 256×320" in image_captions(at)
+    at.switch_page("pages/sweep.py").run()
 
     at.switch_page("pages/compare.py").run()
     assert not at.exception, at.exception

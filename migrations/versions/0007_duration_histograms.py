@@ -24,24 +24,30 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-def _histogram(name: str, *extra: sa.Column) -> None:
+def _histogram(name: str, *keys: sa.Column) -> None:
     op.create_table(
         name,
         sa.Column("day", sa.Date(), nullable=False),
-        sa.Column("model", sqlmodel.sql.sqltypes.AutoString(length=300), nullable=False),
-        sa.Column("quality", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
         sa.Column("bucket", sa.Integer(), nullable=False),
         sa.Column("jobs", sa.Integer(), nullable=False),
-        *extra,
-        sa.PrimaryKeyConstraint("day", "model", "quality", "bucket", *(column.name for column in extra)),
+        *keys,
+        sa.PrimaryKeyConstraint("day", "bucket", *(column.name for column in keys)),
         sqlite_with_rowid=False,
     )
 
 
+def _model_and_quality() -> list[sa.Column]:
+    return [
+        sa.Column("model", sqlmodel.sql.sqltypes.AutoString(length=300), nullable=False),
+        sa.Column("quality", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+    ]
+
+
 def upgrade() -> None:
     """Upgrade schema."""
-    _histogram("processing_histogram")
-    _histogram("queue_wait_histogram", sa.Column("priority", sa.Integer(), nullable=False))
+    _histogram("processing_histogram", *_model_and_quality())
+    _histogram("queue_wait_histogram", *_model_and_quality())
+    _histogram("priority_wait_histogram", sa.Column("priority", sa.Integer(), nullable=False))
     connection = op.get_bind()
     dialect = connection.dialect.name
     for statement in [*rollups.drop_statements(dialect), *rollups.create_statements(dialect)]:
@@ -54,5 +60,5 @@ def downgrade() -> None:
     dialect = op.get_bind().dialect.name
     for statement in [*rollups.drop_statements(dialect), *rollups.create_statements(dialect, rollups.USAGE)]:
         op.execute(statement)
-    op.drop_table("queue_wait_histogram")
-    op.drop_table("processing_histogram")
+    for name in ("priority_wait_histogram", "queue_wait_histogram", "processing_histogram"):
+        op.drop_table(name)

@@ -1,14 +1,14 @@
 """Daily usage rollups and duration histograms, kept by database triggers on the job table.
 
-Each usage rollup (studio.db.tables.USAGE_ROLLUPS) holds one row per UTC day a job was submitted on and per
-value of its key columns, with the number of those jobs and the sum of their prices; each duration histogram
-(DURATION_HISTOGRAMS) the number of the day's complete (or started) jobs per model, quality and duration bucket
-(two significant figures: `bucket_width`), from which studio.analytics reads percentiles. Triggers on `job`
-(AFTER INSERT; AFTER UPDATE of a column a key or the price reads; AFTER DELETE) move a job's count and price
-from its old row to its new one inside the statement that changed the job, so every code path (submit,
-claims, completions, failures, cancels, refunds, the reaper, the seed's bulk insert, an admin's SQL) keeps
-them exact in its own transaction, and no service code knows they exist. A row whose count drops to 0 is
-deleted, so a rollup holds exactly what a GROUP BY over the job table would give.
+Each usage rollup (studio.db.tables.USAGE_ROLLUPS) holds one row per UTC day a job was submitted on and per value of
+its key columns, with the number of those jobs and the sum of their prices; each duration histogram
+(DURATION_HISTOGRAMS) the number of the day's complete (or started) jobs per model and quality, or per queue class,
+and duration bucket (two significant figures: `bucket_width`), from which studio.analytics reads percentiles.
+Triggers on `job` (AFTER INSERT; AFTER UPDATE of a column a key, the price or a duration reads; AFTER DELETE) move a
+job's count and price from its old row to its new one inside the statement that changed the job, so every code path
+(submit, claims, completions, failures, cancels, refunds, the reaper, the seed's bulk insert, an admin's SQL) keeps
+them exact in its own transaction, and no service code knows they exist. A row whose count drops to 0 is deleted, so
+a rollup holds exactly what a GROUP BY over the job table would give.
 
 The key columns cannot be NULL (a primary key, and an upsert's conflict target, treat NULLs as distinct):
 no team is team_id 0 and own settings are style "" (studio.analytics.usage maps them back).
@@ -28,7 +28,13 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Table, event, text
 from sqlmodel import SQLModel
 
-from studio.db.tables import DURATION_HISTOGRAMS, USAGE_ROLLUPS, ProcessingHistogram, QueueWaitHistogram
+from studio.db.tables import (
+    DURATION_HISTOGRAMS,
+    USAGE_ROLLUPS,
+    PriorityWaitHistogram,
+    ProcessingHistogram,
+    QueueWaitHistogram,
+)
 
 # The job columns that a rollup's key, its sum or whether it counts a job reads: an UPDATE of any other column
 # leaves them alone.
@@ -92,6 +98,7 @@ ROLLUPS = (
     *(Rollup(table) for table in USAGE_ROLLUPS),
     Rollup(ProcessingHistogram.__table__, counts=_complete, seconds=_seconds_between("started_at", "finished_at")),
     Rollup(QueueWaitHistogram.__table__, counts=_started, seconds=_seconds_between("created_at", "started_at")),
+    Rollup(PriorityWaitHistogram.__table__, counts=_started, seconds=_seconds_between("created_at", "started_at")),
 )
 USAGE = ROLLUPS[: len(USAGE_ROLLUPS)]  # what migration 0005 made, before the histograms
 HISTOGRAMS = ROLLUPS[len(USAGE_ROLLUPS) :]
@@ -118,11 +125,6 @@ def bucket_of(seconds: float) -> int:
 def job_bucket(rollup: Rollup, dialect: str) -> str:
     """SQL for the bucket a row of the job table falls in (the histogram's figures for a partial day)."""
     return _values(rollup, "job", dialect)["bucket"]
-
-
-def job_counts(rollup: Rollup, dialect: str) -> str:
-    """SQL for whether the histogram counts a row of the job table."""
-    return rollup.counts("job", dialect)
 
 
 def _bucket(seconds: str, dialect: str) -> str:

@@ -255,35 +255,47 @@ USAGE_ROLLUPS = (UsageByTeam.__table__, UsageByUser.__table__, UsageByUserStyle.
 
 
 class DurationHistogram(SQLModel):
-    """How many jobs submitted on one UTC day, of one model and quality, took a duration in one bucket
-    (studio.db.rollups keeps them; studio.analytics reads percentiles from them). A bucket is named by its lower
-    end in tenths of a second and holds two significant figures: 0.1 s wide below 10 s, 1 s below 100 s, 10 s
-    below 1000 s, and so on (studio.db.rollups.bucket_width)."""
+    """How many jobs submitted on one UTC day (and with the same key) took a duration in one bucket (studio.db.rollups
+    keeps them; studio.analytics reads percentiles from them). A bucket is named by its lower end in tenths of a
+    second and holds two significant figures: 0.1 s wide below 10 s, 1 s below 100 s, 10 s below 1000 s, and so
+    on (studio.db.rollups.bucket_width). Rows are bounded by days × keys × buckets, whatever the number of jobs."""
 
     day: date = Field(primary_key=True)
-    model: str = Field(primary_key=True, max_length=300)
-    quality: str = Field(primary_key=True, max_length=16)
     bucket: int = Field(primary_key=True)  # its lower end, in tenths of a second
     jobs: int
 
 
 class ProcessingHistogram(DurationHistogram, table=True):
-    """Processing time (started → finished) of complete jobs."""
+    """Processing time (started → finished) of complete jobs, per model and quality."""
 
     __tablename__ = "processing_histogram"
     __table_args__ = ({"sqlite_with_rowid": False},)
 
+    model: str = Field(primary_key=True, max_length=300)
+    quality: str = Field(primary_key=True, max_length=16)
+
 
 class QueueWaitHistogram(DurationHistogram, table=True):
-    """Queue wait (submitted → started) of jobs a worker started, per queue class too."""
+    """Queue wait (submitted → started) of jobs a worker started, per model and quality."""
 
     __tablename__ = "queue_wait_histogram"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    model: str = Field(primary_key=True, max_length=300)
+    quality: str = Field(primary_key=True, max_length=16)
+
+
+class PriorityWaitHistogram(DurationHistogram, table=True):
+    """Queue wait of jobs a worker started, per queue class (priority): what Pro buys. Apart from the model's, so
+    neither figure reads rows split by the other's key."""
+
+    __tablename__ = "priority_wait_histogram"
     __table_args__ = ({"sqlite_with_rowid": False},)
 
     priority: int = Field(primary_key=True)
 
 
-DURATION_HISTOGRAMS = (ProcessingHistogram.__table__, QueueWaitHistogram.__table__)
+DURATION_HISTOGRAMS = (ProcessingHistogram.__table__, QueueWaitHistogram.__table__, PriorityWaitHistogram.__table__)
 
 
 class PresetBase(SQLModel):

@@ -44,7 +44,7 @@ MAX_CANVAS_SIDE = 4096
 MAX_SEAM = 64
 DEFAULT_NOISE_LEVEL = 20
 
-# Every numeric setting a run carries (a recipe's key, also in its `control` and `inpaint` tables), with the
+# Every numeric setting a run carries (a recipe's key, also in its `control`, `inpaint` and `outpaint` tables), with the
 # lowest and highest value the studio accepts, inclusive. The checks below, the forms' widgets and the tests
 # that load every value into every form all read this table. Steps are per quality tier (studio.billing.pricing).
 LIMITS: dict[str, tuple[float, float]] = {

@@ -46,20 +46,15 @@ def format_settings(prefix: str) -> tuple[OutpaintParams, InpaintParams]:
     )
     width = height = 0
     if choice == CUSTOM:
-        width_col, height_col = st.columns(2)
-        width = width_col.number_input(
-            "Width (px)",
-            min_value=SIZE_MULTIPLE,
-            max_value=MAX_CANVAS_SIDE,
-            value=DEFAULT_CUSTOM,
-            key=f"{prefix}.canvas_width",
-        )
-        height = height_col.number_input(
-            "Height (px)",
-            min_value=SIZE_MULTIPLE,
-            max_value=MAX_CANVAS_SIDE,
-            value=DEFAULT_CUSTOM,
-            key=f"{prefix}.canvas_height",
+        width, height = (
+            column.number_input(
+                f"{side.title()} (px)",
+                min_value=SIZE_MULTIPLE,
+                max_value=MAX_CANVAS_SIDE,
+                value=DEFAULT_CUSTOM,
+                key=f"{prefix}.canvas_{side}",
+            )
+            for column, side in zip(st.columns(2), ("width", "height"), strict=True)
         )
     placement = Placement(
         st.segmented_control(

@@ -5,33 +5,22 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 from sqlmodel import select
 
 from pipelines.outpaint import plan_outpaint, preset_params
 from pipelines.params import Placement
 from studio.accounts.users import get_user
 from studio.db.engine import session_for, write_session
-from studio.db.tables import Asset, Job, JobStatus, Plan
+from studio.db.tables import Asset, JobStatus, Plan
 from studio.jobs.worker import Worker
 from studio.media.storage import AssetStore
-from tests.support import ADMIN_PASSWORD, log_in, png_bytes, texts, zip_of
-
-
-def jobs(settings) -> list[Job]:
-    with session_for(settings.database_url) as session:
-        return list(session.exec(select(Job).order_by(Job.id)).all())
+from tests.support import ADMIN_PASSWORD, all_jobs, log_in, mask_png, png_bytes, result_pixels, texts, zip_of
 
 
 def assets(settings) -> int:
     with session_for(settings.database_url) as session:
         return len(session.exec(select(Asset)).all())
-
-
-def result_pixels(settings, job: Job) -> np.ndarray:
-    with session_for(settings.database_url) as session:
-        result = session.get(Asset, job.result_asset_id)
-    return np.asarray(Image.open(AssetStore(settings.assets_dir).path(result.sha256)).convert("RGB"))
 
 
 def test_expand_a_photo_to_a_story_with_the_source_kept_exactly(studio, studio_settings):
@@ -54,7 +43,7 @@ def test_expand_a_photo_to_a_story_with_the_source_kept_exactly(studio, studio_s
     at.number_input(key="outpaint.canvas_height").set_value(300).run()
     assert any("its height 300 px is less than the source's 320" in e for e in texts(at.error)), texts(at.error)
     assert at.button(key="outpaint_button").disabled
-    assert jobs(studio_settings) == [] and assets(studio_settings) == 0
+    assert all_jobs(studio_settings) == [] and assets(studio_settings) == 0
 
     # The story preset, the source at the top.
     at.selectbox(key="outpaint.format").set_value("story").run()
@@ -67,7 +56,7 @@ def test_expand_a_photo_to_a_story_with_the_source_kept_exactly(studio, studio_s
     assert not at.exception, at.exception
     assert not at.error, texts(at.error)
 
-    [job] = jobs(studio_settings)
+    [job] = all_jobs(studio_settings)
     assert job.task == "inpaint" and job.mask_asset_id is None
     assert job.params["outpaint"] == {
         "aspect": "9:16",
@@ -79,7 +68,7 @@ def test_expand_a_photo_to_a_story_with_the_source_kept_exactly(studio, studio_s
     }
     Worker(studio_settings, name="test-worker").run_once()
     at.run()
-    [job] = jobs(studio_settings)
+    [job] = all_jobs(studio_settings)
     assert job.status is JobStatus.complete, job.error
     result = result_pixels(studio_settings, job)
     original = np.asarray(Image.open(io.BytesIO(source)).convert("RGB"))
@@ -89,14 +78,22 @@ def test_expand_a_photo_to_a_story_with_the_source_kept_exactly(studio, studio_s
     assert result[top:bottom, left:right].tobytes() == original[top:bottom, left:right].tobytes()
     assert [b.label for b in at.get("download_button")] == ["Download PNG"]
 
-
-def mask_png(size, box) -> bytes:
-    mask = Image.new("L", size, 0)
-    if box is not None:
-        ImageDraw.Draw(mask).rectangle(box, fill=255)
-    buffer = io.BytesIO()
-    mask.save(buffer, format="PNG")
-    return buffer.getvalue()
+    # The result PNG carries its recipe: *Re-run identically* expands the original source again, the same pixels.
+    with session_for(studio_settings.database_url) as session:
+        result_sha = session.get(Asset, job.result_asset_id).sha256
+    result_png = AssetStore(studio_settings.assets_dir).read(result_sha)
+    at.file_uploader(key="outpaint.source_upload").set_value(("story.png", result_png, "image/png")).run()
+    at.button(key="outpaint.rerun").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, texts(at.error)
+    Worker(studio_settings, name="test-worker").run_once()
+    first, again = all_jobs(studio_settings)
+    assert again.status is JobStatus.complete, again.error
+    assert again.params == first.params
+    with session_for(studio_settings.database_url) as session:
+        sources = {session.get(Asset, job.source_asset_id).sha256 for job in (first, again)}
+        assert len(sources) == 1  # the original photo, not the uploaded result
+        assert session.get(Asset, again.result_asset_id).sha256 == result_sha
 
 
 def pro_admin_on_batch(settings):
@@ -136,7 +133,7 @@ def test_a_batch_zip_with_masks_lists_what_it_skips_and_inpaints_the_rest(studio
     at.button(key="batch_button").click().run()
     assert not at.exception, at.exception
     assert not at.error, texts(at.error)
-    [job] = jobs(studio_settings)
+    [job] = all_jobs(studio_settings)
     assert job.task == "inpaint" and job.mask_asset_id is not None and job.cost == 1
 
 
@@ -155,4 +152,4 @@ def test_a_batch_to_a_format_names_an_image_that_already_has_it(studio, studio_s
     assert any("2 images · costs **2** credits" in c for c in texts(at.caption)), texts(at.caption)
     at.button(key="batch_button").click().run()
     assert not at.error, texts(at.error)
-    assert [job.params["outpaint"]["aspect"] for job in jobs(studio_settings)] == ["16:9", "16:9"]
+    assert [job.params["outpaint"]["aspect"] for job in all_jobs(studio_settings)] == ["16:9", "16:9"]

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 from sqlmodel import select
 
 from pipelines.outpaint import plan_outpaint, preset_params
@@ -29,7 +29,7 @@ from studio.jobs.submit import quote, submit_batch, submit_job
 from studio.jobs.worker import Worker
 from studio.media.storage import AssetStore
 from studio.media.validation import validate_image_bytes
-from tests.support import png_bytes, zip_of
+from tests.support import mask_png, png_bytes, zip_of
 
 PARAMS = Img2ImgParams(prompt="a white studio backdrop", strength=1.0, steps=2, guidance=7.5, seed=11)
 KEEP = InpaintParams(mask_blur=0, keep_unmasked=True)
@@ -71,6 +71,19 @@ def submit_single(env, request: JobRequest, source: bytes, settings=None, **kwar
         )
 
 
+def submit_batch_of(env, images, requests, masks=None) -> list[Job]:
+    with write_session(env["settings"].database_url) as session:
+        return submit_batch(
+            session=session,
+            store=env["store"],
+            settings=env["settings"],
+            user=env["user"],
+            images=images,
+            requests=requests,
+            masks=masks,
+        )
+
+
 def finish(env) -> list[Job]:
     while env["worker"].run_once() is not None:
         pass
@@ -109,15 +122,6 @@ def counts(env) -> tuple[int, int, int, int]:
             sum(path.is_file() for path in root.rglob("*")) if root.exists() else 0,
             credits(env),
         )
-
-
-def mask_png(size: tuple[int, int], box: tuple[int, int, int, int] | None) -> bytes:
-    mask = Image.new("L", size, 0)
-    if box is not None:
-        ImageDraw.Draw(mask).rectangle(box, fill=255)
-    buffer = io.BytesIO()
-    mask.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 # One image
@@ -232,15 +236,7 @@ def test_a_batch_expands_every_image_to_the_format(env):
     requests = [request, request]
     cost = batch_cost(settings=env["settings"], images=uploads.images, requests=requests)
     before = credits(env)
-    with write_session(env["settings"].database_url) as session:
-        submit_batch(
-            session=session,
-            store=env["store"],
-            settings=env["settings"],
-            user=env["user"],
-            images=uploads.images,
-            requests=requests,
-        )
+    submit_batch_of(env, uploads.images, requests)
     assert credits(env) == before - cost
     jobs = finish(env)
     assert [job.status for job in jobs] == [JobStatus.complete] * 2, [job.error for job in jobs]
@@ -278,16 +274,7 @@ def test_a_batch_zip_with_masks_inpaints_each_image_under_its_own_and_skips_the_
     request = custom_request(settings=env["settings"], params=PARAMS, task=Task.inpaint, inpaint=KEEP)
     cost = batch_cost(settings=env["settings"], images=uploads.images, requests=[request])
     before = credits(env)
-    with write_session(env["settings"].database_url) as session:
-        [job] = submit_batch(
-            session=session,
-            store=env["store"],
-            settings=env["settings"],
-            user=env["user"],
-            images=uploads.images,
-            requests=[request],
-            masks=uploads.masks,
-        )
+    [job] = submit_batch_of(env, uploads.images, [request], uploads.masks)
     # Only the good image is charged: one job, its price, nothing for the skipped ones.
     assert cost == job.cost == 1 and credits(env) == before - 1
     [job] = finish(env)
@@ -316,14 +303,6 @@ def test_masks_go_only_with_an_inpainting_batch_and_a_refusal_changes_nothing(en
         (inpaint, uploads.masks * 2, "one mask per image; got 2 masks for 1 images"),
     ]
     for request, masks, message in cases:
-        with write_session(env["settings"].database_url) as session, pytest.raises(Refused, match=message):
-            submit_batch(
-                session=session,
-                store=env["store"],
-                settings=env["settings"],
-                user=env["user"],
-                images=uploads.images,
-                requests=[request],
-                masks=masks,
-            )
+        with pytest.raises(Refused, match=message):
+            submit_batch_of(env, uploads.images, [request], masks)
     assert counts(env) == before

@@ -34,9 +34,24 @@ def _format_label(choice: str) -> str:
     return "Custom size (width × height)" if choice == CUSTOM else f"Aspect {choice}"
 
 
+def load_format(prefix: str, expand: OutpaintParams) -> None:
+    """Put a recipe's format into the form: its aspect (or custom size), placement, fill and seam."""
+    state = st.session_state
+    state[f"{prefix}.format"] = expand.aspect
+    if expand.aspect == CUSTOM:
+        state[f"{prefix}.canvas_width"], state[f"{prefix}.canvas_height"] = expand.width, expand.height
+    state[f"{prefix}.placement"] = expand.placement.value
+    state[f"{prefix}.fill"] = expand.fill.value
+    state[f"{prefix}.seam"] = expand.seam
+
+
 def format_settings(prefix: str) -> tuple[OutpaintParams, InpaintParams]:
     """The format (a channel preset, an aspect or a custom size), where the source goes, what the new area starts
     as, the seam, and whether the source's pixels are kept exactly."""
+    # Defaults through the state, not value=: loading a recipe sets these keys too.
+    defaults = {"canvas_width": DEFAULT_CUSTOM, "canvas_height": DEFAULT_CUSTOM, "seam": OutpaintParams.seam}
+    for name, value in (defaults | {"keep_unmasked": True}).items():
+        st.session_state.setdefault(f"{prefix}.{name}", value)
     choice = st.selectbox(
         "Format",
         [*CHANNEL_PRESETS, *ASPECTS, CUSTOM],
@@ -51,7 +66,6 @@ def format_settings(prefix: str) -> tuple[OutpaintParams, InpaintParams]:
                 f"{side.title()} (px)",
                 min_value=SIZE_MULTIPLE,
                 max_value=MAX_CANVAS_SIDE,
-                value=DEFAULT_CUSTOM,
                 key=f"{prefix}.canvas_{side}",
             )
             for column, side in zip(st.columns(2), ("width", "height"), strict=True)
@@ -60,6 +74,7 @@ def format_settings(prefix: str) -> tuple[OutpaintParams, InpaintParams]:
         st.segmented_control(
             "Source placed",
             [p.value for p in Placement],
+            format_func=str.title,
             default=Placement.centre.value,
             key=f"{prefix}.placement",
         )
@@ -81,13 +96,11 @@ def format_settings(prefix: str) -> tuple[OutpaintParams, InpaintParams]:
         seam = st.slider(
             "Seam (px)",
             **limits("seam"),
-            value=OutpaintParams.seam,
             key=f"{prefix}.seam",
             help="How far the painted area reaches into the source's edge, fading out, so no hard line shows.",
         )
         keep = st.toggle(
             "Keep the source's pixels exactly",
-            value=True,
             key=f"{prefix}.keep_unmasked",
             help="Inside the seam the result is the source, byte for byte.",
         )

@@ -95,6 +95,16 @@ def test_expand_a_photo_to_a_story_with_the_source_kept_exactly(studio, studio_s
         assert len(sources) == 1  # the original photo, not the uploaded result
         assert session.get(Asset, again.result_asset_id).sha256 == result_sha
 
+    # *Load its settings* puts the format back into the form, with the prompt and the rest.
+    at.selectbox(key="outpaint.format").set_value("web-banner").run()
+    at.segmented_control(key="outpaint.placement").set_value("centre").run()
+    at.button(key="outpaint.load_recipe").click().run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="outpaint.format").value == "9:16"
+    assert at.segmented_control(key="outpaint.placement").value == "top"
+    assert at.radio(key="outpaint.fill").value == "blur" and at.slider(key="outpaint.seam").value == 8
+    assert at.text_area(key="outpaint.prompt").value == "a bright studio"
+
 
 def pro_admin_on_batch(settings):
     with write_session(settings.database_url) as session:

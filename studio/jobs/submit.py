@@ -101,6 +101,9 @@ def submit_sweep(
     """
     if not 1 <= len(requests) <= MAX_SWEEP_MEMBERS:
         raise Refused(f"A sweep has 1 to {MAX_SWEEP_MEMBERS} cells, got {len(requests)}.")
+    if any(request.spec.outpaint is not None for request in requests):
+        # Its one-pass engine (pipelines.sweep) renders the source as it is, not a canvas.
+        raise Refused("A sweep does not expand to a format: expand on the Expand page. Nothing was charged.")
     return _submit(
         session, store, settings, user, upload, original_name, requests, mask, idempotency_key, now, sweep=True
     )

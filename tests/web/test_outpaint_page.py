@@ -105,6 +105,12 @@ def test_expand_a_photo_to_a_story_with_the_source_kept_exactly(studio, studio_s
     assert at.radio(key="outpaint.fill").value == "blur" and at.slider(key="outpaint.seam").value == 8
     assert at.text_area(key="outpaint.prompt").value == "a bright studio"
 
+    # History says what each job did.
+    at.switch_page("pages/history.py").run()
+    assert not at.exception, at.exception
+    summaries = [c for c in texts(at.caption) if "expanded to 9:16, source top" in c]
+    assert len(summaries) == 2, texts(at.caption)
+
 
 def pro_admin_on_batch(settings):
     with write_session(settings.database_url) as session:

@@ -25,7 +25,7 @@ from studio.db.engine import session_for, write_session
 from studio.db.tables import Asset, AssetKind, CreditEntry, CreditKind, Job, JobStatus, Plan, utcnow
 from studio.errors import Refused
 from studio.jobs.queries import list_user_jobs
-from studio.jobs.submit import quote, submit_batch, submit_job
+from studio.jobs.submit import quote, submit_batch, submit_job, submit_sweep
 from studio.jobs.worker import Worker
 from studio.media.storage import AssetStore
 from studio.media.validation import validate_image_bytes
@@ -197,6 +197,22 @@ def test_expanding_takes_no_mask(env):
     with pytest.raises(Refused, match="makes its own"):
         submit_single(
             env, expand_request(env, OutpaintParams()), png_bytes(256, 320), mask=Image.new("L", (256, 320), 255)
+        )
+    assert counts(env) == before
+
+
+def test_a_sweep_does_not_expand(env):
+    before = counts(env)
+    request = expand_request(env, OutpaintParams())
+    with write_session(env["settings"].database_url) as session, pytest.raises(Refused, match="does not expand"):
+        submit_sweep(
+            session=session,
+            store=env["store"],
+            settings=env["settings"],
+            user=env["user"],
+            upload=validate_image_bytes(png_bytes(256, 320)),
+            original_name="shoe.png",
+            requests=[request, request],
         )
     assert counts(env) == before
 

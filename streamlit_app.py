@@ -25,6 +25,7 @@ auth.refresh_plan_credits(user)
 studio_pages = [
     st.Page("pages/transform.py", title="Transform", icon=":material/auto_fix_high:", default=True),
     st.Page("pages/inpaint.py", title="Inpaint", icon=":material/format_paint:"),
+    st.Page("pages/outpaint.py", title="Expand", icon=":material/open_in_full:"),
     st.Page("pages/sweep.py", title="Sweep", icon=":material/view_comfy:"),
     st.Page("pages/batch.py", title="Batch", icon=":material/photo_library:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),

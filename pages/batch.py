@@ -1,4 +1,5 @@
-"""Batch: one style or preset over many images (a product catalogue in one consistent look). Pro plans."""
+"""Batch: one style or preset over many images (a product catalogue in one consistent look), optionally expanded to
+a format, or inpainted under a mask per image (name.mask.png beside name.png). Pro plans."""
 
 import random
 
@@ -7,7 +8,7 @@ import streamlit as st
 from studio.batches.plan import batch_cost, batch_requests
 from studio.billing.plans import PLANS
 from studio.catalogue.presets import SeedPolicy
-from studio.web import app, auth, batches, form, presets, styles, submit, widgets
+from studio.web import app, auth, batches, form, masks, outpaint, presets, refusals, styles, submit, widgets
 from studio.web.text import plain
 
 PREFIX = "batch"
@@ -48,8 +49,24 @@ with settings_col:
     style = styles.style_picker(PREFIX, catalogue, config)
     params, quality, noise_level = form.run_settings(PREFIX, style)
     upscaling = style is not None and style.task.upscale_factor is not None
+    inpaint = expand = None
+    if uploads.masks:  # name.mask.png beside name.png: each image inpaints under its own mask
+        st.caption(f"Each image has its mask: this batch inpaints ({len(uploads.masks)} masks).")
+        inpaint = masks.mask_options(PREFIX)
+    elif not upscaling and st.toggle("Expand to a format", key="batch.expand"):
+        expand, inpaint = outpaint.format_settings(PREFIX)
     control = None if upscaling else form.control_settings(PREFIX, None, seed=params.seed)
-    request = submit.make_request(config, catalogue, style, params, quality, noise_level=noise_level, control=control)
+    request = submit.make_request(
+        config,
+        catalogue,
+        style,
+        params,
+        quality,
+        noise_level=noise_level,
+        control=control,
+        inpaint=inpaint,
+        outpaint=expand,
+    )
     presets.preset_bar(PREFIX, user, catalogue, request)
     seed_policy = SeedPolicy(
         st.radio(
@@ -65,15 +82,18 @@ with settings_col:
         # Seeds drawn from a per-session salt: the same on every rerun, so a second click is the same batch.
         rng = random.Random(st.session_state.setdefault("batch.seed_salt", random.getrandbits(64)))
         requests = batch_requests(request, len(uploads.images), seed_policy=seed_policy, rng=rng)
-        cost = batch_cost(settings=config, images=uploads.images, requests=requests)
-        st.caption(f"{len(requests)} images · costs **{cost}** credits in all (each image charged on its own)")
+        cost = refusals.attempt(lambda: batch_cost(settings=config, images=uploads.images, requests=requests))
+        if cost is None:  # an image the format cannot take (its name and why are shown)
+            requests = []
+        else:
+            st.caption(f"{len(requests)} images · costs **{cost}** credits in all (each image charged on its own)")
     run_clicked = st.button(
         f"Run batch · {len(requests)} images", type="primary", disabled=not requests, key="batch_button"
     )
 
 with progress_col:
     if run_clicked:
-        batches.submit(config, user, uploads.images, requests, key=BATCH_KEY)
+        batches.submit(config, user, uploads.images, requests, masks=uploads.masks, key=BATCH_KEY)
     if batch_id := st.session_state.get(BATCH_KEY):
         batches.batch_panel(batch_id=batch_id, user_id=user.id, label=style.name if style else "own settings")
     else:

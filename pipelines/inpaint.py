@@ -40,7 +40,8 @@ from pipelines.masks import (
     soft_pipeline_mask,
     working_size,
 )
-from pipelines.params import MAX_SEED, ControlParams, Img2ImgParams, InpaintParams, Task
+from pipelines.outpaint import outpaint_canvas, outpaint_mask, plan_outpaint
+from pipelines.params import MAX_SEED, ControlParams, Img2ImgParams, InpaintParams, OutpaintParams, Task
 from pipelines.registry import ModelRef
 
 
@@ -256,3 +257,20 @@ def run_inpaint(
     return describe_run(
         pipe, image, denoising_steps=steps, seconds=seconds, guide=guide, recipe=family.recipe(conditioning)
     )
+
+
+def outpaint_request(
+    source: Image.Image,
+    outpaint: OutpaintParams,
+    params: Img2ImgParams,
+    inpaint: InpaintParams,
+    *,
+    max_side: int = 1024,
+    control: ControlParams | None = None,
+) -> InpaintRequest:
+    """The inpaint run that expands `source` to the format of `outpaint` (pipelines.outpaint): the filled canvas
+    under the seam mask. Its result has the canvas's size; with keep_unmasked the source's pixels inside the seam
+    are its own, byte for byte."""
+    plan = plan_outpaint(source.width, source.height, outpaint)
+    canvas = outpaint_canvas(source, plan, outpaint.fill)
+    return InpaintRequest(canvas, outpaint_mask(plan), params, inpaint, max_side=max_side, control=control)

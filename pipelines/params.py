@@ -38,9 +38,13 @@ MAX_SWEEP_MEMBERS = 12  # cells of one strength sweep
 MAX_MASK_BLUR = 64
 MAX_MASK_PADDING = 256
 MAX_NOISE_LEVEL = 350  # the 4× upscaler's max_noise_level
+# Outpainting: the largest canvas side (the studio's largest image, studio.media.validation.MAX_SIDE), and how far
+# the repainted area reaches into the source to hide the seam.
+MAX_CANVAS_SIDE = 4096
+MAX_SEAM = 64
 DEFAULT_NOISE_LEVEL = 20
 
-# Every numeric setting a run carries (a recipe's key, also in its `control` and `inpaint` tables), with the
+# Every numeric setting a run carries (a recipe's key, also in its `control`, `inpaint` and `outpaint` tables), with the
 # lowest and highest value the studio accepts, inclusive. The checks below, the forms' widgets and the tests
 # that load every value into every form all read this table. Steps are per quality tier (studio.billing.pricing).
 LIMITS: dict[str, tuple[float, float]] = {
@@ -53,6 +57,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "high_threshold": (1, MAX_CANNY_THRESHOLD),
     "mask_blur": (0, MAX_MASK_BLUR),
     "padding": (0, MAX_MASK_PADDING),
+    "seam": (0, MAX_SEAM),
 }
 
 
@@ -170,6 +175,61 @@ class InpaintParams:
         check_limit("padding", self.padding, "Masked-area padding", " px")
 
 
+class Placement(StrEnum):
+    """Where the source sits on an outpainting canvas (the new area is on the other sides)."""
+
+    centre = "centre"
+    left = "left"
+    right = "right"
+    top = "top"
+    bottom = "bottom"
+
+
+class Fill(StrEnum):
+    """What the new area of an outpainting canvas starts as, before the model repaints it."""
+
+    blur = "blur"  # the source's edges extended outwards and blurred: colours and light to continue
+    white = "white"  # plain white: a product on a white background (marketplaces)
+
+    @property
+    def label(self) -> str:
+        return {Fill.blur: "Extended edges (blurred)", Fill.white: "White"}[self]
+
+
+# The aspect ratios a canvas may take ("W:H"), or CUSTOM: an exact width × height in px.
+ASPECTS = ("1:1", "4:5", "9:16", "16:9")
+CUSTOM = "custom"
+
+
+@dataclass(frozen=True)
+class OutpaintParams:
+    """Outpainting ("expand"): the source on a larger canvas of another format, the new area repainted.
+
+    The canvas is the smallest one of `aspect` that holds the source at its own size (or exactly width × height
+    with CUSTOM); pipelines.outpaint turns this into the canvas, the mask and the first fill.
+    """
+
+    aspect: str = "1:1"  # one of ASPECTS, or CUSTOM
+    width: int = 0  # CUSTOM only: the canvas in px
+    height: int = 0
+    placement: Placement = Placement.centre
+    fill: Fill = Fill.blur
+    seam: int = 8  # px the repainted area reaches into the source, fading out (a soft seam)
+
+    def check(self) -> None:
+        if self.aspect not in (*ASPECTS, CUSTOM):
+            raise PipelineInputError(
+                f"Unknown format {self.aspect!r}: choose one of {', '.join(ASPECTS)} or a custom size."
+            )
+        if self.aspect == CUSTOM:
+            for side, value in (("width", self.width), ("height", self.height)):
+                if not SIZE_MULTIPLE <= value <= MAX_CANVAS_SIDE:
+                    raise PipelineInputError(
+                        f"A custom {side} must be between {SIZE_MULTIPLE} and {MAX_CANVAS_SIDE} px, got {value}."
+                    )
+        check_limit("seam", self.seam, "Seam", " px")
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """Everything a user chose for one run; stored on the job (`Job.params`) and in the result's recipe."""
@@ -179,6 +239,7 @@ class RunSpec:
     control: ControlParams | None = None  # img2img and inpaint only
     inpaint: InpaintParams | None = None  # inpaint only
     noise_level: int = DEFAULT_NOISE_LEVEL  # 4× upscaler only: noise added to the low-res input
+    outpaint: OutpaintParams | None = None  # inpaint only: expand the source to another format, no mask given
 
     @property
     def denoising_steps(self) -> int:
@@ -206,16 +267,34 @@ class RunSpec:
             raise PipelineInputError("Inpaint options go with the inpaint task, and it needs them.")
         if self.inpaint is not None:
             self.inpaint.check()
+        if self.outpaint is not None:
+            self._check_outpaint()
         check_limit("noise_level", self.noise_level, "Noise level")
 
+    def _check_outpaint(self) -> None:
+        """Outpainting is inpainting a mask the canvas makes: its seam fades the mask out, so the options that would
+        reshape that mask (a blur, a soft mask, an only-masked crop) do not apply."""
+        inpaint = self.inpaint
+        if self.task != Task.inpaint or inpaint is None:
+            raise PipelineInputError("Expanding to a format is an inpainting run.")
+        if inpaint.soft or inpaint.only_masked or inpaint.mask_blur:
+            raise PipelineInputError(
+                "Expanding to a format takes no mask blur, soft mask or only-masked crop: its seam softens the edge."
+            )
+        self.outpaint.check()
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "task": self.task.value,
             **asdict(self.params),
             "control": asdict(self.control) if self.control else None,
             "inpaint": _inpaint_dict(self.inpaint) if self.inpaint else None,
             "noise_level": self.noise_level,
         }
+        # Written only for outpainting, so every other recipe reads exactly as before it existed.
+        if self.outpaint is not None:
+            data["outpaint"] = asdict(self.outpaint)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSpec:
@@ -227,15 +306,16 @@ class RunSpec:
         if not isinstance(data, dict):
             raise PipelineInputError(f"Not a usable recipe: expected a JSON object, got {type(data).__name__}.")
         try:
-            control, inpaint = data.get("control"), data.get("inpaint")
+            control, inpaint, outpaint = data.get("control"), data.get("inpaint"), data.get("outpaint")
             return cls(
                 task=Task(_typed(data, "task", str, Task.img2img.value)),
                 params=_read(Img2ImgParams, data, "recipe"),
                 control=_read(ControlParams, _table(control, "control"), "control") if control else None,
                 inpaint=_read(InpaintParams, _table(inpaint, "inpaint"), "inpaint") if inpaint else None,
                 noise_level=_typed(data, "noise_level", int, DEFAULT_NOISE_LEVEL),
+                outpaint=_read(OutpaintParams, _table(outpaint, "outpaint"), "outpaint") if outpaint else None,
             )
-        except ValueError as exc:  # PipelineInputError, or an unknown task or guide
+        except ValueError as exc:  # PipelineInputError, or an unknown task, guide, placement or fill
             raise PipelineInputError(f"Not a usable recipe: {exc}") from exc
 
 
@@ -274,11 +354,14 @@ def _read(cls: type, data: dict[str, Any], where: str):
     """A `cls` dataclass from `data`, every field type-checked (unknown keys in `data` ignored)."""
     values = {}
     for field in fields(cls):
-        kind = {"str": str, "int": int, "float": float, "bool": bool, "Guide": str}[field.type]
-        values[field.name] = _typed(data, field.name, kind, field.default)
-    if "guide" in values:
-        values["guide"] = Guide(values["guide"])
+        kind = _ENUMS.get(field.type) or {"str": str, "int": int, "float": float, "bool": bool}[field.type]
+        value = _typed(data, field.name, str if field.type in _ENUMS else kind, field.default)
+        values[field.name] = kind(value) if field.type in _ENUMS else value
     return cls(**values)
+
+
+# The enumerations a recipe's tables hold, by their annotation: read as text, then checked.
+_ENUMS = {"Guide": Guide, "Placement": Placement, "Fill": Fill}
 
 
 def check_upscale_size(width: int, height: int, factor: int) -> None:

@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +45,38 @@ def zip_of(files: dict[str, bytes]) -> bytes:
         for name, data in files.items():
             archive.writestr(name, data)
     return buffer.getvalue()
+
+
+def mask_png(size: tuple[int, int], box: tuple[int, int, int, int] | None, mode: str = "L") -> bytes:
+    """A mask PNG of `size`: `box` white (repaint) on black; None: all black (an empty mask)."""
+    mask = Image.new(mode, size, 0)
+    if box is not None:
+        ImageDraw.Draw(mask).rectangle(box, fill=255 if mode == "L" else (255, 255, 255))
+    buffer = io.BytesIO()
+    mask.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def all_jobs(settings) -> list:
+    """Every job of the studio, oldest first."""
+    from sqlmodel import select
+
+    from studio.db.engine import session_for
+    from studio.db.tables import Job
+
+    with session_for(settings.database_url) as session:
+        return list(session.exec(select(Job).order_by(Job.id)).all())
+
+
+def result_pixels(settings, job) -> np.ndarray:
+    """A finished job's result, RGB."""
+    from studio.db.engine import session_for
+    from studio.db.tables import Asset
+    from studio.media.storage import AssetStore
+
+    with session_for(settings.database_url) as session:
+        result = session.get(Asset, job.result_asset_id)
+    return np.asarray(Image.open(AssetStore(settings.assets_dir).path(result.sha256)).convert("RGB"))
 
 
 def texts(elements) -> list[str]:

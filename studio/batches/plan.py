@@ -9,6 +9,7 @@ from pipelines.params import MAX_SEED
 from studio.catalogue.presets import SeedPolicy
 from studio.catalogue.requests import JobRequest
 from studio.config import Settings
+from studio.errors import Refused
 from studio.jobs.submit import quote
 from studio.media.staging import StagedImage
 
@@ -24,8 +25,12 @@ def batch_requests(request: JobRequest, count: int, *, seed_policy: SeedPolicy, 
 
 
 def batch_cost(*, settings: Settings, images: list[StagedImage], requests: list[JobRequest]) -> int:
-    """What the whole batch costs: each image priced at its own size."""
-    return sum(
-        quote(settings=settings, request=request, width=image.width, height=image.height).credits
-        for request, image in zip(requests, images, strict=True)
-    )
+    """What the whole batch costs: each image priced at its own size (expanded: at its canvas's). Refused, naming
+    the image, when one cannot expand to the batch's format."""
+    total = 0
+    for request, image in zip(requests, images, strict=True):
+        try:
+            total += quote(settings=settings, request=request, width=image.width, height=image.height).credits
+        except Refused as exc:
+            raise Refused(f"{image.name}: {exc}") from exc
+    return total

@@ -7,7 +7,7 @@ upload at once. Each accepted image's normalised PNG is staged on disk (studio.m
 is its name, size and hash, and small thumbnails of the first few, which is all the page shows. What a batch
 may decode is capped: at most `max_images` images (a batch takes MAX_BATCH_IMAGES) and `max_pixels` pixels in all,
 read from each image's header before its pixels are decoded; the images past either limit are listed as skipped,
-with the reason.
+with the reason. A ZIP may carry a mask beside each image (studio.batches.masks): then the batch inpaints.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import BinaryIO
 
 from PIL import Image
 
+from studio.batches.masks import BatchMask, is_mask_name, pair_masks, read_mask
 from studio.jobs.submit import MAX_BATCH_IMAGES
 from studio.media.staging import StagedImage, stage
 from studio.media.storage import AssetStore
@@ -47,6 +48,7 @@ class BatchUploads:
     rejected: list[tuple[str, str]]  # (name, why)
     thumbnails: list[bytes] = field(default_factory=list)  # JPEGs of the first THUMBNAILS images
     pixels: int = 0  # decoded, in all
+    masks: list[StagedImage] = field(default_factory=list)  # none, or masks[i] for images[i] (an inpainting batch)
 
 
 def read_uploads(
@@ -67,7 +69,7 @@ def read_uploads(
                 reader.add(member_name, member_data)
         else:
             reader.add(name, _read_bounded(name, upload, reader.rejected))
-    return BatchUploads(reader.images, reader.rejected, reader.thumbnails, reader.pixels)
+    return reader.uploads()
 
 
 class _Reader:
@@ -77,11 +79,25 @@ class _Reader:
         self.staging, self.max_images, self.max_pixels = staging, max_images, max_pixels
         self.images: list[StagedImage] = []
         self.rejected: list[tuple[str, str]] = []
-        self.thumbnails: list[bytes] = []
+        self.thumbnails: list[bytes] = []  # of images[:THUMBNAILS]
+        self.masks: list[BatchMask] = []
         self.pixels = 0
+
+    def uploads(self) -> BatchUploads:
+        """What was read; with masks, only the images with a good one (the others listed, with the reason)."""
+        if not self.masks:
+            return BatchUploads(self.images, self.rejected, self.thumbnails, self.pixels)
+        paired = pair_masks(self.images, self.masks)
+        kept = {image.sha256 for image in paired.images}
+        thumbnails = [thumb for image, thumb in zip(self.images, self.thumbnails, strict=False) if image.sha256 in kept]
+        return BatchUploads(paired.images, self.rejected + paired.rejected, thumbnails, self.pixels, paired.masks)
 
     def add(self, name: str, data: bytes | None) -> None:
         if data is None:  # refused before it was read (its reason is listed)
+            return
+        if is_mask_name(name):  # never an image to transform
+            with _DECODING:
+                self.masks.append(read_mask(self.staging, name, data))
             return
         if self.max_images is not None and len(self.images) >= self.max_images:
             why = f"not read: a batch takes at most {self.max_images} images; run it in another batch."

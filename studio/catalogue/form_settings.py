@@ -18,6 +18,7 @@ from pipelines.params import (
     ControlParams,
     Img2ImgParams,
     InpaintParams,
+    OutpaintParams,
     RunSpec,
     Task,
 )
@@ -43,6 +44,7 @@ class FormSettings:
     noise_level: int = DEFAULT_NOISE_LEVEL
     control: ControlParams | None = None  # its `model` is left empty: the catalogue names it per guide
     inpaint: InpaintParams | None = None  # None: the form's own mask options stay as they are
+    outpaint: OutpaintParams | None = None  # the format (Expand); None: the form's own stays as it is
 
     @classmethod
     def from_recipe(cls, recipe: dict[str, Any], catalogue: Catalogue) -> FormSettings:
@@ -71,14 +73,15 @@ class FormSettings:
             noise_level=spec.noise_level,
             control=replace(spec.control, model="") if spec.control is not None else None,
             inpaint=spec.inpaint,
+            outpaint=spec.outpaint,
         )
 
     @classmethod
     def from_preset(cls, preset: PresetSettings) -> FormSettings:
-        # A preset holds every setting of the form but mask options (it also pins the model and a seed policy).
-        same = {
-            field.name: getattr(preset, field.name) for field in fields(cls) if field.name not in ("control", "inpaint")
-        }
+        # A preset holds every setting of the form but mask options and the format (it also pins the model and a seed
+        # policy).
+        options = ("control", "inpaint", "outpaint")
+        same = {field.name: getattr(preset, field.name) for field in fields(cls) if field.name not in options}
         return cls(**same, control=preset.control_params())
 
     def check(self, catalogue: Catalogue, offered: list[Style]) -> None:
@@ -106,7 +109,7 @@ class FormSettings:
         )
         # Every value against the studio's limits (the task only decides which options may be present).
         task = Task.inpaint if self.inpaint is not None else Task.img2img
-        spec = RunSpec(task, params, self.control, self.inpaint, self.noise_level)
+        spec = RunSpec(task, params, self.control, self.inpaint, self.noise_level, self.outpaint)
         try:
             spec.check_ranges()
         except PipelineInputError as exc:

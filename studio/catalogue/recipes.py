@@ -11,7 +11,8 @@ RECIPE_CHUNK = "img2img-studio:recipe"
 # 2: tasks (inpaint, upscale), style, ControlNet and inpaint options, user prompts, mask hash
 # 3: the catalogue model that ran (None: the configured model), which a re-run is priced by
 # 4: the model's family and the conditioning it ran with (Family.recipe: SDXL's sizes), its CPU offload
-RECIPE_VERSION = 4
+# 5: outpainting's format, placement, fill and seam (`outpaint`, written only for those runs)
+RECIPE_VERSION = 5
 
 
 def png_with_recipe(image: Image.Image, recipe: dict) -> bytes:

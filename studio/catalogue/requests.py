@@ -14,7 +14,8 @@ from typing import Any
 
 from pipelines.errors import PipelineInputError
 from pipelines.families import DEFAULT_FAMILY, FAMILIES, preview_family
-from pipelines.params import ControlParams, Img2ImgParams, InpaintParams, RunSpec, Task
+from pipelines.outpaint import canvas_size
+from pipelines.params import ControlParams, Img2ImgParams, InpaintParams, OutpaintParams, RunSpec, Task
 from studio.billing.pricing import QUALITY_TIERS, Quality, configured_model_credits
 from studio.catalogue.styles import STUDIO_TASKS, Catalogue, CatalogueError, ModelEntry, ModelKind
 from studio.config import Settings
@@ -42,6 +43,11 @@ class JobRequest:
     def task(self) -> Task:
         return self.spec.task
 
+    @property
+    def takes_mask(self) -> bool:
+        """Whether the user gives a mask: inpainting does, except expanding to a format (its canvas makes one)."""
+        return self.task == Task.inpaint and self.spec.outpaint is None
+
     def check(self) -> None:
         """The checks that need no catalogue: parameters in range, steps within the quality tier."""
         try:
@@ -56,11 +62,23 @@ class JobRequest:
             )
 
     def check_source(self, width: int, height: int) -> None:
-        """Refuse a width×height source smaller than the model's family takes (SDXL: 512 px per side)."""
+        """Refuse a width×height source smaller than the model's family takes (SDXL: 512 px per side), or one that
+        cannot expand to the requested format."""
         if self.task.upscale_factor is not None:
             return  # the upscalers belong to no family; their own size limits are checked at submit
         try:
             FAMILIES[self.family].check_source(width, height, model=self.catalogue_model or self.model)
+        except PipelineInputError as exc:
+            raise Refused(f"{exc} Nothing was charged.") from exc
+        self.canvas_size(width, height)
+
+    def canvas_size(self, width: int, height: int) -> tuple[int, int]:
+        """The size of the image a width×height source becomes before rendering: the canvas when expanding to a
+        format (pipelines.outpaint), else the source's own. Refused when the format cannot hold the source."""
+        if self.spec.outpaint is None:
+            return width, height
+        try:
+            return canvas_size(width, height, self.spec.outpaint)
         except PipelineInputError as exc:
             raise Refused(f"{exc} Nothing was charged.") from exc
 
@@ -90,6 +108,7 @@ def custom_request(
     inpaint: InpaintParams | None = None,
     control: ControlParams | None = None,
     catalogue: Catalogue | None = None,
+    outpaint: OutpaintParams | None = None,
 ) -> JobRequest:
     """The user's own prompt and settings on the configured model (STUDIO_MODEL).
 
@@ -104,6 +123,7 @@ def custom_request(
             params=params,
             control=_resolve_control(control, catalogue, settings, family=family, runs="The configured model"),
             inpaint=inpaint,
+            outpaint=outpaint,
         ),
         model=settings.model,
         quality=quality,
@@ -124,13 +144,14 @@ def style_request(
     inpaint: InpaintParams | None = None,
     control: ControlParams | None = None,
     noise_level: int = 20,
+    outpaint: OutpaintParams | None = None,
 ) -> JobRequest:
     """A catalogue style: `params` hold the user's own prompt and negative prompt (the style's template and
     negative prompt are applied here) and the strength, steps, guidance and seed the user settled on.
 
-    An img2img style with `inpaint` options runs as inpainting. Refuses a model that is not available on
-    this machine (saying how to get it), a quality tier the style does not offer, and a ControlNet made
-    for another model family.
+    An img2img style with `inpaint` options runs as inpainting (with `outpaint`, expanding to a format).
+    Refuses a model that is not available on this machine (saying how to get it), a quality tier the style does
+    not offer, and a ControlNet made for another model family.
     """
     try:
         style = catalogue.style(style_id)
@@ -157,6 +178,7 @@ def style_request(
             control=_resolve_control(control, catalogue, settings, family=entry.family, runs=style.name),
             inpaint=inpaint,
             noise_level=noise_level,
+            outpaint=outpaint,
         ),
         model=catalogue.location(style.model, settings),
         quality=quality,

@@ -105,6 +105,7 @@ def run_batch(
                 user=user,
                 images=uploads.images,
                 requests=requests,
+                masks=uploads.masks or None,  # name.mask.png beside name.png: an inpainting preset's masks
             )
     return _finish(settings, [job.id for job in jobs], output_dir, uploads.rejected, run_worker, on_progress)
 

@@ -177,13 +177,15 @@ def _run(
         request = Img2ImgRequest(source, spec.params, max_side=settings.max_output_side, control=spec.control)
         return run_img2img(ref, request, control_ref=control_ref, **progress)
     if spec.task == Task.inpaint:
-        from pipelines.inpaint import InpaintRequest, run_inpaint
+        from pipelines.inpaint import InpaintRequest, outpaint_request, run_inpaint
 
-        if mask is None:
+        options = {"max_side": settings.max_output_side, "control": spec.control}
+        if spec.outpaint is not None:  # expanding to a format: the canvas and its seam make the mask
+            request = outpaint_request(source, spec.outpaint, spec.params, spec.inpaint, **options)
+        elif mask is None:
             raise PipelineInputError("This inpainting job has no mask (it may have been deleted by retention).")
-        request = InpaintRequest(
-            source, mask, spec.params, spec.inpaint, max_side=settings.max_output_side, control=spec.control
-        )
+        else:
+            request = InpaintRequest(source, mask, spec.params, spec.inpaint, **options)
         return run_inpaint(ref, request, control_ref=control_ref, **progress)
     from pipelines.upscale import UpscaleRequest, run_upscale
 

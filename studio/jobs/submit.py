@@ -21,7 +21,7 @@ from sqlmodel import Session, col, select
 from pipelines.errors import PipelineInputError
 from pipelines.families import FAMILIES
 from pipelines.masks import check_mask
-from pipelines.params import MAX_SWEEP_MEMBERS, Task, check_upscale_size
+from pipelines.params import MAX_SWEEP_MEMBERS, check_upscale_size
 from studio.billing.budgets import check_team_budget
 from studio.billing.credits import InsufficientCredits, reserve, spendable
 from studio.billing.plans import PLANS, allocate_monthly, queue_priority
@@ -41,15 +41,17 @@ MAX_BATCH_IMAGES = 200  # per submit; larger catalogues go in several batches (o
 
 def quote(*, settings: Settings, request: JobRequest, width: int, height: int) -> Price:
     """The price of `request` on a width×height source: the result's size decides high resolution, and a model
-    renders at most its family's cap (Family.max_side: SD 1.x 1024 px, SDXL 2048), whatever the studio allows."""
+    renders at most its family's cap (Family.max_side: SD 1.x 1024 px, SDXL 2048), whatever the studio allows.
+    Expanding to a format is priced as inpainting the canvas it makes (Refused when the format cannot hold it)."""
     max_side = settings.max_output_side
     if request.task.upscale_factor is None:
         max_side = min(max_side, FAMILIES[request.family].max_side)
+    out_width, out_height = request.canvas_size(width, height)
     return price(
         base=request.base_credits,
         quality=request.quality,
-        width=width,
-        height=height,
+        width=out_width,
+        height=out_height,
         max_side=max_side,
         upscale_factor=request.task.upscale_factor,
     )
@@ -99,6 +101,9 @@ def submit_sweep(
     """
     if not 1 <= len(requests) <= MAX_SWEEP_MEMBERS:
         raise Refused(f"A sweep has 1 to {MAX_SWEEP_MEMBERS} cells, got {len(requests)}.")
+    if any(request.spec.outpaint is not None for request in requests):
+        # Its one-pass engine (pipelines.sweep) renders the source as it is, not a canvas.
+        raise Refused("A sweep does not expand to a format: expand on the Expand page. Nothing was charged.")
     return _submit(
         session, store, settings, user, upload, original_name, requests, mask, idempotency_key, now, sweep=True
     )
@@ -182,6 +187,7 @@ def submit_batch(
     user: User,
     images: list[StagedImage],
     requests: list[JobRequest],
+    masks: list[StagedImage] | None = None,
     idempotency_key: str | None = None,
     now: datetime | None = None,
 ) -> list[Job]:
@@ -189,7 +195,8 @@ def submit_batch(
 
     Batches are a Pro feature. Each job is priced, charged and refunded on its own, so one image that
     fails gives back only its own credits; the jobs share a batch_id for progress and downloads. The images
-    are staged on disk (studio.batches.uploads): they are copied into the store one at a time.
+    are staged on disk (studio.batches.uploads): they are copied into the store one at a time. An inpainting
+    batch gives each image its own mask (`masks[i]`, staged "L" PNGs of the image's size, checked when read).
     """
     now = now or utcnow()
     if not PLANS[user.plan].batch:
@@ -199,15 +206,16 @@ def submit_batch(
         )
     if not 1 <= len(images) <= MAX_BATCH_IMAGES or len(requests) != len(images):
         raise Refused(f"A batch has 1 to {MAX_BATCH_IMAGES} images, one request each; got {len(images)}.")
+    if masks is not None and len(masks) != len(images):
+        raise Refused(f"A masked batch has one mask per image; got {len(masks)} masks for {len(images)} images.")
     if idempotency_key is not None and (existing := _jobs_for_key(session, idempotency_key, user)):
         return existing
-    if missing := next((image for image in images if not image.path.is_file()), None):
+    if missing := next((image for image in [*images, *(masks or [])] if not image.path.is_file()), None):
         raise expired(missing)
     prices = []
-    for image, request in zip(images, requests, strict=True):
+    for index, (image, request) in enumerate(zip(images, requests, strict=True)):
         request.check()
-        if request.task == Task.inpaint:
-            raise Refused("A batch applies one recipe to many images; inpainting needs a mask per image.")
+        _check_batch_mask(image, masks[index] if masks is not None else None, request)
         try:
             request.check_source(image.width, image.height)
         except Refused as exc:
@@ -230,7 +238,8 @@ def submit_batch(
             "Nothing was charged."
         )
     sources = [_asset(user, AssetKind.source, image, image.width, image.height, now, image.name) for image in images]
-    session.add_all(sources)
+    mask_assets = [_asset(user, AssetKind.mask, mask, mask.width, mask.height, now) for mask in masks or []]
+    session.add_all(sources + mask_assets)
     session.flush()
     batch_id = uuid.uuid4().hex
     batch_lane = queue_lane(priority=queue_priority(user), batch=True)
@@ -242,7 +251,7 @@ def submit_batch(
             price,
             user,
             source,
-            None,
+            mask_assets[index] if mask_assets else None,
             now,
             lane=batch_lane,
             fair_tag=first_round + index,
@@ -251,7 +260,24 @@ def submit_batch(
         )
         for index, (request, price, source) in enumerate(zip(requests, prices, sources, strict=True))
     ]
-    return _reserve_and_commit(session, store, user, jobs, images, idempotency_key, now)
+    return _reserve_and_commit(session, store, user, jobs, [*images, *(masks or [])], idempotency_key, now)
+
+
+def _check_batch_mask(image: StagedImage, mask: StagedImage | None, request: JobRequest) -> None:
+    """A batch's images take masks exactly when its recipe inpaints (not when it expands to a format), each its
+    image's size."""
+    if mask is None and request.takes_mask:
+        raise Refused(
+            "Inpainting a batch needs a mask per image: put name.mask.png beside each name.png in the ZIP. "
+            "Nothing was charged."
+        )
+    if mask is not None and not request.takes_mask:
+        raise Refused("This batch carries masks, so it inpaints: choose an image-to-image style or your own settings.")
+    if mask is not None and (mask.width, mask.height) != (image.width, image.height):
+        raise Refused(
+            f"{image.name}: its mask is {mask.width}×{mask.height}, the image {image.width}×{image.height}. "
+            "Nothing was charged."
+        )
 
 
 def _lock_payer(session: Session, user: User) -> None:
@@ -331,8 +357,8 @@ def _reserve_and_commit(
 
 def _checked_mask_png(request: JobRequest, mask: Image.Image | None, upload: ValidatedImage) -> bytes | None:
     """The inpaint mask as PNG bytes, after checking it fits the request and the source."""
-    if (mask is not None) != (request.task == Task.inpaint):
-        raise Refused("Inpainting needs a mask, and only inpainting takes one.")
+    if (mask is not None) != request.takes_mask:
+        raise Refused("Inpainting needs a mask, and only inpainting takes one (expanding to a format makes its own).")
     if mask is None:
         return None
     if mask.mode != "L" or mask.size != (upload.width, upload.height):

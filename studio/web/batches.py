@@ -52,14 +52,20 @@ def _purge_stale_staging() -> None:
     purge_staged(app.staging_store())
 
 
-def submit(config, user: User, images: list[StagedImage], requests: list[JobRequest], *, key: str):
-    """Queue the batch (the page then shows it under `key`), or show why it was refused."""
-    submitted = refusals.attempt(lambda: jobs.submit_or_resubmit(lambda: _submit_once(config, user, images, requests)))
+def submit(
+    config, user: User, images: list[StagedImage], requests: list[JobRequest], *, masks: list[StagedImage], key: str
+):
+    """Queue the batch (`masks`: none, or one per image), then shown under `key`; or show why it was refused."""
+    submitted = refusals.attempt(
+        lambda: jobs.submit_or_resubmit(lambda: _submit_once(config, user, images, requests, masks))
+    )
     if submitted is not None:
         st.session_state[key] = submitted[0].batch_id
 
 
-def _submit_once(config, user: User, images: list[StagedImage], requests: list[JobRequest]) -> list:
+def _submit_once(
+    config, user: User, images: list[StagedImage], requests: list[JobRequest], masks: list[StagedImage]
+) -> list:
     with app.db_write_session() as session:
         return submit_batch(
             session=session,
@@ -68,9 +74,10 @@ def _submit_once(config, user: User, images: list[StagedImage], requests: list[J
             user=user,
             images=images,
             requests=requests,
+            masks=masks or None,
             idempotency_key=jobs.submit_key(
                 user_id=user.id,
-                source_png="".join(image.sha256 for image in images).encode(),
+                source_png="".join(image.sha256 for image in [*images, *masks]).encode(),
                 recipe={"batch": [r.job_params() for r in requests], "model": requests[0].model},
             ),
         )

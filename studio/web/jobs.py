@@ -13,6 +13,7 @@ import streamlit as st
 from PIL import Image
 from sqlmodel import Session
 
+from pipelines.outpaint import format_label
 from pipelines.params import RunSpec
 from studio.config import Settings
 from studio.db.tables import Asset, Job, JobStatus, User
@@ -132,6 +133,8 @@ def job_summary(job: Job) -> str:
     params = job.params
     spec = RunSpec.from_dict(params)
     parts = [job.style.replace("-", " ").capitalize() if job.style else spec.task.label]
+    if spec.outpaint is not None:  # expanded: to which format, the source where
+        parts.append(f"expanded to {format_label(spec.outpaint)}, source {spec.outpaint.placement.value}")
     if prompt := params.get("user_prompt", params.get("prompt", "")):
         parts.append(f"“{prompt[:80]}”")
     # The denoising steps that ran (a finished job's recipe says), not the schedule's length.

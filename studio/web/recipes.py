@@ -16,6 +16,7 @@ from studio.errors import Refused
 from studio.jobs.queries import find_user_asset
 from studio.media.validation import ValidatedImage, validate_image_bytes
 from studio.web import app, refusals
+from studio.web.outpaint import load_format
 from studio.web.sources import Source
 from studio.web.styles import OWN_SETTINGS, _load_refused_key, offered_styles
 from studio.web.submit import submit
@@ -118,6 +119,8 @@ def load_into_form(prefix: str, settings: FormSettings, catalogue: Catalogue) ->
         state[f"{prefix}.padding"] = settings.inpaint.padding
         state[f"{prefix}.keep_unmasked"] = settings.inpaint.keep_unmasked
         state[f"{prefix}.soft"] = settings.inpaint.soft
+    if settings.outpaint is not None:
+        load_format(prefix, settings.outpaint)
     return True
 
 

@@ -10,7 +10,7 @@ from studio.config import Settings
 
 OWN_SETTINGS = ""  # the style picker's "no style" choice
 # Forms of these pages repaint part of a source, so they offer only image-to-image styles (no upscalers).
-IMAGE_TO_IMAGE_PAGES = frozenset({"inpaint", "sweep"})
+IMAGE_TO_IMAGE_PAGES = frozenset({"inpaint", "outpaint", "sweep"})
 
 
 def catalogue_or_stop(config: Settings) -> Catalogue:

@@ -9,6 +9,7 @@ from pipelines.params import (
     ControlParams,
     Img2ImgParams,
     InpaintParams,
+    OutpaintParams,
     Task,
 )
 from studio.billing.credits import spendable
@@ -33,7 +34,9 @@ def make_request(
     noise_level: int = 20,
     control: ControlParams | None = None,
     inpaint: InpaintParams | None = None,
+    outpaint: OutpaintParams | None = None,
 ) -> JobRequest | None:
+    """The request of a form (`outpaint` with `inpaint`: expanding to a format), or None with the refusal shown."""
     if style is None:
         return refusals.attempt(
             lambda: custom_request(
@@ -44,6 +47,7 @@ def make_request(
                 inpaint=inpaint,
                 control=control,
                 catalogue=catalogue,
+                outpaint=outpaint,
             )
         )
     return refusals.attempt(
@@ -56,6 +60,7 @@ def make_request(
             inpaint=inpaint,
             control=control,
             noise_level=noise_level,
+            outpaint=outpaint,
         )
     )
 

@@ -16,7 +16,19 @@ from sqlmodel import select
 from streamlit.testing.v1 import AppTest
 
 from pipelines.families import DEFAULT_FAMILY, FAMILIES
-from pipelines.params import LIMITS, ControlParams, Guide, Img2ImgParams, InpaintParams, Task
+from pipelines.outpaint import CHANNEL_PRESETS, plan_outpaint
+from pipelines.params import (
+    ASPECTS,
+    CUSTOM,
+    LIMITS,
+    ControlParams,
+    Guide,
+    Img2ImgParams,
+    InpaintParams,
+    Placement,
+    RunSpec,
+    Task,
+)
 from studio.accounts.bootstrap import bootstrap
 from studio.accounts.users import get_user
 from studio.billing.pricing import QUALITY_TIERS, Quality
@@ -216,6 +228,51 @@ def test_every_style_runs_from_every_page_that_offers_it(small_studio, page, sty
     assert not at.exception, at.exception
 
 
+# Every style on the Expand page, the formats (channel presets, aspects, a custom size) and placements in turn
+
+FORMATS = [*CHANNEL_PRESETS, *ASPECTS, CUSTOM]
+EXPAND_CASES = [
+    pytest.param(style_id, FORMATS[index % len(FORMATS)], list(Placement)[index % len(Placement)], id=style_id or "own")
+    for index, style_id in enumerate(page_styles("outpaint"))
+]
+
+
+def test_the_expand_cases_take_every_format_and_placement():
+    assert {case.values[1] for case in EXPAND_CASES} == set(FORMATS)
+    assert {case.values[2] for case in EXPAND_CASES} == set(Placement)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("style_id", "choice", "placement"), EXPAND_CASES)
+def test_every_style_expands_from_the_expand_page(small_studio, style_id, choice, placement):
+    at = signed_in(small_studio, "outpaint")
+    assert len(at.selectbox(key="outpaint.style").options) == len(page_styles("outpaint"))
+    side = source_side(style_of(style_id))
+    width, height = side, side + 40  # no format's aspect: every one adds area
+    at.file_uploader(key="outpaint.source_upload").set_value(("shoe.png", png_bytes(width, height), "image/png"))
+    at.run()
+    at.selectbox(key="outpaint.style").set_value(style_id).run()
+    at.selectbox(key="outpaint.format").set_value(choice).run()
+    if choice == CUSTOM:
+        at.number_input(key="outpaint.canvas_width").set_value(width + 64)
+        at.number_input(key="outpaint.canvas_height").set_value(height + 16)
+    at.segmented_control(key="outpaint.placement").set_value(placement.value)
+    at.text_area(key="outpaint.prompt").input("a bright studio")
+    at.slider(key="outpaint.steps").set_value(2)
+    at.slider(key="outpaint.strength").set_value(1.0)
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, texts(at.error)
+    at.button(key="outpaint_button").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, texts(at.error)
+    [job] = finish_jobs(small_studio)
+    assert job.status is JobStatus.complete, job.error
+    expand = RunSpec.from_dict(job.params).outpaint
+    assert expand.placement is placement and job.style == (style_id or None)
+    assert (job.recipe["width"], job.recipe["height"]) == plan_outpaint(width, height, expand).canvas
+
+
 # Every value a recipe, preset, remix or sweep cell can carry, at the studio's limits, into every form
 
 
@@ -294,6 +351,7 @@ WIDGETS = {
     "high_threshold": "canny",
     "mask_blur": "mask_blur",
     "padding": "padding",
+    "seam": "seam",  # the Expand page's (a recipe's `outpaint` table: not loaded into a form)
 }
 
 

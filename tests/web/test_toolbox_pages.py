@@ -8,34 +8,13 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image, ImageDraw
-from sqlmodel import select
+from PIL import Image
 
 from studio.db.engine import session_for
-from studio.db.tables import Asset, Job, JobStatus
+from studio.db.tables import Asset, JobStatus
 from studio.jobs.worker import Worker
 from studio.media.storage import AssetStore
-from tests.support import ADMIN_PASSWORD, log_in, png_bytes, texts
-
-
-def mask_png(size=(256, 320), box=(40, 60, 150, 200), mode="L") -> bytes:
-    mask = Image.new(mode, size, 0)
-    if box is not None:
-        ImageDraw.Draw(mask).rectangle(box, fill=255 if mode == "L" else (255, 255, 255))
-    buffer = io.BytesIO()
-    mask.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def jobs(settings) -> list[Job]:
-    with session_for(settings.database_url) as session:
-        return list(session.exec(select(Job).order_by(Job.id)).all())
-
-
-def result_pixels(settings, job: Job) -> np.ndarray:
-    with session_for(settings.database_url) as session:
-        result = session.get(Asset, job.result_asset_id)
-    return np.asarray(Image.open(AssetStore(settings.assets_dir).path(result.sha256)).convert("RGB"))
+from tests.support import ADMIN_PASSWORD, all_jobs, log_in, mask_png, png_bytes, result_pixels, texts
 
 
 def test_inpaint_with_an_uploaded_mask_repaints_only_the_mask(studio, studio_settings):
@@ -49,7 +28,7 @@ def test_inpaint_with_an_uploaded_mask_repaints_only_the_mask(studio, studio_set
     assert any("Paint over the area" in i for i in texts(at.info))
 
     # An empty mask is refused with a clear message, and nothing can be submitted.
-    at.file_uploader(key="inpaint.mask_upload").set_value(("mask.png", mask_png(box=None), "image/png")).run()
+    at.file_uploader(key="inpaint.mask_upload").set_value(("mask.png", mask_png((256, 320), None), "image/png")).run()
     assert any("The mask is empty" in e for e in texts(at.error))
     assert at.button(key="inpaint_button").disabled
 
@@ -67,11 +46,11 @@ def test_inpaint_with_an_uploaded_mask_repaints_only_the_mask(studio, studio_set
     assert not at.exception, at.exception
     assert not at.error, texts(at.error)
 
-    [job] = jobs(studio_settings)
+    [job] = all_jobs(studio_settings)
     assert job.task == "inpaint" and job.mask_asset_id is not None
     Worker(studio_settings, name="test-worker").run_once()
     at.run()
-    [job] = jobs(studio_settings)
+    [job] = all_jobs(studio_settings)
     assert job.status is JobStatus.complete, job.error
     result = result_pixels(studio_settings, job)
     original = np.asarray(Image.open(io.BytesIO(source)).convert("RGB"))
@@ -97,7 +76,7 @@ def test_a_style_a_result_png_and_re_running_its_recipe_identically(studio, stud
     assert not at.error, texts(at.error)
     Worker(studio_settings, name="test-worker").run_once()
 
-    [first] = jobs(studio_settings)
+    [first] = all_jobs(studio_settings)
     assert first.status is JobStatus.complete and first.style == "quality-enhancement"
     with session_for(studio_settings.database_url) as session:
         result_png = AssetStore(studio_settings.assets_dir).read(session.get(Asset, first.result_asset_id).sha256)
@@ -113,7 +92,7 @@ def test_a_style_a_result_png_and_re_running_its_recipe_identically(studio, stud
     assert not at.error, texts(at.error)
     Worker(studio_settings, name="test-worker").run_once()
 
-    first, rerun = jobs(studio_settings)
+    first, rerun = all_jobs(studio_settings)
     assert rerun.status is JobStatus.complete, rerun.error
     assert (
         rerun.source_asset_id == first.source_asset_id or rerun.recipe["source_sha256"] == first.recipe["source_sha256"]

@@ -3,7 +3,7 @@ listing on white, or a custom size); the source stays as it is and the model pai
 
 import streamlit as st
 
-from studio.web import app, auth, form, jobs, outpaint, recipes, sources, styles, submit, widgets
+from studio.web import app, auth, form, jobs, library, outpaint, recipes, styles, submit, widgets
 
 PREFIX = "outpaint"
 JOB_KEY = "outpaint.last_job_id"
@@ -20,7 +20,7 @@ widgets.model_notice(config)
 source_col, result_col = st.columns(2, gap="large")
 
 with source_col:
-    source = sources.source_uploader(PREFIX)
+    source = library.pick_source(PREFIX, user, preview=False)  # the canvas preview shows it
     if source is not None and source.recipe is not None:
         recipes.recipe_offer(PREFIX, source, catalogue, config, user, job_key=JOB_KEY)
     expand, inpaint = outpaint.format_settings(PREFIX)

@@ -34,6 +34,7 @@ class Destination:
 DESTINATIONS = (
     Destination("Transform", "pages/transform.py", ":material/auto_fix_high:"),
     Destination("Inpaint", "pages/inpaint.py", ":material/format_paint:"),
+    Destination("Expand", "pages/outpaint.py", ":material/open_in_full:"),
     Destination("Sweep", "pages/sweep.py", ":material/view_comfy:"),
     Destination("Compare", "pages/compare.py", ":material/compare:"),
 )

@@ -10,16 +10,38 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 DIVIDER = (255, 255, 255)
+BACKGROUND = (128, 128, 128)  # around an image of another shape than the other (an expanded result and its source)
+# Sides that differ by less than this share of the shape are the same shape (a result rounded to multiples of 8).
+SAME_SHAPE_TOLERANCE = 0.02
 MAX_ZOOM, ZOOM_STEP = 8.0, 0.5  # the Compare page's zoom: up to 8× on the same centre for both images
 CENTRE_STEP = 0.05
 
 
 def same_size(first: Image.Image, second: Image.Image) -> tuple[Image.Image, Image.Image]:
-    """Both as RGB at the first's size (a source is usually larger than its result)."""
+    """Both as RGB at one size, neither stretched: of the same shape, the second at the first's size (a source is
+    usually larger than its result); of another shape (a photo expanded to 16:9), each fitted whole and centred on
+    a grey canvas as wide as the wider and as tall as the taller at the first's scale."""
     first, second = first.convert("RGB"), second.convert("RGB")
-    if second.size != first.size:
-        second = second.resize(first.size, Image.Resampling.LANCZOS)
-    return first, second
+    if second.size == first.size:
+        return first, second
+    first_shape, second_shape = first.width / first.height, second.width / second.height
+    if abs(first_shape - second_shape) <= SAME_SHAPE_TOLERANCE * first_shape:
+        return first, second.resize(first.size, Image.Resampling.LANCZOS)
+    scale = first.height / second.height  # the second at the first's height
+    canvas = (max(first.width, round(second.width * scale)), first.height)
+    if second_shape < first_shape:  # the second is the narrower: match widths instead
+        scale = first.width / second.width
+        canvas = (first.width, max(first.height, round(second.height * scale)))
+    return _fitted(first, canvas), _fitted(second, canvas)
+
+
+def _fitted(image: Image.Image, canvas: tuple[int, int]) -> Image.Image:
+    """`image` scaled to fit `canvas` whole (its shape kept), centred on the grey background."""
+    scale = min(canvas[0] / image.width, canvas[1] / image.height)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    fitted = Image.new("RGB", canvas, BACKGROUND)
+    fitted.paste(image.resize(size, Image.Resampling.LANCZOS), ((canvas[0] - size[0]) // 2, (canvas[1] - size[1]) // 2))
+    return fitted
 
 
 def split_view(first: Image.Image, second: Image.Image, split: float) -> Image.Image:

@@ -1,11 +1,12 @@
 """One image library in a real browser: upload once on Transform, open the result in Inpaint and then Sweep without
-uploading again, and compare with the source."""
+uploading again, expand it to a 16:9 web banner, and compare with the source (issue 22's journey)."""
 
 from __future__ import annotations
 
 import re
 
 from tests.e2e.support import go_to, log_in, paint_stroke, sweep_strengths, wait_for_idle
+from tests.e2e.test_every_path import no_traceback, pick
 from tests.e2e.test_journeys import source_png
 
 
@@ -26,7 +27,7 @@ def run_and_wait(page, button: str) -> None:
     wait_for_idle(page)
 
 
-def test_upload_once_then_inpaint_sweep_and_compare_the_result_without_uploading_again(page, studio_url, tmp_path):
+def test_upload_once_then_inpaint_sweep_expand_and_compare_without_uploading_again(page, studio_url, tmp_path):
     path, _ = source_png(tmp_path, 320, 256)
     log_in(page, studio_url)
     page.locator("input[type=file]").first.set_input_files(path)  # the only upload of the journey
@@ -47,7 +48,15 @@ def test_upload_once_then_inpaint_sweep_and_compare_the_result_without_uploading
     page.get_by_role("button", name="Run sweep · 2 cells").click()
     page.wait_for_selector("text=Download grid")
 
+    go_to(page, "Expand")  # the source follows the user here too: the Inpaint result
+    assert page.locator("input[type=file]").first.input_value() == ""
+    pick(page, "Format", "Web banner (16:9)")
+    page.wait_for_selector("text=/\\d+×256 · the tinted area is painted by the model/")  # wider, as tall
+    run_and_wait(page, r"^Expand · \d+ denoising steps")
+    no_traceback(page)
+
     go_to(page, "Compare")  # the result the user works on, beside its source
     page.wait_for_selector("text=/^result #\\d+$/")
+    no_traceback(page)
     assert page.locator("[data-testid='stImage']").count() >= 2
     assert page.get_by_text("source", exact=True).count() >= 1

@@ -5,7 +5,7 @@ its recipe. Torch is imported only when a job runs (`pipelines.import_model_stac
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from PIL import Image
@@ -38,15 +38,18 @@ def render_job(
     settings: Settings,
     mask_png: bytes | None = None,
     mask_sha256: str | None = None,
+    references_png: Sequence[bytes] = (),
     on_step: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Rendered:
-    """Run a job's spec on its source (and mask). Raises what the pipeline raises (the worker decides)."""
+    """Run a job's spec on its source (and mask, and an edit's reference images, in the order of
+    job.params["references"]). Raises what the pipeline raises (the worker decides)."""
     _load_model_stack(settings)
     spec = RunSpec.from_dict(job.params)
     source = Image.open(io.BytesIO(source_png)).convert("RGB")
     mask = Image.open(io.BytesIO(mask_png)).convert("L") if mask_png is not None else None
-    result = _run(spec, job, source, mask, settings, on_step=on_step, should_stop=should_stop)
+    references = tuple(Image.open(io.BytesIO(png)).convert("RGB") for png in references_png)
+    result = _run(spec, job, source, mask, settings, references=references, on_step=on_step, should_stop=should_stop)
     ran = {
         **result.recipe,  # the family and its conditioning (Family.recipe)
         "scheduler": result.scheduler,
@@ -58,6 +61,8 @@ def render_job(
         "source_sha256": source_sha256,
         "mask_sha256": mask_sha256,
     }
+    if references := job.params.get("references"):
+        ran["references"] = list(references)  # sha256 of each reference PNG, in the user's assets
     return _rendered(job, spec, result.image, ran)
 
 
@@ -164,6 +169,7 @@ def _run(
     mask: Image.Image | None,
     settings: Settings,
     *,
+    references: tuple[Image.Image, ...],
     on_step: ProgressCallback | None,
     should_stop: Callable[[], bool] | None,
 ):
@@ -185,6 +191,11 @@ def _run(
             source, mask, spec.params, spec.inpaint, max_side=settings.max_output_side, control=spec.control
         )
         return run_inpaint(ref, request, control_ref=control_ref, **progress)
+    if spec.task == Task.edit:
+        from pipelines.edit import EditRequest, run_edit
+
+        request = EditRequest(source, spec.params, max_side=settings.max_output_side, mask=mask, references=references)
+        return run_edit(ref, request, **progress)
     from pipelines.upscale import UpscaleRequest, run_upscale
 
     request = UpscaleRequest(source, spec.params, factor=spec.task.upscale_factor, noise_level=spec.noise_level)

@@ -395,6 +395,15 @@ class WorkerHeartbeat(SQLModel, table=True):
     stopped_at: datetime | None = Field(default=None)  # a graceful stop; a crash just stops the beats
 
 
+class HiddenModel(SQLModel, table=True):
+    """A catalogue model an admin took out of production (the admin Models page, studio.catalogue.visibility): the
+    styles that run it are not offered and a submit naming it is refused. Showing it again deletes the row."""
+
+    name: str = Field(primary_key=True, max_length=120)  # its [models.NAME] in the catalogue
+    hidden_by: int | None = Field(default=None, foreign_key="user.id")
+    hidden_at: datetime = Field(default_factory=utcnow)
+
+
 class LoginSession(SQLModel, table=True):
     """One sign-in on one browser (studio.accounts.sessions). The browser's cookie holds a random token, signed
     with the cookie key; the row is keyed by the token's SHA-256, so the table alone cannot make a cookie.

@@ -28,6 +28,7 @@ from studio.billing.credits import InsufficientCredits, reserve, spendable
 from studio.billing.plans import PLANS, allocate_monthly, queue_priority
 from studio.billing.pricing import Price, price
 from studio.catalogue.requests import JobRequest
+from studio.catalogue.visibility import refuse_hidden
 from studio.config import Settings
 from studio.db.limits import clipped_text
 from studio.db.tables import Asset, AssetKind, Job, User, utcnow
@@ -143,6 +144,7 @@ def _submit(
                 check_upscale_size(upload.width, upload.height, factor)
             except PipelineInputError as exc:
                 raise Refused(str(exc)) from exc
+    refuse_hidden(session=session, requests=requests)
     mask_png = _checked_mask_png(requests[0], mask, upload)
     reference_files = _checked_references(requests[0], references)
     prices = [quote(settings=settings, request=r, width=upload.width, height=upload.height).credits for r in requests]
@@ -237,6 +239,7 @@ def submit_batch(
             except PipelineInputError as exc:
                 raise Refused(f"{image.name}: {exc}") from exc
         prices.append(quote(settings=settings, request=request, width=image.width, height=image.height).credits)
+    refuse_hidden(session=session, requests=requests)
     cost = sum(prices)
 
     _lock_payer(session, user)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import streamlit as st
 from PIL import Image
 
@@ -18,6 +20,7 @@ from studio.catalogue.styles import Catalogue, Style
 from studio.config import Settings
 from studio.db.tables import User, utcnow
 from studio.jobs.submit import quote, submit_job
+from studio.media.storage import sha256_hex
 from studio.media.validation import ValidatedImage
 from studio.web import app, jobs, refusals
 from studio.web.sources import Source
@@ -33,7 +36,10 @@ def make_request(
     noise_level: int = 20,
     control: ControlParams | None = None,
     inpaint: InpaintParams | None = None,
+    references: Sequence[ValidatedImage] = (),
 ) -> JobRequest | None:
+    """The request for the form's settings (`references`: an edit's reference images), or None with the refusal
+    shown."""
     if style is None:
         return refusals.attempt(
             lambda: custom_request(
@@ -56,6 +62,7 @@ def make_request(
             inpaint=inpaint,
             control=control,
             noise_level=noise_level,
+            references=tuple(sha256_hex(reference.png_bytes) for reference in references),
         )
     )
 
@@ -77,13 +84,21 @@ def submit(
     request: JobRequest,
     *,
     mask: Image.Image | None = None,
+    references: Sequence[ValidatedImage] = (),
     job_key: str,
 ) -> None:
     """Queue the job (the page then shows it under `job_key`), or show why it was refused."""
     key_recipe = request.job_params() | {"model": request.model, "quality": request.quality.value}
     submitted = refusals.attempt(
         lambda: jobs.submit_from_page(
-            submit_job, config=config, user=user, source=source, mask=mask, key_recipe=key_recipe, request=request
+            submit_job,
+            config=config,
+            user=user,
+            source=source,
+            mask=mask,
+            key_recipe=key_recipe,
+            request=request,
+            references=list(references),
         )
     )
     if submitted is not None:

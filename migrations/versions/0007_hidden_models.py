@@ -1,0 +1,36 @@
+"""Admins hide catalogue models from production (the Models page): one row per hidden model.
+
+Revision ID: 0007_hidden_models
+Revises: 0006_model_memory
+Create Date: 2026-12-03 16:00:00.000000
+
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+import sqlmodel
+from alembic import op
+
+# revision identifiers, used by Alembic.
+revision: str = "0007_hidden_models"
+down_revision: str | Sequence[str] | None = "0006_model_memory"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    """Upgrade schema."""
+    op.create_table(
+        "hiddenmodel",
+        sa.Column("name", sqlmodel.sql.sqltypes.AutoString(length=120), nullable=False),
+        sa.Column("hidden_by", sa.Integer(), nullable=True),
+        sa.Column("hidden_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(["hidden_by"], ["user.id"]),
+        sa.PrimaryKeyConstraint("name"),
+    )
+
+
+def downgrade() -> None:
+    """Downgrade schema."""
+    op.drop_table("hiddenmodel")

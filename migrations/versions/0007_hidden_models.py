@@ -1,4 +1,6 @@
-"""Admins hide catalogue models from production (the Models page): one row per hidden model.
+"""Admins hide catalogue models from production (the Models page): one row per hidden model, and the audit log's
+action for it (PostgreSQL's `auditaction` enum type gets the value; SQLite stores enums as text). The downgrade keeps
+the audit entries (the log is append-only) and PostgreSQL the enum value (a type's values cannot be dropped).
 
 Revision ID: 0007_hidden_models
 Revises: 0006_model_memory
@@ -29,6 +31,8 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["hidden_by"], ["user.id"]),
         sa.PrimaryKeyConstraint("name"),
     )
+    if op.get_bind().dialect.name != "sqlite":
+        op.execute("ALTER TYPE auditaction ADD VALUE IF NOT EXISTS 'model_production'")
 
 
 def downgrade() -> None:

@@ -325,6 +325,7 @@ class AuditAction(StrEnum):
     login_lockout = "login_lockout"
     password_change = "password_change"
     sessions_revoke = "sessions_revoke"
+    model_production = "model_production"  # a catalogue model taken out of production, or offered again
 
 
 class AuditEntry(SQLModel, table=True):

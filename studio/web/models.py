@@ -6,8 +6,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from studio.accounts.admin import set_model_hidden
 from studio.catalogue.styles import ModelKind
-from studio.catalogue.visibility import hidden_models, set_model_hidden
+from studio.catalogue.visibility import hidden_models
 from studio.db.tables import User
 from studio.web import app, refusals, styles
 
@@ -50,6 +51,6 @@ def catalogue_models(admin: User) -> None:
             key = f"models.production.{entry.name}"
             if st.toggle(f"{entry.name} · {entry.licence or 'licence not set'}", value=offered, key=key) != offered:
                 refusals.admin_action(
-                    set_model_hidden, admin=admin, catalogue=catalogue, model=entry.name, hidden=offered
+                    set_model_hidden, actor=admin, catalogue=catalogue, model=entry.name, hidden=offered
                 )
                 st.rerun()

@@ -8,14 +8,15 @@ from sqlmodel import func, select
 from streamlit.testing.v1 import AppTest
 
 from pipelines.params import Img2ImgParams
+from studio.accounts.admin import set_model_hidden
 from studio.accounts.users import create_user, get_user
 from studio.billing.credits import Account, balance
 from studio.catalogue.requests import style_request
 from studio.catalogue.styles import ModelKind, load_catalogue
-from studio.catalogue.visibility import hidden_models, set_model_hidden
+from studio.catalogue.visibility import hidden_models
 from studio.config import PROJECT_ROOT
 from studio.db.engine import session_for, write_session
-from studio.db.tables import Asset, CreditEntry, HiddenModel, Job, Role, utcnow
+from studio.db.tables import Asset, AuditAction, AuditEntry, CreditEntry, HiddenModel, Job, Role, utcnow
 from studio.errors import Forbidden, Refused
 from studio.jobs.submit import submit_job
 from studio.media.storage import AssetStore
@@ -34,7 +35,7 @@ def admin(settings):
 
 def hide(settings, model: str, hidden: bool, who=None) -> None:
     with write_session(settings.database_url) as session:
-        set_model_hidden(session=session, admin=who or admin(settings), catalogue=CATALOGUE, model=model, hidden=hidden)
+        set_model_hidden(session=session, actor=who or admin(settings), catalogue=CATALOGUE, model=model, hidden=hidden)
 
 
 def state(settings) -> tuple:
@@ -62,6 +63,8 @@ def test_a_hidden_models_submit_is_refused_charging_nothing_and_offering_it_agai
     with session_for(studio_settings.database_url) as session:
         assert hidden_models(session=session) == {STYLE.model}
         assert session.get(HiddenModel, STYLE.model).hidden_by == admin(studio_settings).id
+        [audited] = session.exec(select(AuditEntry).where(AuditEntry.action == AuditAction.model_production)).all()
+        assert (audited.target, audited.details["after"]) == (f"model {STYLE.model}", {"in_production": False})
     before = state(studio_settings)
     with pytest.raises(Refused, match=f"{STYLE.model!r} has been taken out of production.*Nothing was charged"):
         submit(studio_settings)

@@ -20,10 +20,9 @@ from studio.catalogue.styles import load_catalogue
 from studio.config import PROJECT_ROOT, get_settings
 from studio.db.engine import session_for
 from studio.db.tables import Asset, CreditEntry, Job, JobStatus, utcnow
-from studio.jobs.worker import Worker
 from studio.media.storage import AssetStore
 from studio.web.styles import offered_styles
-from tests.support import APP, TIMEOUT, png_bytes, sign_in_as, texts
+from tests.support import APP, TIMEOUT, finish_jobs, png_bytes, sign_in_as, texts
 
 CATALOGUE = load_catalogue(PROJECT_ROOT / "data" / "styles.toml")
 EDIT_STYLES = offered_styles(CATALOGUE, "edit")
@@ -53,14 +52,6 @@ def edit_page() -> AppTest:
     at.switch_page("pages/edit.py").run()
     assert not at.exception, at.exception
     return at
-
-
-def finish_jobs(settings) -> list[Job]:
-    worker = Worker(settings, name="edit-page-worker")
-    while worker.run_once() is not None:
-        pass
-    with session_for(settings.database_url) as session:
-        return list(session.exec(select(Job).order_by(Job.id)).all())
 
 
 def ledger(settings) -> tuple[int, int, int, int]:

@@ -12,7 +12,6 @@ from dataclasses import dataclass, fields
 
 import pytest
 from PIL import Image, ImageDraw
-from sqlmodel import select
 from streamlit.testing.v1 import AppTest
 
 from pipelines.families import DEFAULT_FAMILY, FAMILIES
@@ -24,11 +23,10 @@ from studio.catalogue.presets import PresetSettings
 from studio.catalogue.recipes import png_with_recipe
 from studio.catalogue.styles import Style, load_catalogue
 from studio.config import PROJECT_ROOT, get_settings
-from studio.db.engine import session_for, write_session
+from studio.db.engine import write_session
 from studio.db.tables import Job, JobStatus, Plan, Preset
-from studio.jobs.worker import Worker
 from studio.web.styles import OWN_SETTINGS, offered_styles
-from tests.support import APP, TIMEOUT, png_bytes, sign_in_as, texts
+from tests.support import APP, TIMEOUT, finish_jobs, png_bytes, sign_in_as, texts
 
 CATALOGUE = load_catalogue(PROJECT_ROOT / "data" / "styles.toml")  # the shipped catalogue
 STYLE_PAGES = ("transform", "inpaint", "sweep", "batch")
@@ -88,14 +86,6 @@ def give_mask(at: AppTest, page: str, side: int = SIDE) -> None:
         at.toggle(key="sweep.inpaint").set_value(True).run()
     at.file_uploader(key=f"{page}.mask_upload").set_value(("mask.png", mask_png(side), "image/png")).run()
     assert not at.exception, at.exception
-
-
-def finish_jobs(settings) -> list[Job]:
-    worker = Worker(settings, name="every-path-worker")
-    while worker.run_once() is not None:
-        pass
-    with session_for(settings.database_url) as session:
-        return list(session.exec(select(Job).order_by(Job.id)).all())
 
 
 def submit_button(page: str) -> str:

@@ -1,13 +1,15 @@
 """Edit: a source and an instruction ("put the bottle on white marble, keep the label") for an instruction editor
-(FLUX.1 Kontext, Qwen-Image-Edit); the job and its result on the right."""
+(FLUX.1 Kontext, Qwen-Image-Edit), or a sweep of its seeds or guidance; the job (or the grid) on the right."""
 
 import streamlit as st
 
-from studio.web import app, auth, edit, form, jobs, recipes, sources, styles, submit, widgets
+from studio.sweeps.plan import sweep_cells, sweep_cost
+from studio.web import app, auth, edit, form, jobs, recipes, refusals, sources, styles, submit, sweeps, widgets
 from studio.web.text import plain
 
 PREFIX = "edit"
 JOB_KEY = "edit.last_job_id"
+SWEEP_KEY = "edit.last_sweep_id"
 
 user = auth.require_user()
 config = app.settings()
@@ -42,11 +44,28 @@ with source_col:
         disabled=request is None,
         key="edit_button",
     )
+    cells, sweep_clicked = None, False
+    with st.expander("Sweep: the same edit over several seeds or guidance scales"):
+        plan = sweeps.edit_plan_inputs(PREFIX)
+        if request is not None and request.references:
+            st.caption("A sweep takes no reference images: remove them to sweep.")
+        elif request is not None and plan is not None:
+            cells = refusals.attempt(lambda: sweep_cells(request, plan))
+        if cells:
+            cost = sweep_cost(settings=config, cells=cells, width=source.upload.width, height=source.upload.height)
+            st.caption(f"{len(cells)} cells · costs **{cost}** credits in all (each charged and refunded on its own)")
+        sweep_clicked = st.button(f"Run sweep · {len(cells or [])} cells", disabled=not cells, key="edit_sweep_button")
 
 with result_col:
     if edit_clicked:
+        st.session_state.pop(SWEEP_KEY, None)
         submit.submit(config, user, source, request, mask=mask, references=references, job_key=JOB_KEY)
-    if job_id := st.session_state.get(JOB_KEY):
+    if sweep_clicked:
+        st.session_state.pop(JOB_KEY, None)
+        sweeps.submit(config, user, source, cells, mask=mask, sweep_key=SWEEP_KEY)
+    if sweep_id := st.session_state.get(SWEEP_KEY):
+        sweeps.sweep_panel(sweep_id=sweep_id, user_id=user.id)
+    elif job_id := st.session_state.get(JOB_KEY):
         jobs.job_panel(job_id=job_id, user_id=user.id)
     else:
         st.caption("Your result appears here, beside the source.")

@@ -39,11 +39,13 @@ def render_job(
     mask_png: bytes | None = None,
     mask_sha256: str | None = None,
     references_png: Sequence[bytes] = (),
+    sweep: dict | None = None,
     on_step: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Rendered:
     """Run a job's spec on its source (and mask, and an edit's reference images, in the order of
-    job.params["references"]). Raises what the pipeline raises (the worker decides)."""
+    job.params["references"]); `sweep`: the sweep it is a cell of, for its recipe. Raises what the pipeline raises
+    (the worker decides)."""
     _load_model_stack(settings)
     spec = RunSpec.from_dict(job.params)
     source = Image.open(io.BytesIO(source_png)).convert("RGB")
@@ -63,6 +65,8 @@ def render_job(
     }
     if references := job.params.get("references"):
         ran["references"] = list(references)  # sha256 of each reference PNG, in the user's assets
+    if sweep is not None:
+        ran["sweep"] = sweep
     return _rendered(job, spec, result.image, ran)
 
 
@@ -79,12 +83,27 @@ def render_sweep(
 ) -> list[Rendered]:
     """Run the cells of one sweep together (pipelines.sweep: one denoising pass), one result per job.
 
-    on_step(step, total) counts the shared loop's steps; see pipelines.sweep.run_sweep for each cell's own.
+    on_step(step, total) counts the shared loop's steps; see pipelines.sweep.run_sweep for each cell's own. An edit's
+    cells share no schedule (they differ in seed or guidance, every step runs): they run one after another, and
+    on_step counts the running cell's steps.
     """
     _load_model_stack(settings)
-    from pipelines.sweep import SweepRequest, run_sweep
+    from pipelines.sweep import SEPARATE, SweepRequest, run_sweep
 
     specs = [RunSpec.from_dict(job.params) for job in jobs]
+    if specs[0].task == Task.edit:
+        inputs = dict(source_png=source_png, source_sha256=source_sha256, mask_png=mask_png, mask_sha256=mask_sha256)
+        return [
+            render_job(
+                job,
+                **inputs,
+                settings=settings,
+                sweep={"id": job.sweep_id, "cells": len(jobs), "mode": SEPARATE},
+                on_step=on_step,
+                should_stop=should_stop,
+            )
+            for job in jobs
+        ]
     source = Image.open(io.BytesIO(source_png)).convert("RGB")
     mask = Image.open(io.BytesIO(mask_png)).convert("L") if mask_png is not None else None
     request = SweepRequest(

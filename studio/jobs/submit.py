@@ -105,12 +105,11 @@ def submit_sweep(
     """Queue the cells of a strength sweep (studio.sweeps) as one job each, all or none, in one transaction.
 
     Each cell is priced and charged on its own (a failed cell refunds only itself); they share a
-    sweep_id, so a worker that claims one claims them all and runs them in one denoising pass.
+    sweep_id, so a worker that claims one claims them all and runs them in one denoising pass (an edit's cells:
+    one after another). A sweep takes no reference images.
     """
     if not 1 <= len(requests) <= MAX_SWEEP_MEMBERS:
         raise Refused(f"A sweep has 1 to {MAX_SWEEP_MEMBERS} cells, got {len(requests)}.")
-    if any(request.task == Task.edit for request in requests):
-        raise Refused("Edits run one at a time on the Edit page (sweeps vary a strength). Nothing was charged.")
     return _submit(
         session, store, settings, user, upload, original_name, requests, mask, idempotency_key, now, sweep=True
     )

@@ -149,3 +149,26 @@ def test_an_empty_instruction_is_refused_with_a_message_and_nothing_is_charged(s
     assert not at.exception, at.exception
     assert any("Write an instruction" in error for error in texts(at.error)), texts(at.error)
     assert ledger(small_studio) == before
+
+
+@pytest.mark.slow
+def test_an_edit_sweep_over_seeds_runs_from_the_page_into_its_grid(small_studio):
+    style = next(style for style in EDIT_STYLES if style.family_info.max_images == 1)
+    at = edit_page()
+    fill(at, style)
+    at.selectbox(key="edit.axis").set_value("seed").run()
+    at.text_input(key="edit.axis_values").input("1, 2").run()
+    assert not at.exception, at.exception
+    assert at.button(key="edit_sweep_button").label == "Run sweep · 2 cells"
+    at.button(key="edit_sweep_button").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, texts(at.error)
+    jobs = finish_jobs(small_studio)
+    assert [(job.status, job.params["seed"], job.task) for job in jobs] == [
+        (JobStatus.complete, 1, "edit"),
+        (JobStatus.complete, 2, "edit"),
+    ]
+    assert len({job.sweep_id for job in jobs}) == 1
+    at.run()
+    assert not at.exception, at.exception
+    assert any("cell by cell" in caption.value for caption in at.caption)

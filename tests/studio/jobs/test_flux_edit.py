@@ -15,19 +15,20 @@ from sqlmodel import func, select
 from pipelines.families import FAMILIES
 from pipelines.params import MAX_PROMPT_CHARS, Img2ImgParams, InpaintParams, Task
 from studio.accounts.users import get_user
-from studio.billing.credits import Account, balance
+from studio.billing.credits import Account, add_credits, balance
 from studio.catalogue.recipes import read_recipe
 from studio.catalogue.requests import recipe_request, style_request
 from studio.catalogue.styles import load_catalogue
 from studio.config import PROJECT_ROOT
 from studio.db.engine import session_for, write_session
-from studio.db.tables import Asset, AssetKind, CreditEntry, Job, JobStatus, utcnow
+from studio.db.tables import Asset, AssetKind, CreditEntry, CreditKind, Job, JobStatus, utcnow
 from studio.errors import Refused
 from studio.jobs.queries import find_user_asset, list_user_jobs
 from studio.jobs.submit import quote, submit_job, submit_sweep
 from studio.jobs.worker import Worker
 from studio.media.storage import AssetStore, sha256_hex
 from studio.media.validation import ValidatedImage, validate_image_bytes
+from studio.sweeps.plan import EDIT_SWEEP, SecondAxis, SweepPlan, sweep_cells
 from tests.support import gradient
 
 CATALOGUE = load_catalogue(PROJECT_ROOT / "data" / "styles.toml")
@@ -76,8 +77,18 @@ def cases() -> list:
 
 @pytest.fixture
 def env(studio, studio_settings):
-    with session_for(studio_settings.database_url) as session:
+    with write_session(studio_settings.database_url) as session:
         user = get_user(session=session, username="admin")
+        # Enough for a re-run (or a sweep and its single runs) at the new models' prices.
+        add_credits(
+            session=session,
+            account=Account(user_id=user.id),
+            amount=100,
+            kind=CreditKind.grant,
+            now=utcnow(),
+            reason="t",
+        )
+        session.commit()
     settings = replace(studio_settings, max_output_side=OUTPUT_SIDE)
     return {"settings": settings, "store": AssetStore(settings.assets_dir), "user": user}
 
@@ -96,15 +107,23 @@ def request_for(env, style, task: Task, *, references: list[ValidatedImage] = ()
 
 
 def submit(env, request, upload, **kwargs) -> Job:
+    return submitted(env, submit_job, upload, request=request, **kwargs)
+
+
+def sweep(env, cells, upload) -> list[Job]:
+    return submitted(env, submit_sweep, upload, requests=cells)
+
+
+def submitted(env, submit_function, upload, **kwargs):
+    """`submit_function` (submit_job or submit_sweep) for the admin, on `upload`."""
     with write_session(env["settings"].database_url) as session:
-        return submit_job(
+        return submit_function(
             session=session,
             store=env["store"],
             settings=env["settings"],
             user=env["user"],
             upload=upload,
             original_name="bottle.png",
-            request=request,
             **kwargs,
         )
 
@@ -246,17 +265,36 @@ def test_a_refused_flux_or_edit_submit_charges_nothing_and_stores_nothing(env, s
     assert state(env) == before
 
 
-def test_an_edit_cannot_be_swept_and_nothing_is_charged(env):
+@pytest.mark.parametrize("axis", list(SecondAxis))
+def test_an_editors_sweep_runs_cell_by_cell_and_each_cell_is_its_single_edit(env, axis):
+    """Seeds (or guidance scales) down one column; every cell has exactly the pixels of the same edit run alone."""
+    style = edit_style("flux-kontext")
+    values = (3.0, 4.0) if axis is SecondAxis.seed else (1.5, 4.0)
+    cells = sweep_cells(request_for(env, style, Task.edit), SweepPlan(EDIT_SWEEP, axis, values))
+    upload = source_upload()
+    jobs = sweep(env, cells, upload)
+    assert len({job.sweep_id for job in jobs}) == 1 and len(jobs) == 2
+    run_queue(env)
+    swept = [finished(env, job.id) for job in jobs]
+    assert [job.recipe["sweep"]["mode"] for job, _ in swept] == ["separate", "separate"]
+    for cell, (job, png_bytes_) in zip(cells, swept, strict=True):
+        single = submit(env, cell, upload)
+        run_queue(env)
+        _, alone = finished(env, single.id)
+        with Image.open(io.BytesIO(png_bytes_)) as one, Image.open(io.BytesIO(alone)) as two:
+            assert one.tobytes() == two.tobytes()
+        assert job.progress_total == PARAMS.steps
+
+
+def test_an_edit_sweep_of_strengths_or_with_references_is_refused_and_nothing_is_charged(env):
     before = state(env)
-    request = request_for(env, edit_style("flux-kontext"), Task.edit)
-    with write_session(env["settings"].database_url) as session, pytest.raises(Refused, match="one at a time"):
-        submit_sweep(
-            session=session,
-            store=env["store"],
-            settings=env["settings"],
-            user=env["user"],
-            upload=source_upload(),
-            original_name="bottle.png",
-            requests=[request, request],
-        )
+    plus = edit_style("qwen-image-edit-plus")
+    with pytest.raises(Refused, match="an edit has no strength"):
+        sweep_cells(request_for(env, plus, Task.edit), SweepPlan((0.5, 1.0)))
+    with pytest.raises(Refused, match="without reference images"):
+        sweep_cells(request_for(env, plus, Task.edit, references=[source_upload(256, 256)]), SweepPlan(EDIT_SWEEP))
+    # A sweep submit takes no reference images: the request naming one is refused before any charge.
+    named = request_for(env, plus, Task.edit, references=[source_upload(256, 256)])
+    with pytest.raises(Refused, match="not the ones this edit names"):
+        sweep(env, [named], source_upload())
     assert state(env) == before

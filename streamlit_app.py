@@ -24,6 +24,7 @@ auth.refresh_plan_credits(user)
 
 studio_pages = [
     st.Page("pages/transform.py", title="Transform", icon=":material/auto_fix_high:", default=True),
+    st.Page("pages/edit.py", title="Edit", icon=":material/edit_note:"),
     st.Page("pages/inpaint.py", title="Inpaint", icon=":material/format_paint:"),
     st.Page("pages/outpaint.py", title="Expand", icon=":material/open_in_full:"),
     st.Page("pages/sweep.py", title="Sweep", icon=":material/view_comfy:"),

@@ -1,8 +1,9 @@
 """History: your jobs (an admin in a team can switch to the team's), filtered, newest first, with downloads,
-Remix into Transform, and Delete."""
+Remix into Transform (an edit into Edit), and Delete."""
 
 import streamlit as st
 
+from pipelines.params import Task
 from studio.db.tables import JobStatus, Role
 from studio.jobs.history import OWN_SETTINGS, HistoryFilter, history_page
 from studio.jobs.retention import delete_job
@@ -86,11 +87,12 @@ for index, row in enumerate(page.rows):
                 with actions:
                     library.open_in(user_id=user.id, job_id=job.id, key=f"history-{job.id}")
         if actions.button(
-            "Remix", icon=":material/tune:", key=f"remix-{job.id}", help="Open Transform with this job's settings."
+            "Remix", icon=":material/tune:", key=f"remix-{job.id}", help="Open its page with this job's settings."
         ):
             settings_used = {**job.params, "style": job.style, "quality": job.quality, **(job.recipe or {})}
-            recipes.load_recipe_into_form("transform", settings_used, catalogue)
-            st.switch_page("pages/transform.py")
+            page = "edit" if job.task == Task.edit else "transform"
+            recipes.load_recipe_into_form(page, settings_used, catalogue)
+            st.switch_page(f"pages/{page}.py")
         if job.status.is_final and actions.button(
             "Delete", icon=":material/delete:", key=f"delete-{job.id}", help="Its images go; the credits record stays."
         ):

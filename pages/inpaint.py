@@ -34,7 +34,7 @@ with source_col:
     if request is not None:
         submit.price_caption(config, user, request, source.upload)
     inpaint_clicked = st.button(
-        f"Inpaint · {params.denoising_steps} denoising steps",
+        f"Inpaint · {form.step_count(config, style, params)} denoising steps",
         type="primary",
         disabled=request is None,
         key="inpaint_button",

@@ -34,7 +34,7 @@ with source_col:
     presets.preset_bar(PREFIX, user, catalogue, request)
     if request is not None:
         submit.price_caption(config, user, request, source.upload)
-    steps = params.steps if upscaling else params.denoising_steps
+    steps = form.step_count(config, style, params)
     transform_clicked = st.button(
         f"{style.task.label if upscaling else 'Transform'} · {steps} denoising steps",
         type="primary",

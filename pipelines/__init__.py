@@ -23,6 +23,7 @@ MODEL_MODULES = (
     "pipelines.inpaint",
     "pipelines.upscale",
     "pipelines.sweep",
+    "pipelines.edit",
 )
 
 _stack_lock = threading.Lock()

@@ -140,3 +140,18 @@ def queue_job(session, settings, *, username: str = "admin", prompt: str = "a wa
         original_name=original_name,
         request=custom_request(settings=settings, params=params),
     )
+
+
+def finish_jobs(settings, *, worker: str = "test-worker") -> list:
+    """Run the queue dry with one worker; every job, oldest first."""
+    from sqlmodel import select
+
+    from studio.db.engine import session_for
+    from studio.db.tables import Job
+    from studio.jobs.worker import Worker
+
+    runner = Worker(settings, name=worker)
+    while runner.run_once() is not None:
+        pass
+    with session_for(settings.database_url) as session:
+        return list(session.exec(select(Job).order_by(Job.id)).all())

@@ -1,5 +1,6 @@
-"""Admin · Models: the queue workers — alive or not, their device, the job in hand, the models they loaded with
-their sizes, and the model memory budget each keeps to."""
+"""Admin · Models: the catalogue's models (licence, price, memory settings) with a switch that takes one out of
+production; the queue workers — alive or not, their device, the job in hand, the models they loaded with their
+sizes, and the model memory budget each keeps to."""
 
 import pandas as pd
 import streamlit as st
@@ -12,11 +13,14 @@ from studio.jobs.heartbeats import (
     memory_summary,
     workers,
 )
-from studio.web import app, auth
+from studio.web import app, auth, models
 
-auth.require_user(Role.admin)
+admin = auth.require_user(Role.admin)
 
 st.title("Models")
+models.catalogue_models(admin)
+
+st.subheader("Workers")
 st.caption(
     f"Every queue worker writes a heartbeat every {HEARTBEAT_SECONDS:.0f} s. *Silent* means none for "
     f"{STALE_AFTER_SECONDS:.0f} s (killed, hung or its host is down): its job goes back to the queue when "

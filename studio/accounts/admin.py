@@ -29,6 +29,7 @@ from sqlmodel import Session, col, select
 from studio.accounts.sessions import revoke_all
 from studio.accounts.users import add_user, hash_password
 from studio.billing.credits import Account, add_credits, adjust
+from studio.catalogue.styles import Catalogue, ModelKind
 from studio.db.limits import bounded_text
 from studio.db.tables import (
     DEFAULT_ALERT_PERCENT,
@@ -38,6 +39,7 @@ from studio.db.tables import (
     AuditEntry,
     CreditEntry,
     CreditKind,
+    HiddenModel,
     Plan,
     Role,
     Team,
@@ -473,3 +475,25 @@ def audit_log(
     if filters.until is not None:
         query = query.where(AuditEntry.created_at < filters.until)
     return list(session.exec(query.order_by(col(AuditEntry.id).desc()).limit(limit)))
+
+
+def set_model_hidden(
+    *, session: Session, actor: User, catalogue: Catalogue, model: str, hidden: bool, now: datetime | None = None
+) -> None:
+    """Take a catalogue model out of production (its styles are not offered, a submit naming it is refused:
+    studio.catalogue.visibility), or offer it again. ControlNets steer other models' runs and are not switched on
+    their own."""
+    now = now or utcnow()
+    with _audited(session, actor, AuditAction.model_production, now) as entry:
+        model_entry = catalogue.models.get(model)
+        if model_entry is None:
+            raise Refused(f"There is no model {model!r} in the catalogue.")
+        if model_entry.kind is ModelKind.controlnet:
+            raise Refused(f"{model!r} is a ControlNet: it runs only with a style's model; hide that model instead.")
+        row = session.get(HiddenModel, model)
+        entry.target = f"model {model}"
+        entry.details = {"before": {"in_production": row is None}, "after": {"in_production": not hidden}}
+        if hidden and row is None:
+            session.add(HiddenModel(name=model, hidden_by=actor.id, hidden_at=now))
+        elif not hidden and row is not None:
+            session.delete(row)

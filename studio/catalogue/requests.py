@@ -15,7 +15,15 @@ from typing import Any
 from pipelines.errors import PipelineInputError
 from pipelines.families import DEFAULT_FAMILY, FAMILIES, preview_family
 from pipelines.outpaint import canvas_size
-from pipelines.params import ControlParams, Img2ImgParams, InpaintParams, OutpaintParams, RunSpec, Task
+from pipelines.params import (
+    MAX_PROMPT_CHARS,
+    ControlParams,
+    Img2ImgParams,
+    InpaintParams,
+    OutpaintParams,
+    RunSpec,
+    Task,
+)
 from studio.billing.pricing import QUALITY_TIERS, Quality, configured_model_credits
 from studio.catalogue.styles import STUDIO_TASKS, Catalogue, CatalogueError, ModelEntry, ModelKind
 from studio.config import Settings
@@ -38,6 +46,9 @@ class JobRequest:
     style: str | None = None  # the catalogue style, None for the user's own settings
     user_prompt: str = ""  # what the user wrote, before the style's template
     user_negative_prompt: str = ""
+    # An edit's reference images (Qwen-Image-Edit Plus: a background or style reference), by the sha256 of their
+    # PNG; submit_job stores them as the user's assets.
+    references: tuple[str, ...] = ()
 
     @property
     def task(self) -> Task:
@@ -48,10 +59,19 @@ class JobRequest:
         """Whether the user gives a mask: inpainting does, except expanding to a format (its canvas makes one)."""
         return self.task == Task.inpaint and self.spec.outpaint is None
 
+    @property
+    def denoising_steps(self) -> int:
+        """The steps the run takes, by its model's family (FLUX rounds up where Stable Diffusion rounds down)."""
+        return denoising_steps(self.spec, self.family)
+
     def check(self) -> None:
-        """The checks that need no catalogue: parameters in range, steps within the quality tier."""
+        """The checks that need no catalogue: parameters in range, the family's own rules (its step count for the
+        strength, no negative prompt for FLUX.1, no soft masks where it has none), an edit's instruction, steps
+        within the quality tier."""
         try:
-            self.spec.check()
+            self.spec.check_ranges()
+            if self.task.upscale_factor is None:
+                self._check_family()
         except PipelineInputError as exc:
             raise Refused(str(exc)) from exc
         tier = QUALITY_TIERS[self.quality]
@@ -59,6 +79,32 @@ class JobRequest:
             raise Refused(
                 f"{tier.label} quality covers up to {tier.max_steps} steps; "
                 f"{self.spec.params.steps} steps need a higher tier."
+            )
+
+    def _check_family(self) -> None:
+        params, family = self.spec.params, FAMILIES[self.family]
+        if self.task == Task.edit:
+            if not self.user_prompt.strip():
+                raise PipelineInputError("Write an instruction: say what to change (and what to keep).")
+            if len(self.user_prompt) > MAX_PROMPT_CHARS:
+                raise PipelineInputError(f"Instructions are limited to {MAX_PROMPT_CHARS} characters.")
+            if len(self.references) > family.max_images - 1:
+                takes = "no reference images" if family.max_images == 1 else f"up to {family.max_images - 1}"
+                raise PipelineInputError(
+                    f"{family.label} takes {takes} reference images; this edit has {len(self.references)}."
+                )
+        elif self.references:
+            raise PipelineInputError("Reference images go with an edit.")
+        params.check(uses_strength=False)  # the prompt and its length; the step count by the family, below
+        family.check_params(params, model=self.catalogue_model or self.model)
+        if self.denoising_steps < 1:
+            raise PipelineInputError(
+                f"Strength {params.strength} with {params.steps} steps runs no denoising step on a {family.label} "
+                "model; raise the strength or the steps."
+            )
+        if self.spec.inpaint is not None and self.spec.inpaint.soft and not family.soft_inpainting:
+            raise PipelineInputError(
+                f"{family.label} models do not take soft (per-pixel strength) masks: paint the mask in black and white."
             )
 
     def check_source(self, width: int, height: int) -> None:
@@ -84,13 +130,26 @@ class JobRequest:
 
     def job_params(self) -> dict[str, Any]:
         """What `Job.params` stores: the run spec plus the user's own words and what the worker loads it as."""
-        return self.spec.to_dict() | {
-            "user_prompt": self.user_prompt,
-            "user_negative_prompt": self.user_negative_prompt,
-            "catalogue_model": self.catalogue_model,
-            "family": self.family,
-            "offload": self.offload,
-        }
+        return (
+            self.spec.to_dict()
+            | {
+                "user_prompt": self.user_prompt,
+                "user_negative_prompt": self.user_negative_prompt,
+                "catalogue_model": self.catalogue_model,
+                "family": self.family,
+                "offload": self.offload,
+            }
+            | ({"references": list(self.references)} if self.references else {})
+        )
+
+
+def denoising_steps(spec: RunSpec, family: str | None) -> int:
+    """The denoising steps a run of `spec` on a model of `family` (None: the default) takes: every step when
+    upscaling or editing, else the family's count for the strength (pipelines.families.base.Family.denoising_steps).
+    """
+    if spec.task.upscale_factor is not None:
+        return spec.params.steps
+    return FAMILIES[family or DEFAULT_FAMILY].denoising_steps(spec.params.steps, spec.params.strength)
 
 
 def configured_family(settings: Settings) -> str:
@@ -145,13 +204,15 @@ def style_request(
     control: ControlParams | None = None,
     noise_level: int = 20,
     outpaint: OutpaintParams | None = None,
+    references: tuple[str, ...] = (),
 ) -> JobRequest:
     """A catalogue style: `params` hold the user's own prompt and negative prompt (the style's template and
     negative prompt are applied here) and the strength, steps, guidance and seed the user settled on.
 
     An img2img style with `inpaint` options runs as inpainting (with `outpaint`, expanding to a format).
     Refuses a model that is not available on this machine (saying how to get it), a quality tier the style does
-    not offer, and a ControlNet made for another model family.
+    not offer, and a ControlNet made for another model family. An edit style's `references` name its reference
+    images by sha256.
     """
     try:
         style = catalogue.style(style_id)
@@ -160,7 +221,8 @@ def style_request(
     task = style.task
     if inpaint is not None:
         if task != Task.img2img:
-            raise Refused(f"{style.name} is an upscaling style; choose an image-to-image style to inpaint.")
+            kind = "an edit" if task == Task.edit else "an upscaling"
+            raise Refused(f"{style.name} is {kind} style; choose an image-to-image style to inpaint.")
         task = Task.inpaint
     if quality not in style.qualities:
         offered = ", ".join(QUALITY_TIERS[q].label for q in style.qualities)
@@ -189,6 +251,7 @@ def style_request(
         style=style.id,
         user_prompt=params.prompt,
         user_negative_prompt=params.negative_prompt,
+        references=references,
     )
 
 
@@ -231,7 +294,19 @@ def recipe_request(*, settings: Settings, catalogue: Catalogue, recipe: dict[str
         user_negative_prompt=recipe_text(
             recipe, "user_negative_prompt", spec.params.negative_prompt, refusal=CANNOT_RERUN
         ),
+        references=recipe_references(recipe, refusal=CANNOT_RERUN),
     )
+
+
+def recipe_references(recipe: dict[str, Any], *, refusal: str) -> tuple[str, ...]:
+    """The sha256 of each reference image an edit's recipe names (none for other recipes)."""
+    references = recipe.get("references") or []
+    if not isinstance(references, list) or not all(
+        isinstance(sha256, str) and len(sha256) == 64 and all(c in "0123456789abcdef" for c in sha256)
+        for sha256 in references
+    ):
+        raise Refused(f"{refusal}: references should be a list of sha256 hashes, got {references!r}.")
+    return tuple(references)
 
 
 def read_recipe_spec(recipe: dict[str, Any], *, refusal: str) -> tuple[RunSpec, Quality]:

@@ -55,19 +55,20 @@ class ModelKind(StrEnum):
         return PREVIEW_MODELS[self.preview]
 
 
-# The families the studio's forms, prices and progress handle. pipelines.families also has FLUX.1 (flux), FLUX.1
-# Kontext and Qwen-Image-Edit (instruction editors, Task.edit); the studio offers them once its Edit page,
-# family-aware step counts and FLUX's prompt rules are in.
-STUDIO_FAMILIES = ("sd15", "sd21", "sdxl")
+# The families the studio's forms, prices and progress handle: every family of pipelines.families (Stable
+# Diffusion, FLUX.1, and the instruction editors FLUX.1 Kontext and Qwen-Image-Edit, which run Task.edit only).
+STUDIO_FAMILIES = tuple(FAMILIES)
 
-# The task each model kind can serve as the main model.
+# The task each model kind can serve as the main model (an sd-kind model's family decides which of img2img,
+# inpaint and edit it runs: Family.pipelines).
 _TASK_KINDS = {
     Task.img2img: ModelKind.sd,
     Task.inpaint: ModelKind.sd,
+    Task.edit: ModelKind.sd,
     Task.upscale_2x: ModelKind.upscaler_x2,
     Task.upscale_4x: ModelKind.upscaler_x4,
 }
-# The tasks the studio's pages run (pipelines.params.Task also has the instruction edit, not offered yet).
+# The tasks the studio's pages run (Edit: pages/edit.py).
 STUDIO_TASKS = tuple(_TASK_KINDS)
 
 
@@ -80,6 +81,7 @@ class ModelEntry:
     family: str = DEFAULT_FAMILY  # a pipelines.families name (sd and controlnet models; upscalers keep the default)
     credits: int = 0  # base credits per run (0 for a ControlNet, which only steers another model's run)
     offload: str = "none"  # pipelines.registry.OFFLOAD_MODES: keep weights off the accelerator between uses
+    licence: str = ""  # the weights' licence, shown on the Models page and with every style that runs them
 
     @property
     def family_info(self) -> Family:
@@ -112,6 +114,11 @@ class Style:
     guidance: float
     qualities: tuple[Quality, ...]
     credits: int  # its model's: a price follows what runs, not a style's label
+    family: str = DEFAULT_FAMILY  # its model's (upscalers: the default): the form's prompt rules and step counts
+
+    @property
+    def family_info(self) -> Family:
+        return FAMILIES[self.family]
 
     def prompt_for(self, user_prompt: str) -> str:
         """The template filled with what the user wrote; an empty prompt leaves no dangling commas."""
@@ -287,11 +294,8 @@ def _model(name: str, entry: object, source: str) -> ModelEntry:
             f"{where}: model {name!r} names the unknown family {family!r}; the known families are "
             f"{', '.join(STUDIO_FAMILIES)}."
         )
-    if family not in STUDIO_FAMILIES:
-        raise CatalogueError(
-            f"{where}: model {name!r} is a {FAMILIES[family].label} ({family}) model; the studio's pages, prices and "
-            f"progress run {', '.join(STUDIO_FAMILIES)} models so far (the pipelines run {family} already)."
-        )
+    if kind is ModelKind.controlnet and FAMILIES[family].pipelines.controlnet_img2img is None:
+        raise CatalogueError(f"{where}: the {FAMILIES[family].label} family has no ControlNet pipelines.")
     offload = _field(entry, "offload", str, where, "none")
     if offload not in OFFLOAD_MODES:
         raise CatalogueError(
@@ -305,6 +309,7 @@ def _model(name: str, entry: object, source: str) -> ModelEntry:
         family=family,
         credits=credits,
         offload=offload,
+        licence=_field(entry, "licence", str, where, "").strip(),
     )
 
 
@@ -327,6 +332,9 @@ def _style(style_id: str, entry: object, models: dict[str, ModelEntry], source: 
         raise CatalogueError(f"{where}: model {model!r} is not in [models].")
     if models[model].kind != _TASK_KINDS[task]:
         raise CatalogueError(f"{where}: a {task.value} style needs a {_TASK_KINDS[task].value} model, not {model!r}.")
+    family = models[model].family_info if models[model].kind.has_family else None
+    if family is not None:
+        _check_style_family(family, task, model, entry, where)
     prompt = _field(entry, "prompt", str, where)
     if "{prompt}" not in prompt:
         raise CatalogueError(f"{where}: the prompt template must contain {{prompt}} (where the user's words go).")
@@ -335,7 +343,9 @@ def _style(style_id: str, entry: object, models: dict[str, ModelEntry], source: 
             f"{where}: a style has no price of its own; set `credits` on its model, [models.{model}] "
             "(a price follows the model that runs)."
         )
-    strength = _field(entry, "strength", float, where, 0.6)
+    if task == Task.edit and "strength" in entry:
+        raise CatalogueError(f"{where}: an edit has no strength (every step runs); remove `strength`.")
+    strength = _field(entry, "strength", float, where, 1.0 if task == Task.edit else 0.6)
     guidance = _field(entry, "guidance", float, where, 7.5)
     qualities = _field(entry, "qualities", list, where, ["standard"])
     if not 0.0 < strength <= 1.0:
@@ -360,4 +370,16 @@ def _style(style_id: str, entry: object, models: dict[str, ModelEntry], source: 
         guidance=guidance,
         qualities=tiers,
         credits=models[model].credits,
+        family=family.name if family is not None else DEFAULT_FAMILY,
     )
+
+
+def _check_style_family(family: Family, task: Task, model: str, entry: dict, where: str) -> None:
+    """A style's task must be one its model's family runs (an editor only edits), and its negative prompt one the
+    family takes (guidance-distilled FLUX.1 has none)."""
+    runs = family.pipelines.edit if task == Task.edit else family.pipelines.img2img
+    if runs is None:
+        does = "edits with an instruction only: use task = 'edit'" if family.pipelines.edit else "does not edit"
+        raise CatalogueError(f"{where}: model {model!r} ({family.label}) {does}.")
+    if entry.get("negative_prompt") and not family.negative_prompt:
+        raise CatalogueError(f"{where}: {family.label} models take no negative prompt; remove `negative_prompt`.")

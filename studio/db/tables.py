@@ -372,6 +372,7 @@ class AuditAction(StrEnum):
     login_lockout = "login_lockout"
     password_change = "password_change"
     sessions_revoke = "sessions_revoke"
+    model_production = "model_production"  # a catalogue model taken out of production, or offered again
 
 
 class AuditEntry(SQLModel, table=True):
@@ -440,6 +441,15 @@ class WorkerHeartbeat(SQLModel, table=True):
     started_at: datetime = Field(default_factory=utcnow)
     last_seen: datetime = Field(default_factory=utcnow, index=True)
     stopped_at: datetime | None = Field(default=None)  # a graceful stop; a crash just stops the beats
+
+
+class HiddenModel(SQLModel, table=True):
+    """A catalogue model an admin took out of production (the admin Models page, studio.catalogue.visibility): the
+    styles that run it are not offered and a submit naming it is refused. Showing it again deletes the row."""
+
+    name: str = Field(primary_key=True, max_length=120)  # its [models.NAME] in the catalogue
+    hidden_by: int | None = Field(default=None, foreign_key="user.id")
+    hidden_at: datetime = Field(default_factory=utcnow)
 
 
 class LoginSession(SQLModel, table=True):

@@ -5,7 +5,7 @@ its recipe. Torch is imported only when a job runs (`pipelines.import_model_stac
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from PIL import Image
@@ -38,15 +38,20 @@ def render_job(
     settings: Settings,
     mask_png: bytes | None = None,
     mask_sha256: str | None = None,
+    references_png: Sequence[bytes] = (),
+    sweep: dict | None = None,
     on_step: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Rendered:
-    """Run a job's spec on its source (and mask). Raises what the pipeline raises (the worker decides)."""
+    """Run a job's spec on its source (and mask, and an edit's reference images, in the order of
+    job.params["references"]); `sweep`: the sweep it is a cell of, for its recipe. Raises what the pipeline raises
+    (the worker decides)."""
     _load_model_stack(settings)
     spec = RunSpec.from_dict(job.params)
     source = Image.open(io.BytesIO(source_png)).convert("RGB")
     mask = Image.open(io.BytesIO(mask_png)).convert("L") if mask_png is not None else None
-    result = _run(spec, job, source, mask, settings, on_step=on_step, should_stop=should_stop)
+    references = tuple(Image.open(io.BytesIO(png)).convert("RGB") for png in references_png)
+    result = _run(spec, job, source, mask, settings, references=references, on_step=on_step, should_stop=should_stop)
     ran = {
         **result.recipe,  # the family and its conditioning (Family.recipe)
         "scheduler": result.scheduler,
@@ -58,6 +63,10 @@ def render_job(
         "source_sha256": source_sha256,
         "mask_sha256": mask_sha256,
     }
+    if references := job.params.get("references"):
+        ran["references"] = list(references)  # sha256 of each reference PNG, in the user's assets
+    if sweep is not None:
+        ran["sweep"] = sweep
     return _rendered(job, spec, result.image, ran)
 
 
@@ -74,12 +83,27 @@ def render_sweep(
 ) -> list[Rendered]:
     """Run the cells of one sweep together (pipelines.sweep: one denoising pass), one result per job.
 
-    on_step(step, total) counts the shared loop's steps; see pipelines.sweep.run_sweep for each cell's own.
+    on_step(step, total) counts the shared loop's steps; see pipelines.sweep.run_sweep for each cell's own. An edit's
+    cells share no schedule (they differ in seed or guidance, every step runs): they run one after another, and
+    on_step counts the running cell's steps.
     """
     _load_model_stack(settings)
-    from pipelines.sweep import SweepRequest, run_sweep
+    from pipelines.sweep import SEPARATE, SweepRequest, run_sweep
 
     specs = [RunSpec.from_dict(job.params) for job in jobs]
+    if specs[0].task == Task.edit:
+        inputs = dict(source_png=source_png, source_sha256=source_sha256, mask_png=mask_png, mask_sha256=mask_sha256)
+        return [
+            render_job(
+                job,
+                **inputs,
+                settings=settings,
+                sweep={"id": job.sweep_id, "cells": len(jobs), "mode": SEPARATE},
+                on_step=on_step,
+                should_stop=should_stop,
+            )
+            for job in jobs
+        ]
     source = Image.open(io.BytesIO(source_png)).convert("RGB")
     mask = Image.open(io.BytesIO(mask_png)).convert("L") if mask_png is not None else None
     request = SweepRequest(
@@ -164,6 +188,7 @@ def _run(
     mask: Image.Image | None,
     settings: Settings,
     *,
+    references: tuple[Image.Image, ...],
     on_step: ProgressCallback | None,
     should_stop: Callable[[], bool] | None,
 ):
@@ -187,6 +212,11 @@ def _run(
         else:
             request = InpaintRequest(source, mask, spec.params, spec.inpaint, **options)
         return run_inpaint(ref, request, control_ref=control_ref, **progress)
+    if spec.task == Task.edit:
+        from pipelines.edit import EditRequest, run_edit
+
+        request = EditRequest(source, spec.params, max_side=settings.max_output_side, mask=mask, references=references)
+        return run_edit(ref, request, **progress)
     from pipelines.upscale import UpscaleRequest, run_upscale
 
     request = UpscaleRequest(source, spec.params, factor=spec.task.upscale_factor, noise_level=spec.noise_level)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,12 +22,13 @@ from sqlmodel import Session, col, select
 from pipelines.errors import PipelineInputError
 from pipelines.families import FAMILIES
 from pipelines.masks import check_mask
-from pipelines.params import MAX_SWEEP_MEMBERS, check_upscale_size
+from pipelines.params import MAX_SWEEP_MEMBERS, Task, check_upscale_size
 from studio.billing.budgets import check_team_budget
 from studio.billing.credits import InsufficientCredits, reserve, spendable
 from studio.billing.plans import PLANS, allocate_monthly, queue_priority
 from studio.billing.pricing import Price, price
 from studio.catalogue.requests import JobRequest
+from studio.catalogue.visibility import refuse_hidden
 from studio.config import Settings
 from studio.db.limits import clipped_text
 from studio.db.tables import Asset, AssetKind, Job, User, utcnow
@@ -41,17 +43,20 @@ MAX_BATCH_IMAGES = 200  # per submit; larger catalogues go in several batches (o
 
 def quote(*, settings: Settings, request: JobRequest, width: int, height: int) -> Price:
     """The price of `request` on a width×height source: the result's size decides high resolution, and a model
-    renders at most its family's cap (Family.max_side: SD 1.x 1024 px, SDXL 2048), whatever the studio allows.
-    Expanding to a format is priced as inpainting the canvas it makes (Refused when the format cannot hold it)."""
+    renders at most its family's cap (Family.max_side: SD 1.x 1024 px, SDXL 2048) and pixel budget (the editors:
+    about 1 MP), whatever the studio allows. Expanding to a format is priced as inpainting the canvas it makes
+    (Refused when the format cannot hold it)."""
     max_side = settings.max_output_side
+    width, height = request.canvas_size(width, height)
     if request.task.upscale_factor is None:
-        max_side = min(max_side, FAMILIES[request.family].max_side)
-    out_width, out_height = request.canvas_size(width, height)
+        # The size the family renders (price() keeps it: its sides are within max_side and multiples of 8).
+        width, height = FAMILIES[request.family].output_size(width, height, max_side)
+        max_side = max(width, height)
     return price(
         base=request.base_credits,
         quality=request.quality,
-        width=out_width,
-        height=out_height,
+        width=width,
+        height=height,
         max_side=max_side,
         upscale_factor=request.task.upscale_factor,
     )
@@ -67,17 +72,22 @@ def submit_job(
     original_name: str | None,
     request: JobRequest,
     mask: Image.Image | None = None,
+    references: Sequence[ValidatedImage] = (),
     idempotency_key: str | None = None,
     now: datetime | None = None,
 ) -> Job:
     """Price, charge and queue a job in one transaction.
 
-    `mask` ("L", the upload's size, 255 = repaint; see pipelines.masks) goes with an inpaint request.
+    `mask` ("L", the upload's size, 255 = repaint; see pipelines.masks) goes with an inpaint request, or with an
+    edit on an editor that restricts edits to a mask. `references` are an edit's reference images, the ones
+    `request.references` names by hash; they are stored as the user's assets.
     The same idempotency key returns the job it created the first time, charging nothing again.
     A refused submit (bad parameters or mask, a source too big to upscale, not enough credits)
     leaves no row, no file and no charge.
     """
-    [job] = _submit(session, store, settings, user, upload, original_name, [request], mask, idempotency_key, now)
+    [job] = _submit(
+        session, store, settings, user, upload, original_name, [request], mask, idempotency_key, now, references
+    )
     return job
 
 
@@ -97,7 +107,8 @@ def submit_sweep(
     """Queue the cells of a strength sweep (studio.sweeps) as one job each, all or none, in one transaction.
 
     Each cell is priced and charged on its own (a failed cell refunds only itself); they share a
-    sweep_id, so a worker that claims one claims them all and runs them in one denoising pass.
+    sweep_id, so a worker that claims one claims them all and runs them in one denoising pass (an edit's cells:
+    one after another). A sweep takes no reference images.
     """
     if not 1 <= len(requests) <= MAX_SWEEP_MEMBERS:
         raise Refused(f"A sweep has 1 to {MAX_SWEEP_MEMBERS} cells, got {len(requests)}.")
@@ -120,6 +131,7 @@ def _submit(
     mask: Image.Image | None,
     idempotency_key: str | None,
     now: datetime | None,
+    references: Sequence[ValidatedImage] = (),
     *,
     sweep: bool = False,
 ) -> list[Job]:
@@ -136,7 +148,9 @@ def _submit(
                 check_upscale_size(upload.width, upload.height, factor)
             except PipelineInputError as exc:
                 raise Refused(str(exc)) from exc
+    refuse_hidden(session=session, requests=requests)
     mask_png = _checked_mask_png(requests[0], mask, upload)
+    reference_files = _checked_references(requests[0], references)
     prices = [quote(settings=settings, request=r, width=upload.width, height=upload.height).credits for r in requests]
     cost = sum(prices)
 
@@ -155,6 +169,10 @@ def _submit(
     session.add(source)
     if mask_asset is not None:
         session.add(mask_asset)
+    for number, (file, image) in enumerate(zip(reference_files, references, strict=True), start=1):
+        # Sources of the user's library: a recipe names them by hash, and a re-run finds them there.
+        session.add(_asset(user, AssetKind.source, file, image.width, image.height, now, f"reference {number}"))
+    files += reference_files
     session.flush()
     sweep_id = uuid.uuid4().hex if sweep else None
     interactive = queue_lane(priority=queue_priority(user), batch=False)
@@ -215,6 +233,8 @@ def submit_batch(
     prices = []
     for index, (image, request) in enumerate(zip(images, requests, strict=True)):
         request.check()
+        if request.references:
+            raise Refused("A batch applies one recipe to many images; edits with reference images run one at a time.")
         _check_batch_mask(image, masks[index] if masks is not None else None, request)
         try:
             request.check_source(image.width, image.height)
@@ -226,6 +246,7 @@ def submit_batch(
             except PipelineInputError as exc:
                 raise Refused(f"{image.name}: {exc}") from exc
         prices.append(quote(settings=settings, request=request, width=image.width, height=image.height).credits)
+    refuse_hidden(session=session, requests=requests)
     cost = sum(prices)
 
     _lock_payer(session, user)
@@ -355,9 +376,27 @@ def _reserve_and_commit(
     return jobs
 
 
+def _checked_references(request: JobRequest, references: Sequence[ValidatedImage]) -> list[_InMemory]:
+    """An edit's reference images as files to store, after checking they are the ones the request names (by hash,
+    in order) and that its model's family takes their size."""
+    files = [_InMemory(image.png_bytes) for image in references]
+    if [file.sha256 for file in files] != list(request.references):
+        raise Refused("The reference images sent are not the ones this edit names. Nothing was charged.")
+    for number, image in enumerate(references, start=1):
+        try:
+            FAMILIES[request.family].check_source(image.width, image.height, model=request.catalogue_model or "")
+        except PipelineInputError as exc:
+            raise Refused(f"Reference image {number}: {exc} Nothing was charged.") from exc
+    return files
+
+
 def _checked_mask_png(request: JobRequest, mask: Image.Image | None, upload: ValidatedImage) -> bytes | None:
-    """The inpaint mask as PNG bytes, after checking it fits the request and the source."""
-    if (mask is not None) != request.takes_mask:
+    """The inpaint (or masked edit's) mask as PNG bytes, after checking it fits the request and the source."""
+    if request.task == Task.edit:
+        family = FAMILIES[request.family]
+        if mask is not None and family.pipelines.masked_edit is None:
+            raise Refused(f"{family.label} edits the whole image only: remove the mask. Nothing was charged.")
+    elif (mask is not None) != request.takes_mask:
         raise Refused("Inpainting needs a mask, and only inpainting takes one (expanding to a format makes its own).")
     if mask is None:
         return None

@@ -17,6 +17,7 @@ import uuid
 from pipelines import import_model_stack, model_stack_ready, set_cpu_threads
 from pipelines.errors import ModelUnavailableError, PipelineInputError, RunCancelled
 from pipelines.params import RunSpec
+from studio.catalogue.requests import denoising_steps
 from studio.config import Settings
 from studio.db.engine import session_for, write_session
 from studio.db.tables import Asset, Job, utcnow
@@ -189,6 +190,7 @@ class Worker:
                 source_sha256=source.sha256,
                 mask_png=self.store.read(mask.sha256) if mask is not None else None,
                 mask_sha256=mask.sha256 if mask is not None else None,
+                references_png=[self.store.read(sha256) for sha256 in job.params.get("references", [])],
                 settings=self.settings,
                 on_step=keeper.record,
                 should_stop=keeper.should_stop,
@@ -209,7 +211,7 @@ class Worker:
         a cell cancelled mid-pass is finished as cancelled and refunded when the pass ends.
         """
         keepers = [self._keeper(cell) for cell in cells]
-        steps = [RunSpec.from_dict(cell.params).denoising_steps for cell in cells]
+        steps = [denoising_steps(RunSpec.from_dict(cell.params), cell.params.get("family")) for cell in cells]
 
         def on_step(step: int, total: int) -> None:
             # Every cell ends on the pass's last step; one of d steps starts d steps before the end.

@@ -1,6 +1,7 @@
 """Planning a strength sweep: strengths across, an optional second axis (seed or guidance) down, one request
 per cell. Each cell is its own job (priced, charged and refunded on its own); the cells share a sweep_id, so a
-worker runs them in one denoising pass (pipelines.sweep).
+worker runs them in one denoising pass (pipelines.sweep). An edit has no strength: its sweep is one column (the
+edit's strength, EDIT_SWEEP) down its seeds or guidance scales, run cell after cell.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from studio.jobs.submit import quote
 class SecondAxis(StrEnum):
     seed = "seed"
     guidance = "guidance"
+
+
+# The one "strength" column of an editor's sweep (pipelines.edit.EDIT_STRENGTH: every step runs).
+EDIT_SWEEP = (1.0,)
 
 
 @dataclass(frozen=True)
@@ -78,11 +83,13 @@ def check_plan(plan: SweepPlan) -> None:
 def sweep_cells(request: JobRequest, plan: SweepPlan) -> list[JobRequest]:
     """One request per cell, row by row: the base request with the cell's strength (and seed or guidance)."""
     check_plan(plan)
-    if request.task not in (Task.img2img, Task.inpaint) or request.spec.control is not None:
+    if request.task not in (Task.img2img, Task.inpaint, Task.edit) or request.spec.control is not None:
         raise Refused(
             "Sweeps run image-to-image and inpainting without structure guidance; turn ControlNet off or pick "
             "another style."
         )
+    if request.task == Task.edit and (plan.strengths != EDIT_SWEEP or request.references):
+        raise Refused("An edit's sweep varies seeds or guidance (an edit has no strength), without reference images.")
     rows = plan.values or (None,)
     cells = []
     for row in rows:

@@ -10,16 +10,22 @@ import random
 import streamlit as st
 from PIL import Image
 
+from pipelines.families import Family
 from pipelines.params import (
     DEFAULT_NOISE_LEVEL,
     LIMITS,
+    MAX_PROMPT_CHARS,
     MAX_SEED,
     ControlParams,
     Guide,
     Img2ImgParams,
+    RunSpec,
+    Task,
 )
 from studio.billing.pricing import QUALITY_TIERS, Quality
+from studio.catalogue.requests import configured_family, denoising_steps
 from studio.catalogue.styles import Style
+from studio.config import Settings
 from studio.media.validation import ValidatedImage
 from studio.web import widgets
 from studio.web.sources import Source
@@ -38,12 +44,33 @@ def limits(name: str) -> dict[str, float]:
     return {"min_value": low, "max_value": high}
 
 
-def run_settings(prefix: str, style: Style | None, *, with_strength: bool = True) -> tuple[Img2ImgParams, Quality, int]:
-    """Prompt, strength, quality, steps, guidance, seed (and the 4× upscaler's noise level).
+def step_count(config: Settings, style: Style | None, params: Img2ImgParams) -> int:
+    """The denoising steps a run of `params` takes with `style` (None: the configured model): its family's count."""
+    family = style.family if style is not None else configured_family(config)
+    return denoising_steps(RunSpec(style.task if style is not None else Task.img2img, params), family)
 
-    Without `with_strength` (a sweep, whose cells set their own) there is no strength slider.
+
+def guidance_help(family: Family | None) -> str:
+    """What the guidance slider means for the style's family."""
+    if family is not None and family.name.startswith("flux"):
+        return (
+            f"{family.label}'s distilled guidance: how strongly the prompt steers (about 2.5–3.5; schnell ignores it)."
+        )
+    if family is not None and family.name.startswith("qwen"):
+        return f"{family.label}'s true classifier-free guidance (about 4; ≤ 1 turns it off and halves the work)."
+    return "How strictly to follow the prompt (≤ 1 turns it off)."
+
+
+def run_settings(prefix: str, style: Style | None, *, with_strength: bool = True) -> tuple[Img2ImgParams, Quality, int]:
+    """Prompt (an edit's instruction), strength, quality, steps, guidance, seed (and the 4× upscaler's noise level);
+    a negative prompt where the style's family takes one.
+
+    Without `with_strength` (a sweep, whose cells set their own; an edit, which has none) there is no strength
+    slider.
     """
     upscaling = style is not None and style.task.upscale_factor is not None
+    editing = style is not None and style.task == Task.edit
+    family = style.family_info if style is not None and not upscaling else None
     state = st.session_state
     state.setdefault(f"{prefix}.strength", style.strength if style else DEFAULT_STRENGTH)
     state.setdefault(f"{prefix}.guidance", style.guidance if style else DEFAULT_GUIDANCE)
@@ -52,17 +79,29 @@ def run_settings(prefix: str, style: Style | None, *, with_strength: bool = True
 
     if upscaling:
         prompt = st.text_input("Prompt (optional)", placeholder="what the image shows", key=f"{prefix}.prompt")
+    elif editing:
+        prompt = st.text_area(
+            "Instruction (the style adds its own words)",
+            placeholder="the green bottle",
+            max_chars=MAX_PROMPT_CHARS,
+            help="What to change, and what to keep. The style's template puts your words in its instruction.",
+            key=f"{prefix}.prompt",
+        )
     else:
         prompt = st.text_area(
             "Prompt" if style is None else "Prompt (the style adds its own words)",
             placeholder="a red sneaker on a wooden table, soft light",
             key=f"{prefix}.prompt",
         )
-    negative_prompt = st.text_input(
-        "Negative prompt", placeholder="blurry, low quality, watermark", key=f"{prefix}.negative"
-    )
-    strength = 1.0 if upscaling else state[f"{prefix}.strength"]
-    if not upscaling and with_strength:
+    negative_prompt = ""
+    if family is None or family.negative_prompt:
+        negative_prompt = st.text_input(
+            "Negative prompt", placeholder="blurry, low quality, watermark", key=f"{prefix}.negative"
+        )
+    else:
+        st.caption(f"{family.label} takes no negative prompt: describe what you want instead.")
+    strength = 1.0 if upscaling or editing else state[f"{prefix}.strength"]
+    if not upscaling and not editing and with_strength:
         strength = st.slider(
             "Strength",
             **limits("strength"),
@@ -95,14 +134,16 @@ def run_settings(prefix: str, style: Style | None, *, with_strength: bool = True
             "Steps",
             min_value=1,
             max_value=tier.max_steps,
-            help="Schedule length; from a source, int(steps × strength) run.",
+            help="Every step runs in an edit."
+            if editing
+            else "Schedule length; from a source, about steps × strength run (the button says how many).",
             key=f"{prefix}.steps",
         )
         guidance = st.slider(
             "Guidance",
             **limits("guidance"),
             step=GUIDANCE_STEP,
-            help="How strictly to follow the prompt (≤ 1 turns it off).",
+            help=guidance_help(family),
             key=f"{prefix}.guidance",
         )
         seed = st.number_input(

@@ -14,7 +14,8 @@ from PIL import Image
 from sqlmodel import Session
 
 from pipelines.outpaint import format_label
-from pipelines.params import RunSpec
+from pipelines.params import RunSpec, Task
+from studio.catalogue.requests import denoising_steps
 from studio.config import Settings
 from studio.db.tables import Asset, Job, JobStatus, User
 from studio.jobs.leases import cancel_job, queue_position
@@ -138,8 +139,10 @@ def job_summary(job: Job) -> str:
     if prompt := params.get("user_prompt", params.get("prompt", "")):
         parts.append(f"“{prompt[:80]}”")
     # The denoising steps that ran (a finished job's recipe says), not the schedule's length.
-    ran = (job.recipe or {}).get("denoising_steps", spec.denoising_steps)
-    if spec.task.upscale_factor is None:
+    ran = (job.recipe or {}).get("denoising_steps", denoising_steps(spec, params.get("family")))
+    if spec.task == Task.edit:
+        parts.append(f"guidance {spec.params.guidance:g}, {ran} steps")
+    elif spec.task.upscale_factor is None:
         parts += [f"strength {spec.params.strength:.2f}", f"{ran} of {spec.params.steps} steps"]
     else:
         parts.append(f"{ran} steps")

@@ -33,6 +33,7 @@ class Destination:
 # Where a result can be sent on as the source (*Open in*), in the order offered.
 DESTINATIONS = (
     Destination("Transform", "pages/transform.py", ":material/auto_fix_high:"),
+    Destination("Edit", "pages/edit.py", ":material/edit_note:"),
     Destination("Inpaint", "pages/inpaint.py", ":material/format_paint:"),
     Destination("Expand", "pages/outpaint.py", ":material/open_in_full:"),
     Destination("Sweep", "pages/sweep.py", ":material/view_comfy:"),

@@ -36,12 +36,13 @@ def soft_toggle(prefix: str) -> bool:
     )
 
 
-def mask_editor(prefix: str, source: Source) -> Image.Image | None:
+def mask_editor(prefix: str, source: Source, *, soft_masks: bool = True) -> Image.Image | None:
     """The inpainting mask ("L", the source's size, 255 = repaint): painted on a canvas over the image, or
-    uploaded. None (with a hint or the reason) until there is a usable one."""
+    uploaded. None (with a hint or the reason) until there is a usable one. Without `soft_masks` (an edit's mask)
+    there is no soft toggle: the mask is black and white."""
     image = source.upload.image
     mask = None
-    soft = soft_toggle(prefix)
+    soft = soft_toggle(prefix) if soft_masks else False
     paint_tab, upload_tab = st.tabs(["Paint the mask", "Upload a mask"])
     with paint_tab:
         mask = _painted_mask(prefix, source, soft=soft)

@@ -66,17 +66,35 @@ def recipe_offer(
         if rerun_col.button("Re-run identically", key=f"{prefix}.rerun", help="Same source, model, settings and seed."):
             request = refusals.attempt(lambda: recipe_request(settings=config, catalogue=catalogue, recipe=recipe))
             if request is not None:
-                upload, mask = original
-                submit(config, user, Source(upload, source.name, None), request, mask=mask, job_key=job_key)
+                upload, mask, references = original
+                submit(
+                    config,
+                    user,
+                    Source(upload, source.name, None),
+                    request,
+                    mask=mask,
+                    references=references,
+                    job_key=job_key,
+                )
 
 
-def _original_inputs(user: User, recipe: dict) -> tuple[ValidatedImage, Image.Image | None] | None:
-    """The recipe's source (and mask) from the user's own library, if they are still there."""
+def _original_inputs(
+    user: User, recipe: dict
+) -> tuple[ValidatedImage, Image.Image | None, list[ValidatedImage]] | None:
+    """The recipe's source (and mask, and an edit's reference images) from the user's own library, if they are
+    still there."""
     store = app.asset_store()
     with app.db_session() as session:
         source = find_user_asset(
             session=session, user_id=user.id, sha256=str(recipe.get("source_sha256")), kind=AssetKind.source
         )
+        named = recipe.get("references")  # anyone can write a recipe: only a list is read
+        references = [
+            find_user_asset(session=session, user_id=user.id, sha256=str(sha256), kind=AssetKind.source)
+            for sha256 in (named if isinstance(named, list) else [])
+        ]
+        if not all(reference is not None and store.exists(reference.sha256) for reference in references):
+            return None
         mask = None
         if recipe.get("mask_sha256"):
             mask = find_user_asset(
@@ -87,7 +105,8 @@ def _original_inputs(user: User, recipe: dict) -> tuple[ValidatedImage, Image.Im
     if source is None or not store.exists(source.sha256) or (mask is not None and not store.exists(mask.sha256)):
         return None
     upload = validate_image_bytes(store.read(source.sha256))
-    return upload, (Image.open(store.path(mask.sha256)).convert("L") if mask is not None else None)
+    mask_image = Image.open(store.path(mask.sha256)).convert("L") if mask is not None else None
+    return upload, mask_image, [validate_image_bytes(store.read(reference.sha256)) for reference in references]
 
 
 def load_into_form(prefix: str, settings: FormSettings, catalogue: Catalogue) -> bool:

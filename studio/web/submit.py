@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import streamlit as st
 from PIL import Image
 
@@ -19,6 +21,7 @@ from studio.catalogue.styles import Catalogue, Style
 from studio.config import Settings
 from studio.db.tables import User, utcnow
 from studio.jobs.submit import quote, submit_job
+from studio.media.storage import sha256_hex
 from studio.media.validation import ValidatedImage
 from studio.web import app, jobs, refusals
 from studio.web.sources import Source
@@ -35,8 +38,10 @@ def make_request(
     control: ControlParams | None = None,
     inpaint: InpaintParams | None = None,
     outpaint: OutpaintParams | None = None,
+    references: Sequence[ValidatedImage] = (),
 ) -> JobRequest | None:
-    """The request of a form (`outpaint` with `inpaint`: expanding to a format), or None with the refusal shown."""
+    """The request of a form (`outpaint` with `inpaint`: expanding to a format; `references`: an edit's reference
+    images), or None with the refusal shown."""
     if style is None:
         return refusals.attempt(
             lambda: custom_request(
@@ -61,6 +66,7 @@ def make_request(
             control=control,
             noise_level=noise_level,
             outpaint=outpaint,
+            references=tuple(sha256_hex(reference.png_bytes) for reference in references),
         )
     )
 
@@ -82,13 +88,21 @@ def submit(
     request: JobRequest,
     *,
     mask: Image.Image | None = None,
+    references: Sequence[ValidatedImage] = (),
     job_key: str,
 ) -> None:
     """Queue the job (the page then shows it under `job_key`), or show why it was refused."""
     key_recipe = request.job_params() | {"model": request.model, "quality": request.quality.value}
     submitted = refusals.attempt(
         lambda: jobs.submit_from_page(
-            submit_job, config=config, user=user, source=source, mask=mask, key_recipe=key_recipe, request=request
+            submit_job,
+            config=config,
+            user=user,
+            source=source,
+            mask=mask,
+            key_recipe=key_recipe,
+            request=request,
+            references=list(references),
         )
     )
     if submitted is not None:

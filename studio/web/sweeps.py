@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
-from pipelines.params import MAX_STRENGTH
+from pipelines.params import MAX_STRENGTH, Task
 from studio.catalogue.presets import PresetSettings, save_preset
 from studio.catalogue.requests import JobRequest, recipe_request
 from studio.db.tables import Asset, Job, User
@@ -18,7 +18,7 @@ from studio.errors import Refused
 from studio.jobs.submit import submit_sweep
 from studio.media.storage import AssetStore
 from studio.sweeps.export import cell_label, grid_image, sweep_zip
-from studio.sweeps.plan import SecondAxis, SweepPlan, parse_values, strength_range
+from studio.sweeps.plan import EDIT_SWEEP, SecondAxis, SweepPlan, parse_values, strength_range
 from studio.sweeps.results import Sweep, get_user_sweep
 from studio.sweeps.scores import structure_score
 from studio.web import app, jobs, library, refusals, widgets
@@ -58,22 +58,35 @@ def plan_inputs(prefix: str) -> SweepPlan | None:
                 key=f"{prefix}.step",
             )
             strengths = strength_range(start, stop, step)
-        axis_name = st.selectbox(
-            "Second axis",
-            ["none", *SecondAxis],
-            format_func=lambda a: {"none": "None"}.get(a, a.capitalize()),
-            key=f"{prefix}.axis",
-        )
-        axis, values = None, ()
-        if axis_name != "none":
-            axis = SecondAxis(axis_name)
-            default = "1, 2, 3" if axis is SecondAxis.seed else "5, 7.5, 10"
-            text = st.text_input(f"{axis.value.capitalize()} values", value=default, key=f"{prefix}.axis_values")
-            values = parse_values(text, what=axis.value)
+        axis, values = _axis_inputs(prefix, "Second axis", ["none", *SecondAxis])
         return SweepPlan(strengths=strengths, axis=axis, values=values)
     except Refused as exc:
         st.error(str(exc))
         return None
+
+
+def edit_plan_inputs(prefix: str) -> SweepPlan | None:
+    """An edit's sweep: seeds or guidance scales down one column (an edit has no strength); None with the reason
+    shown if unusable."""
+    try:
+        axis, values = _axis_inputs(prefix, "Vary", list(SecondAxis))
+        return SweepPlan(strengths=EDIT_SWEEP, axis=axis, values=values)
+    except Refused as exc:
+        st.error(str(exc))
+        return None
+
+
+def _axis_inputs(prefix: str, label: str, choices: list[str]) -> tuple[SecondAxis | None, tuple[float, ...]]:
+    """The second axis ("none" among `choices`: none) and its values."""
+    axis_name = st.selectbox(
+        label, choices, format_func=lambda a: {"none": "None"}.get(a, a.capitalize()), key=f"{prefix}.axis"
+    )
+    if axis_name == "none":
+        return None, ()
+    axis = SecondAxis(axis_name)
+    default = "1, 2, 3" if axis is SecondAxis.seed else "5, 7.5, 10"
+    text = st.text_input(f"{axis.value.capitalize()} values", value=default, key=f"{prefix}.axis_values")
+    return axis, parse_values(text, what=axis.value)
 
 
 def submit(
@@ -124,6 +137,8 @@ def _panel_body(sweep_id: str, user_id: int, was_live: bool) -> None:
 
 def _mode(sweep: Sweep) -> str:
     recipes = [cell.job.recipe for cell in sweep.cells if cell.job.recipe]
+    if sweep.cells[0].job.task == Task.edit:
+        return "runs cell by cell (an edit's seeds and guidance scales share no pass)"
     if not recipes:
         return "runs in one denoising pass when a worker takes it"
     mode = recipes[0].get("sweep", {}).get("mode", "one-pass")
@@ -143,9 +158,10 @@ def _cell(sweep: Sweep, cell) -> None:
         enlarge_col, use_col = st.columns(2)
         if enlarge_col.button("Enlarge", key=f"enlarge-{job.id}"):
             _enlarge(job.id, cell_label(sweep, cell), cell.result.sha256)
-        if use_col.button("Use this one", key=f"use-{job.id}", help="Open Transform with this cell's settings."):
-            load_recipe_into_form("transform", job.recipe, catalogue_or_stop(app.settings()))
-            st.switch_page("pages/transform.py")
+        if use_col.button("Use this one", key=f"use-{job.id}", help="Open its page with this cell's settings."):
+            page = "edit" if job.task == Task.edit else "transform"
+            load_recipe_into_form(page, job.recipe, catalogue_or_stop(app.settings()))
+            st.switch_page(f"pages/{page}.py")
         with st.popover("Save as preset"):
             _save_cell_preset(job)
         library.open_in(user_id=job.user_id, job_id=job.id, key=f"cell-{job.id}")

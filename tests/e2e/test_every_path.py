@@ -1,5 +1,5 @@
-"""In a real browser: every style of the shipped catalogue on Transform, what a user leaves behind when they log
-out, and History's cards at a laptop's width (signing in and its cookies: test_sessions.py)."""
+"""In a real browser: every style of the shipped catalogue on Transform (the editors' on Edit), what a user leaves
+behind when they log out, and History's cards at a laptop's width (signing in and its cookies: test_sessions.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from pipelines.families import FAMILIES
 from studio.catalogue.styles import load_catalogue
 from studio.config import PROJECT_ROOT
+from studio.web.styles import EDIT_PAGE, offered_styles
 from tests.e2e.support import MEMBER_PASSWORD, go_to, log_in, wait_for_idle
 from tests.e2e.test_journeys import source_png
 
@@ -37,11 +38,20 @@ def source_side(style_id: str | None) -> int:
     return max(256, FAMILIES[CATALOGUE.models[style.model].family].min_side)
 
 
-@pytest.mark.parametrize("style_id", [None, *CATALOGUE.styles], ids=lambda style_id: style_id or "own-settings")
-def test_every_style_transforms_in_the_browser(page, studio_url, tmp_path, style_id):
+STYLE_CASES = [pytest.param("Transform", None, id="own-settings")] + [
+    pytest.param(page_title, style.id, id=style.id)
+    for page_title, prefix in (("Transform", "transform"), ("Edit", EDIT_PAGE))
+    for style in offered_styles(CATALOGUE, prefix)
+]
+
+
+@pytest.mark.parametrize(("page_title", "style_id"), STYLE_CASES)
+def test_every_style_transforms_in_the_browser(page, studio_url, tmp_path, page_title, style_id):
     side = source_side(style_id)
     path, _ = source_png(tmp_path, side, side)
     log_in(page, studio_url)
+    if page_title != "Transform":
+        go_to(page, page_title)
     page.locator("input[type=file]").first.set_input_files(path)
     page.wait_for_selector(f"text=source-{side}x{side}.png · {side}×{side}")
     wait_for_idle(page)
@@ -53,7 +63,7 @@ def test_every_style_transforms_in_the_browser(page, studio_url, tmp_path, style
     if style_id is not None:
         pick(page, "Style", label)
     no_traceback(page)
-    page.get_by_role("textbox", name=re.compile(r"^Prompt")).first.fill("a red sneaker on a table")
+    page.get_by_role("textbox", name=re.compile(r"^(Prompt|Instruction)")).first.fill("a red sneaker on a table")
     page.keyboard.press("Tab")
     wait_for_idle(page)
     if style_id is not None and CATALOGUE.styles[style_id].task.upscale_factor:
@@ -62,7 +72,7 @@ def test_every_style_transforms_in_the_browser(page, studio_url, tmp_path, style
         page.get_by_role("slider", name="Steps").press("Home")
         wait_for_idle(page)
     no_traceback(page)
-    page.get_by_role("button", name=re.compile(r"^(Transform|Upscale \d×) · \d+ denoising steps")).click()
+    page.get_by_role("button", name=re.compile(r"^(Transform|Upscale \d×|Edit) · \d+ denoising steps")).click()
     page.wait_for_selector("text=Download PNG")
     no_traceback(page)
     assert page.locator("[data-testid='stAlertContentError']").count() == 0

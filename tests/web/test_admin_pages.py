@@ -86,7 +86,8 @@ def test_the_models_page_lists_the_workers_with_device_job_and_models(studio, st
         )
     at = signed_in_page("admin/models", "admin")
     assert not at.exception, at.exception
-    table, models = at.dataframe
+    catalogue, table, models = at.dataframe  # the catalogue's models first (tests/studio/catalogue/test_visibility.py)
+    assert len(catalogue.value) > 0
     row = table.value.iloc[0]
     assert (row["worker"], row["status"], row["device"], row["current job"]) == ("gpu-host:0", "alive", "cuda:0", 42)
     assert row["loaded models"] == "preview (cuda:0, float16)"

@@ -50,6 +50,12 @@ def test_the_repository_catalogue_has_the_seed_styles_with_sensible_defaults():
         "Product Shot XL",
         "Photoreal XL",
         "Quick Sketch XL",
+        "Product Photo FLUX",
+        "Quick Restyle FLUX",
+        "Clean studio background",
+        "Seasonal scene",
+        "Lifestyle setting",
+        "Relight warm",
         "Upscale 2×",
         "Upscale 4×",
     }

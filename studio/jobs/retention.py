@@ -34,18 +34,24 @@ def purge_expired(*, session: Session, store: AssetStore, days: int, now: dateti
     if days <= 0:
         return Purged(0, 0)
     cutoff = (now or utcnow()) - timedelta(days=days)
-    unfinished = select(Job).where(col(Job.status).in_([JobStatus.queued, JobStatus.processing]))
+    unfinished = session.exec(select(Job).where(col(Job.status).in_([JobStatus.queued, JobStatus.processing]))).all()
     in_use = {
         asset_id
-        for job in session.exec(unfinished)
+        for job in unfinished
         for asset_id in (job.source_asset_id, job.mask_asset_id, job.result_asset_id)
         if asset_id is not None
     }
+    # An edit names its reference images by hash (job.params["references"]): the worker reads them from the store.
+    referenced = {sha256 for job in unfinished for sha256 in (job.params or {}).get("references", [])}
     assets = files = 0
     while True:
         expired = session.exec(
             select(Asset.id)
-            .where(Asset.created_at < cutoff, col(Asset.id).not_in(in_use or {-1}))
+            .where(
+                Asset.created_at < cutoff,
+                col(Asset.id).not_in(in_use or {-1}),
+                col(Asset.sha256).not_in(referenced or {""}),
+            )
             .order_by(col(Asset.id))
             .limit(PURGE_CHUNK)
         ).all()

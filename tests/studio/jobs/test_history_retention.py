@@ -151,6 +151,39 @@ def test_a_running_job_cannot_be_deleted(env):
         delete_job(session=session, store=env["store"], user=env["member"], job_id=job.id)
 
 
+def test_retention_keeps_the_reference_images_a_queued_edit_names_until_it_ends(env):
+    edit = add_job(env, env["member"], age_days=40, status=JobStatus.queued, image=b"edit")
+    reference = b"reference-png"
+    env["store"].put(reference)
+    with write_session(env["url"]) as session:
+        session.add(
+            Asset(
+                user_id=env["member"].id,
+                kind=AssetKind.source,
+                sha256=sha256_hex(reference),
+                width=8,
+                height=8,
+                size_bytes=len(reference),
+                original_name="reference 1",
+                created_at=NOW - timedelta(days=40),
+            )
+        )
+        job = session.get(Job, edit.id)
+        job.params = {**job.params, "references": [sha256_hex(reference)]}
+        session.add(job)
+        session.commit()
+
+    with write_session(env["url"]) as session:
+        assert purge_expired(session=session, store=env["store"], days=30, now=NOW).assets == 0
+    assert env["store"].exists(sha256_hex(reference))  # the worker will read it
+    with write_session(env["url"]) as session:
+        session.get(Job, edit.id).status = JobStatus.complete
+        session.commit()
+    with write_session(env["url"]) as session:
+        assert purge_expired(session=session, store=env["store"], days=30, now=NOW).assets == 2  # source, reference
+    assert not env["store"].exists(sha256_hex(reference))
+
+
 def test_retention_deletes_old_images_and_keeps_jobs_ledger_and_running_work(env):
     old = add_job(env, env["member"], age_days=31, image=b"old")
     recent = add_job(env, env["member"], age_days=29, image=b"new")

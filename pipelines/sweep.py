@@ -143,10 +143,8 @@ def run_sweep(
         region = inpaint_region(_single_inpaint(request, members[0]), family)
         work_image, work_mask, source_size = region.image, region.mask, region.source_size
     else:
-        width, height = family.output_size(request.image.width, request.image.height, request.max_side)
-        work_image, work_mask, source_size = request.image.convert("RGB"), None, request.image.size
-        if work_image.size != (width, height):
-            work_image = work_image.resize((width, height), Image.Resampling.LANCZOS)
+        work_image = fitted_source(request.image, family, request.max_side)
+        work_mask, source_size = None, request.image.size
 
     # Its models stay loaded (pinned in the cache) from here to the end of the sweep.
     with in_use():
@@ -185,13 +183,13 @@ def run_sweep(
                     should_stop=should_stop,
                 )
             else:
-                images, unet_calls = _one_pass(
+                images, unet_calls = one_pass(
                     pipe,
                     family,
-                    work_image,
+                    [work_image] * len(members),
                     work_mask,
                     members,
-                    conditioning=conditioning,
+                    conditionings=[conditioning] * len(members),
                     strengths=strengths,
                     on_step=on_step,
                     should_stop=should_stop,
@@ -220,14 +218,23 @@ def run_sweep(
     )
 
 
+def fitted_source(image: Image.Image, family: Family, max_side: int) -> Image.Image:
+    """The source as img2img renders it: RGB, at the family's output size (as pipelines.img2img resizes it)."""
+    width, height = family.output_size(image.width, image.height, max_side)
+    fitted = image.convert("RGB")
+    if fitted.size != (width, height):
+        fitted = fitted.resize((width, height), Image.Resampling.LANCZOS)
+    return fitted
+
+
 def _single_inpaint(request: SweepRequest, member: Img2ImgParams) -> InpaintRequest:
     return InpaintRequest(request.image, request.mask, member, request.inpaint, max_side=request.max_side)
 
 
 @dataclass(frozen=True)
 class _Prompt:
-    """The prompt's embeddings, encoded once for every member. SDXL adds the second encoder's pooled output and
-    the added time ids (None for Stable Diffusion 1.x/2.x)."""
+    """A prompt's embeddings, encoded once for every member that shares it. SDXL adds the second encoder's pooled
+    output and the added time ids (None for Stable Diffusion 1.x/2.x)."""
 
     positive: torch.Tensor
     negative: torch.Tensor | None  # None when no member uses classifier-free guidance
@@ -236,24 +243,20 @@ class _Prompt:
     time_ids: torch.Tensor | None = None
     negative_time_ids: torch.Tensor | None = None
 
-    def unet_inputs(self, count: int, guidance: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
-        """encoder_hidden_states and added_cond_kwargs for `count` members' rows: with guidance, every member's
-        negative row first, then every member's positive row, as the pipelines order their two halves."""
 
-        def rows(positive: torch.Tensor, negative: torch.Tensor | None) -> torch.Tensor:
-            repeat = (count,) + (-1,) * (positive.dim() - 1)
-            if not guidance:
-                return positive.expand(*repeat)
-            return torch.cat([negative.expand(*repeat), positive.expand(*repeat)])
+def _unet_inputs(prompts: list[_Prompt], guidance: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+    """encoder_hidden_states and added_cond_kwargs for the active members' rows (one prompt each): with guidance,
+    every member's negative row first, then every member's positive row, as the pipelines order their two halves."""
 
-        context = rows(self.positive, self.negative)
-        if self.pooled is None:
-            return context, None
-        added = {
-            "text_embeds": rows(self.pooled, self.negative_pooled),
-            "time_ids": rows(self.time_ids, self.negative_time_ids),
-        }
-        return context, added
+    def rows(positive: str, negative: str) -> torch.Tensor:
+        halves = ([getattr(p, negative) for p in prompts] if guidance else []) + [getattr(p, positive) for p in prompts]
+        return torch.cat(halves)
+
+    context = rows("positive", "negative")
+    if prompts[0].pooled is None:
+        return context, None
+    added = {"text_embeds": rows("pooled", "negative_pooled"), "time_ids": rows("time_ids", "negative_time_ids")}
+    return context, added
 
 
 def _encode_prompt(pipe: DiffusionPipeline, member: Img2ImgParams, guidance: bool, conditioning: dict) -> _Prompt:
@@ -287,22 +290,29 @@ def _encode_prompt(pipe: DiffusionPipeline, member: Img2ImgParams, guidance: boo
 
 
 @torch.no_grad()
-def _one_pass(
+def one_pass(
     pipe: DiffusionPipeline,
     family: Family,
-    source: Image.Image,
+    sources: list[Image.Image],
     mask: Image.Image | None,
     members: tuple[Img2ImgParams, ...],
     *,
-    conditioning: dict[str, Any],
+    conditionings: list[dict[str, Any]],
     strengths: np.ndarray | None,
     on_step: Callable[[int, int], None] | None,
     should_stop: Callable[[], bool] | None,
-) -> tuple[list[Image.Image], int]:
-    """The shared loop. With a mask it follows the family's inpaint pipeline: 4-channel UNets get the
-    re-noised source blended in outside the mask after every step, 9-channel (inpainting) UNets get the
-    mask and the masked source's latents as extra input channels. With `strengths` (soft inpainting), each
-    member is then soft-blended after its own steps (pipelines.inpaint.soft_blend)."""
+    member_stopped: Callable[[int], bool] | None = None,
+) -> tuple[list[Image.Image | None], int]:
+    """The shared loop: member i renders sources[i] (all of one size) with its own params and the family's
+    conditioning[i] (SDXL: its own micro-conditioning). A sweep passes one source and one conditioning for every
+    member; a batch of jobs (pipelines.batch) one each. Sources, prompts and conditionings that are the same
+    object or text are encoded once. The members share the step count; prompts may differ.
+
+    `member_stopped(i)`, asked after each step, drops member i from the loop (its image is None); `should_stop`
+    stops the whole loop (RunCancelled). With a mask (one shared source) it follows the family's inpaint
+    pipeline: 4-channel UNets get the re-noised source blended in outside the mask after every step, 9-channel
+    (inpainting) UNets get the mask and the masked source's latents as extra input channels. With `strengths`
+    (soft inpainting), each member is then soft-blended after its own steps (pipelines.inpaint.soft_blend)."""
     device, dtype = pipe._execution_device, pipe.unet.dtype
     steps = members[0].steps
     uses_guidance = [m.guidance > 1 for m in members]
@@ -310,26 +320,38 @@ def _one_pass(
     scaling = pipe.vae.config.scaling_factor
     unet_channels = pipe.unet.config.in_channels
 
-    # 1. Encode the prompt once (the negative prompt too when any member uses classifier-free guidance)
-    prompt = _encode_prompt(pipe, members[0], any_guidance, conditioning)
+    # 1. Encode each distinct prompt once (negative prompts too when any member uses classifier-free guidance)
+    encoded_prompts: dict[tuple, _Prompt] = {}
+    prompts = []
+    for member, conditioning in zip(members, conditionings, strict=True):
+        key = (member.prompt, member.negative_prompt, repr(sorted(conditioning.items())))
+        if key not in encoded_prompts:
+            encoded_prompts[key] = _encode_prompt(pipe, member, any_guidance, conditioning)
+        prompts.append(encoded_prompts[key])
 
-    # 2. Encode the source (and the masked source) once: the VAE's distribution is deterministic, each
+    # 2. Encode each distinct source (and masked source) once: the VAE's distribution is deterministic, each
     # member samples from it with its own generator
-    width, height = source.size
-    pixels = pipe.image_processor.preprocess(source, height=height, width=width).to(dtype=torch.float32)
-    encoded = encode_image(pipe, family, pixels)
+    width, height = sources[0].size
     if mask is not None:
         mask_condition = pipe.mask_processor.preprocess(mask, height=height, width=width)
-        masked_encoded = encode_image(pipe, family, pixels * (mask_condition < 0.5))
         latent_size = (height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
         mask_latent = torch.nn.functional.interpolate(mask_condition, size=latent_size).to(device=device, dtype=dtype)
-    if strengths is not None:
-        kept_source = source_latents(pipe, family, encoded)
+    encodings: dict[int, dict[str, Any]] = {}
+    for source in sources:
+        if id(source) in encodings:
+            continue
+        pixels = pipe.image_processor.preprocess(source, height=height, width=width).to(dtype=torch.float32)
+        encoding = encodings[id(source)] = {"encoded": encode_image(pipe, family, pixels)}
+        if mask is not None:
+            encoding["masked"] = encode_image(pipe, family, pixels * (mask_condition < 0.5))
+        if strengths is not None:
+            encoding["kept"] = source_latents(pipe, family, encoding["encoded"])
 
     # 3. Each member: its generator, its scheduler (set to the shared N-step schedule), its start step,
     # and its starting latents — drawn in a single run's order (VAE sample, noise, [masked-source sample]).
     schedulers, starts, latents, step_kwargs, clean, noises, masked, soft_noises = [], [], [], [], [], [], [], []
-    for member in members:
+    for member, source in zip(members, sources, strict=True):
+        encoding = encodings[id(source)]
         generator = torch.Generator("cpu").manual_seed(member.seed)
         scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
         scheduler.set_timesteps(steps, device=device)
@@ -342,7 +364,7 @@ def _one_pass(
         sample_source = mask is None or unet_channels == 4 or not full_strength
         image_latents = None
         if sample_source:
-            image_latents = scaling * retrieve_latents(encoded, generator=generator).to(dtype)
+            image_latents = scaling * retrieve_latents(encoding["encoded"], generator=generator).to(dtype)
             if mask is not None:
                 # The inpaint pipelines copy these latents into the standard memory layout (their batch repeat);
                 # the layout decides the UNet's conv kernels, and so the float rounding.
@@ -354,9 +376,9 @@ def _one_pass(
         else:
             start_latents = scheduler.add_noise(image_latents, noise, first_timestep)
         if mask is not None:
-            masked.append(scaling * retrieve_latents(masked_encoded, generator=generator).to(dtype))
+            masked.append(scaling * retrieve_latents(encoding["masked"], generator=generator).to(dtype))
         if strengths is not None:
-            soft_noises.append(soft_noise(kept_source, member.seed))
+            soft_noises.append(soft_noise(encoding["kept"], member.seed))
         latents.append(start_latents)
         clean.append(image_latents)
         noises.append(noise)
@@ -364,26 +386,29 @@ def _one_pass(
         starts.append(start)
         step_kwargs.append(pipe.prepare_extra_step_kwargs(generator, 0.0))
 
-    # 4. One loop over the shared schedule from the earliest start; members join at their start step
+    # 4. One loop over the shared schedule from the earliest start; members join at their start step and leave
+    # when member_stopped says so
     timesteps = schedulers[0].timesteps
     first = min(starts)
     total = len(timesteps) - first
+    dropped: set[int] = set()
     unet_calls = 0
     for index in range(first, len(timesteps)):
         t = timesteps[index]
         next_timestep = timesteps[index + 1] if index < len(timesteps) - 1 else None
-        active = [m for m in range(len(members)) if starts[m] <= index]
-        rows = [schedulers[m].scale_model_input(latents[m], t) for m in active]
-        if mask is not None and unet_channels == 9:
-            rows = [torch.cat([row, mask_latent, masked[m]], dim=1) for row, m in zip(rows, active, strict=True)]
-        scaled = torch.cat(rows)
-        count = len(active)
-        model_input = torch.cat([scaled, scaled]) if any_guidance else scaled
-        context, added = prompt.unet_inputs(count, any_guidance)
-        prediction = pipe.unet(
-            model_input, t, encoder_hidden_states=context, added_cond_kwargs=added, return_dict=False
-        )[0]
-        unet_calls += 1
+        active = [m for m in range(len(members)) if starts[m] <= index and m not in dropped]
+        if active:
+            rows = [schedulers[m].scale_model_input(latents[m], t) for m in active]
+            if mask is not None and unet_channels == 9:
+                rows = [torch.cat([row, mask_latent, masked[m]], dim=1) for row, m in zip(rows, active, strict=True)]
+            scaled = torch.cat(rows)
+            count = len(active)
+            model_input = torch.cat([scaled, scaled]) if any_guidance else scaled
+            context, added = _unet_inputs([prompts[m] for m in active], any_guidance)
+            prediction = pipe.unet(
+                model_input, t, encoder_hidden_states=context, added_cond_kwargs=added, return_dict=False
+            )[0]
+            unet_calls += 1
         for row, m in enumerate(active):
             if any_guidance:
                 unconditional, text = prediction[row : row + 1], prediction[count + row : count + row + 1]
@@ -401,7 +426,7 @@ def _one_pass(
                 latents[m] = soft_blend(
                     schedulers[m],
                     latents[m],
-                    source=kept_source,
+                    source=encodings[id(sources[m])]["kept"],
                     noise=soft_noises[m],
                     strengths=strengths,
                     step=index - starts[m],
@@ -413,11 +438,19 @@ def _one_pass(
             on_step(step, total)
         if should_stop is not None and should_stop():
             raise RunCancelled(f"Cancelled after step {step} of {total}.")
+        if member_stopped is not None:
+            dropped.update(m for m in range(len(members)) if m not in dropped and member_stopped(m))
 
-    # 5. Decode every member in one batch (in float32 where the family's pipelines upcast the VAE)
-    with vae_in_float32(pipe, family) as vae_dtype:
-        decoded = pipe.vae.decode(torch.cat(latents).to(vae_dtype) / scaling, return_dict=False)[0]
-    images = pipe.image_processor.postprocess(decoded, output_type="pil", do_denormalize=[True] * len(members))
+    # 5. Decode the members still wanted in one batch (in float32 where the family's pipelines upcast the VAE)
+    kept = [m for m in range(len(members)) if m not in dropped]
+    images: list[Image.Image | None] = [None] * len(members)
+    if kept:
+        with vae_in_float32(pipe, family) as vae_dtype:
+            batch = torch.cat([latents[m] for m in kept]).to(vae_dtype) / scaling
+            decoded = pipe.vae.decode(batch, return_dict=False)[0]
+        made = pipe.image_processor.postprocess(decoded, output_type="pil", do_denormalize=[True] * len(kept))
+        for m, image in zip(kept, made, strict=True):
+            images[m] = image
     return images, unet_calls
 
 

@@ -25,11 +25,9 @@ from pipelines.denoise import Img2ImgResult
 from pipelines.errors import PipelineInputError, RunCancelled
 from pipelines.families import Family, get_family
 from pipelines.img2img import Img2ImgRequest, check_img2img_model, check_source, run_img2img
-from pipelines.params import Img2ImgParams, Task
+from pipelines.params import MAX_BATCH_JOBS, Img2ImgParams, Task
 from pipelines.registry import ModelRef
 from pipelines.sweep import ONE_PASS, SEPARATE, fitted_source, one_pass, one_pass_obstacle
-
-MAX_BATCH_JOBS = 16  # members of one loop (STUDIO_BATCH_MAX is chosen within it)
 
 # on_step(member, step, total): the member's own steps; should_stop(member): True drops it from the loop.
 MemberProgress = Callable[[int, int, int], None]

@@ -35,6 +35,7 @@ UPSCALE_FACTORS = (2, 4)
 SOURCE_MULTIPLE = {2: 32, 4: SIZE_MULTIPLE}
 MIN_SOURCE_SIDE = {2: 64, 4: SIZE_MULTIPLE}
 MAX_SWEEP_MEMBERS = 12  # cells of one strength sweep
+MAX_BATCH_JOBS = 16  # jobs in one batched denoising loop (pipelines.batch; STUDIO_BATCH_MAX)
 MAX_MASK_BLUR = 64
 MAX_MASK_PADDING = 256
 MAX_NOISE_LEVEL = 350  # the 4× upscaler's max_noise_level

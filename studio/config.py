@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from pipelines.errors import PipelineInputError
-from pipelines.params import MemoryBudget
+from pipelines.params import MAX_BATCH_JOBS, MemoryBudget
 from studio.db.tables import Plan
 from studio.errors import ConfigError
 
@@ -75,6 +75,10 @@ class Settings:
     # a fresh install can use every feature (Batch is for Pro plans) before anyone else exists to grant credits.
     admin_plan: Plan = Plan.pro_monthly
     admin_credits: int = 1000
+    # Jobs a worker claims together and runs in one batched denoising loop (STUDIO_BATCH_MAX; studio.jobs.batching).
+    # 1: one at a time. On a CPU batching saves nothing; on a GPU choose it by memory (each job adds its latents and
+    # activations: 4 at 512² fits easily on 24 GB).
+    batch_max: int = 1
 
     @property
     def assets_dir(self) -> Path:
@@ -159,6 +163,12 @@ def load_settings(environ: dict[str, str] | None = None, secrets_path: Path | No
         raise ConfigError(
             f"STUDIO_ADMIN_CREDITS must be a whole number of credits 0–{MAX_ADMIN_CREDITS}, got {admin_credits!r}"
         )
+    batch_max = get("batch_max", "1")
+    if not (batch_max.isascii() and batch_max.isdigit()) or not 1 <= int(batch_max) <= MAX_BATCH_JOBS:
+        raise ConfigError(
+            f"STUDIO_BATCH_MAX must be a whole number 1–{MAX_BATCH_JOBS} (jobs one worker runs in one loop; 1: one at "
+            f"a time), got {batch_max!r}"
+        )
     return Settings(
         data_dir=data_dir,
         models_dir=Path(get("models_dir", str(data_dir / "models"))).expanduser().resolve(),
@@ -186,6 +196,7 @@ def load_settings(environ: dict[str, str] | None = None, secrets_path: Path | No
         poll_max_seconds=float(poll_max),
         admin_plan=Plan(admin_plan),
         admin_credits=int(admin_credits),
+        batch_max=int(batch_max),
     )
 
 

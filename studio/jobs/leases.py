@@ -15,6 +15,7 @@ Call these with a session from `studio.db.engine.write_session`: on SQLite each 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -51,6 +52,27 @@ def claim_next(
 ) -> Job | None:
     """Take the next job (lowest lane, then round, then oldest: studio.jobs.fair_queue) and lease it to `worker`
     (with its sweep's other cells)."""
+    claimed = claim_batch(session=session, worker=worker, lease_seconds=lease_seconds, now=now)
+    return claimed[0] if claimed else None
+
+
+def claim_batch(
+    *,
+    session: Session,
+    worker: str,
+    lease_seconds: float = LEASE_SECONDS,
+    now: datetime | None = None,
+    batch_max: int = 1,
+    batch_key: Callable[[Job], object | None] | None = None,
+) -> list[Job]:
+    """Take the head of the queue as claim_next does and, up to `batch_max` jobs in all, the queued jobs right
+    behind it that share its `batch_key` (studio.jobs.batching; None: runs alone), in one transaction.
+
+    Only the unbroken run of compatible jobs at the head is taken: the first incompatible job ends the batch, so no
+    job ever runs ahead of one that comes before it in the queue's order (an older or higher-priority job). Rows
+    another worker is claiming are skipped (SKIP LOCKED on PostgreSQL), as for the head. Each job gets its own
+    lease (worker, attempt). Returns [head, batchmates…]; for a sweep, [head] (claimed_sweep lists its cells).
+    """
     now = now or utcnow()
     job = session.exec(
         select(Job)
@@ -61,7 +83,7 @@ def claim_next(
     ).first()
     if job is None:
         session.commit()
-        return None
+        return []
     claimed = [job]
     if job.sweep_id is not None:
         # A sweep's cells run together in one pass: whoever claims one claims every queued cell.
@@ -70,6 +92,18 @@ def claim_next(
             .where(Job.sweep_id == job.sweep_id, Job.status == JobStatus.queued, Job.id != job.id)
             .with_for_update(skip_locked=True)
         ).all()
+    elif batch_max > 1 and batch_key is not None and (key := batch_key(job)) is not None:
+        behind = session.exec(
+            select(Job)
+            .where(Job.status == JobStatus.queued, Job.id != job.id)
+            .order_by(*claim_order())
+            .limit(batch_max - 1)
+            .with_for_update(skip_locked=True)
+        ).all()
+        for other in behind:
+            if batch_key(other) != key:
+                break
+            claimed.append(other)
     for member in claimed:
         member.status = JobStatus.processing
         member.worker = worker
@@ -78,7 +112,7 @@ def claim_next(
         member.started_at = now
         member.progress_step = member.progress_total = 0
     session.commit()
-    return job
+    return claimed if job.sweep_id is None else [job]
 
 
 def claimed_sweep(*, session: Session, job: Job, worker: str) -> list[Job]:

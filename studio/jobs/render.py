@@ -52,7 +52,17 @@ def render_job(
     mask = Image.open(io.BytesIO(mask_png)).convert("L") if mask_png is not None else None
     references = tuple(Image.open(io.BytesIO(png)).convert("RGB") for png in references_png)
     result = _run(spec, job, source, mask, settings, references=references, on_step=on_step, should_stop=should_stop)
-    ran = {
+    ran = _ran(result, source_sha256=source_sha256, mask_sha256=mask_sha256)
+    if references := job.params.get("references"):
+        ran["references"] = list(references)  # sha256 of each reference PNG, in the user's assets
+    if sweep is not None:
+        ran["sweep"] = sweep
+    return _rendered(job, spec, result.image, ran)
+
+
+def _ran(result, *, source_sha256: str, mask_sha256: str | None) -> dict:
+    """What ran, for the recipe, from a run's pipelines.denoise.Img2ImgResult."""
+    return {
         **result.recipe,  # the family and its conditioning (Family.recipe)
         "scheduler": result.scheduler,
         "width": result.width,
@@ -63,11 +73,45 @@ def render_job(
         "source_sha256": source_sha256,
         "mask_sha256": mask_sha256,
     }
-    if references := job.params.get("references"):
-        ran["references"] = list(references)  # sha256 of each reference PNG, in the user's assets
-    if sweep is not None:
-        ran["sweep"] = sweep
-    return _rendered(job, spec, result.image, ran)
+
+
+def render_batch(
+    jobs: list[Job],
+    *,
+    sources_png: list[bytes],
+    sources_sha256: list[str],
+    settings: Settings,
+    on_step: Callable[[int, int, int], None] | None = None,
+    should_stop: Callable[[int], bool] | None = None,
+) -> list[Rendered | None]:
+    """Run compatible img2img jobs (studio.jobs.batching) in one batched loop (pipelines.batch), one result per job
+    (None: stopped by its should_stop(index)). on_step(index, step, total) counts each job's own steps. Raises
+    RunCancelled when every job was stopped, and what the pipeline raises."""
+    _load_model_stack(settings)
+    from pipelines.batch import BatchJob, run_batch
+
+    specs = [RunSpec.from_dict(job.params) for job in jobs]
+    members = tuple(
+        BatchJob(Image.open(io.BytesIO(png)).convert("RGB"), spec.params)
+        for png, spec in zip(sources_png, specs, strict=True)
+    )
+    batch = run_batch(
+        model_ref(jobs[0], settings),
+        members,
+        max_side=settings.max_output_side,
+        on_step=on_step,
+        should_stop=should_stop,
+    )
+    rendered: list[Rendered | None] = []
+    for job, spec, result, sha256 in zip(jobs, specs, batch.results, sources_sha256, strict=True):
+        if result is None:
+            rendered.append(None)
+            continue
+        ran = _ran(result, source_sha256=sha256, mask_sha256=None)
+        # Batched with other jobs: pixels within 1/255 of a run alone (pipelines.batch).
+        ran["batch"] = {"jobs": len(jobs), "mode": batch.mode}
+        rendered.append(_rendered(job, spec, result.image, ran))
+    return rendered
 
 
 def render_sweep(

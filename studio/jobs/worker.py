@@ -21,10 +21,11 @@ from studio.catalogue.requests import denoising_steps
 from studio.config import Settings
 from studio.db.engine import session_for, write_session
 from studio.db.tables import Asset, Job, utcnow
+from studio.jobs.batching import claim_key
 from studio.jobs.heartbeats import HEARTBEAT_SECONDS, beat, mark_stopped
 from studio.jobs.leases import (
     LEASE_SECONDS,
-    claim_next,
+    claim_batch,
     claimed_sweep,
     complete_job,
     fail_job,
@@ -32,7 +33,7 @@ from studio.jobs.leases import (
     reap_expired,
     renew_lease,
 )
-from studio.jobs.render import Rendered, render_job, render_sweep
+from studio.jobs.render import Rendered, render_batch, render_job, render_sweep
 from studio.jobs.retention import purge_expired
 from studio.media.storage import AssetStore
 
@@ -154,11 +155,19 @@ class Worker:
             log.exception("Worker %s: model warm-up failed for %r", self.name, self.settings.model)
 
     def run_once(self) -> Job | None:
-        """Reap expired leases, then claim and run one job (or one sweep); None when the queue is empty."""
+        """Reap expired leases, then claim and run one job, one sweep, or up to STUDIO_BATCH_MAX compatible jobs in
+        one loop (studio.jobs.batching); None when the queue is empty. Returns the head job."""
         url = self.settings.database_url
         self.reap()
         with write_session(url) as session:
-            job = claim_next(session=session, worker=self.name, lease_seconds=self.lease_seconds)
+            jobs = claim_batch(
+                session=session,
+                worker=self.name,
+                lease_seconds=self.lease_seconds,
+                batch_max=self.settings.batch_max,
+                batch_key=claim_key(session=session, settings=self.settings),
+            )
+            job = jobs[0] if jobs else None
             cells = claimed_sweep(session=session, job=job, worker=self.name) if job and job.sweep_id else None
         if job is None:
             return None
@@ -170,15 +179,18 @@ class Worker:
         try:
             if cells:
                 self.process_sweep(cells)
+            elif len(jobs) > 1:
+                self.process_batch(jobs)
             else:
                 self.process(job)
         finally:
             self.current_job_id = None
         return job
 
-    def process(self, job: Job) -> None:
+    def process(self, job: Job, keeper: _LeaseKeeper | None = None) -> None:
+        """Run one job (`keeper`: its lease keeper, already running, when a failed batch hands it over)."""
         url = self.settings.database_url
-        keeper = self._keeper(job)
+        keeper = keeper or self._keeper(job)
         rendered = error = None
         try:
             with session_for(url) as session:
@@ -243,6 +255,37 @@ class Worker:
                 keeper.finish()
         for cell, keeper, result in zip(cells, keepers, rendered, strict=True):
             self._record(cell, keeper, result, error)
+
+    def process_batch(self, jobs: list[Job]) -> None:
+        """Run compatible jobs in one batched loop (pipelines.batch); each keeps its own lease, progress, cancel and
+        outcome. A cancelled job (or one whose lease was lost) leaves the loop at its next step and the others go on.
+        If the batch as a whole fails (a bad input, out of memory), each job reruns on its own, so each gets its own
+        outcome and message."""
+        keepers = [self._keeper(job) for job in jobs]
+        rendered: list[Rendered | None] = [None] * len(jobs)
+        failed = False
+        try:
+            with session_for(self.settings.database_url) as session:
+                sources = [session.get(Asset, job.source_asset_id) for job in jobs]
+            rendered = render_batch(
+                jobs,
+                sources_png=[self.store.read(source.sha256) for source in sources],
+                sources_sha256=[source.sha256 for source in sources],
+                settings=self.settings,
+                on_step=lambda member, step, total: keepers[member].record(step, total),
+                should_stop=lambda member: keepers[member].should_stop(),
+            )
+        except RunCancelled:
+            pass
+        except Exception:
+            log.exception("Batch of jobs %s failed; running them one at a time", [job.id for job in jobs])
+            failed = True
+        for job, keeper, result in zip(jobs, keepers, rendered, strict=True):
+            if failed and not keeper.should_stop():
+                self.process(job, keeper)  # its keeper has renewed its lease while the others ran
+            else:
+                keeper.finish()
+                self._record(job, keeper, result, None)
 
     def _keeper(self, job: Job) -> _LeaseKeeper:
         keeper = _LeaseKeeper(self.settings, job, self.name, self.lease_seconds, self.heartbeat_seconds)

@@ -1,0 +1,50 @@
+"""Which queued jobs may share one batched denoising loop (pipelines.batch), and so be claimed together.
+
+Torch-free: the claim decides from the job rows and their sources' sizes. Jobs share a loop when they run the
+same model (so the same family and scheduler) with the same offload, are plain image-to-image runs (no mask,
+ControlNet, sweep or reference images) of the same step count, and render at the same output size. Prompts,
+sources, strengths, seeds, guidance and users may differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlmodel import Session
+
+from pipelines.errors import PipelineInputError
+from pipelines.families import get_family
+from pipelines.params import RunSpec, Task
+from pipelines.registry import resolve_model
+from studio.config import Settings
+from studio.db.tables import Asset, Job
+
+BatchKey = tuple
+
+
+def batch_key(job: Job, source: Asset | None, *, max_side: int, models_dir: Path) -> BatchKey | None:
+    """What a job must have in common with another to share its loop; None: it runs on its own."""
+    if job.sweep_id is not None or job.task != Task.img2img or job.mask_asset_id is not None or source is None:
+        return None
+    try:
+        spec = RunSpec.from_dict(job.params)
+        offload = job.params.get("offload", "none")
+        ref = resolve_model(job.model, models_dir=models_dir, family=job.params.get("family"), offload=offload)
+        family = get_family(ref.family, model=ref.name)
+    except (PipelineInputError, KeyError, TypeError, ValueError):
+        return None  # a job its run will refuse: alone, so its message is its own
+    if spec.control is not None or job.params.get("references"):
+        return None
+    size = family.output_size(source.width, source.height, max_side)
+    return (ref.name, ref.family, offload, spec.params.steps, size)
+
+
+def claim_key(*, session: Session, settings: Settings) -> Callable[[Job], BatchKey | None]:
+    """batch_key for studio.jobs.leases.claim_batch, reading each job's source in the claim's transaction."""
+
+    def key(job: Job) -> BatchKey | None:
+        source = session.get(Asset, job.source_asset_id) if job.source_asset_id is not None else None
+        return batch_key(job, source, max_side=settings.max_output_side, models_dir=settings.models_dir)
+
+    return key

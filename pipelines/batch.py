@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from pipelines.cache import RUN_LOCK, get_base_pipeline, in_use, request_pipeline
-from pipelines.denoise import Img2ImgResult
+from pipelines.denoise import Img2ImgResult, describe_run
 from pipelines.errors import PipelineInputError, RunCancelled
 from pipelines.families import Family, get_family
 from pipelines.img2img import Img2ImgRequest, check_img2img_model, check_source, run_img2img
@@ -125,23 +125,13 @@ def run_batch(
                 should_stop=lambda: all(stopped(m) for m in range(len(jobs))),
                 member_stopped=stopped,
             )
-            seconds = round(time.perf_counter() - started, 3)
+            seconds = time.perf_counter() - started
 
     # 4. Each job's result, as a single run reports it
     results = tuple(
         None
         if image is None
-        else Img2ImgResult(
-            image=image,
-            width=image.width,
-            height=image.height,
-            denoising_steps=steps,
-            scheduler=type(pipe.scheduler).__name__,
-            device=pipe._execution_device.type,
-            dtype=str(base.dtype).removeprefix("torch."),
-            seconds=seconds,
-            recipe=family.recipe(conditioning),
-        )
+        else describe_run(pipe, image, denoising_steps=steps, seconds=seconds, recipe=family.recipe(conditioning))
         for image, steps, conditioning in zip(images, own_steps, conditionings, strict=True)
     )
     return BatchResult(results=results, mode=ONE_PASS, reason="", unet_calls=unet_calls)

@@ -79,6 +79,30 @@ def result_pixels(settings, job) -> np.ndarray:
     return np.asarray(Image.open(AssetStore(settings.assets_dir).path(result.sha256)).convert("RGB"))
 
 
+def reload_job(settings, job):
+    """The job's row as the database holds it now."""
+    from studio.db.engine import session_for
+    from studio.db.tables import Job
+
+    with session_for(settings.database_url) as session:
+        return session.get(Job, job.id)
+
+
+def job_ledger(settings, job) -> dict:
+    """The job's credit entries summed by kind: {CreditKind.reserve: -2, CreditKind.refund: 2}."""
+    from sqlmodel import select
+
+    from studio.db.engine import session_for
+    from studio.db.tables import CreditEntry
+
+    with session_for(settings.database_url) as session:
+        rows = session.exec(select(CreditEntry).where(CreditEntry.job_id == job.id)).all()
+    totals: dict = {}
+    for row in rows:
+        totals[row.kind] = totals.get(row.kind, 0) + row.amount
+    return totals
+
+
 def texts(elements) -> list[str]:
     return [element.value for element in elements]
 

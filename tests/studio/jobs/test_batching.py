@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlmodel import select
 
 import studio.jobs.worker
 from pipelines.params import Img2ImgParams
@@ -21,7 +20,7 @@ from studio.catalogue.recipes import read_recipe
 from studio.catalogue.requests import custom_request
 from studio.config import load_settings
 from studio.db.engine import session_for, write_session
-from studio.db.tables import Asset, CreditEntry, CreditKind, Job, JobStatus, utcnow
+from studio.db.tables import Asset, CreditKind, Job, JobStatus, utcnow
 from studio.errors import ConfigError
 from studio.jobs.batching import claim_key
 from studio.jobs.leases import cancel_job, claim_batch, reap_expired, renew_lease
@@ -29,7 +28,7 @@ from studio.jobs.submit import submit_job
 from studio.jobs.worker import Worker
 from studio.media.storage import AssetStore
 from studio.media.validation import validate_image_bytes
-from tests.support import png_bytes, result_pixels
+from tests.support import job_ledger, png_bytes, reload_job, result_pixels
 
 PARAMS = Img2ImgParams(prompt="a watercolor shoe", negative_prompt="blurry", strength=0.5, steps=4, seed=7)
 DEADLINE_S = 120.0  # what a waiting test allows before it calls a wait lost
@@ -78,17 +77,11 @@ def claim(env, worker="w", batch_max=4) -> list[int]:
 
 
 def reload(env, job) -> Job:
-    with session_for(env["settings"].database_url) as session:
-        return session.get(Job, job.id)
+    return reload_job(env["settings"], job)
 
 
 def ledger(env, job) -> dict[CreditKind, int]:
-    with session_for(env["settings"].database_url) as session:
-        rows = session.exec(select(CreditEntry).where(CreditEntry.job_id == job.id)).all()
-    totals: dict[CreditKind, int] = {}
-    for row in rows:
-        totals[row.kind] = totals.get(row.kind, 0) + row.amount
-    return totals
+    return job_ledger(env["settings"], job)
 
 
 @pytest.mark.parametrize(("value", "expected"), [(None, 1), ("4", 4), ("16", 16)])
@@ -104,6 +97,7 @@ def test_a_bad_batch_max_is_refused_by_name(tmp_path, value):
         load_settings(environ, secrets_path=Path("/nonexistent"))
 
 
+@pytest.mark.both_databases
 def test_compatible_jobs_of_any_users_are_claimed_together_and_never_past_an_incompatible_one(env):
     ann, bob = env["users"]
     first = submit(env, ann)
@@ -194,6 +188,7 @@ def test_a_member_cancelled_mid_batch_is_refunded_once_and_the_others_complete(e
         assert ledger(env, job) == {CreditKind.reserve: -job.cost, CreditKind.commit: 0}
 
 
+@pytest.mark.both_databases
 def test_a_worker_killed_mid_batch_has_every_job_rerun_once_and_charged_once(env):
     ann, bob = env["users"]
     jobs = [submit(env, ann), submit(env, bob), submit(env, ann)]

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from sqlmodel import select
 
 import studio.jobs.worker
 from pipelines.params import Img2ImgParams
@@ -21,14 +20,14 @@ from studio.catalogue.recipes import read_recipe
 from studio.catalogue.requests import custom_request
 from studio.config import load_settings
 from studio.db.engine import session_for, write_session
-from studio.db.tables import Asset, CreditEntry, CreditKind, Job, JobStatus, utcnow
+from studio.db.tables import Asset, CreditKind, Job, JobStatus, utcnow
 from studio.jobs.leases import cancel_job, claim_next
 from studio.jobs.queries import get_user_job, list_user_jobs
 from studio.jobs.submit import submit_job
 from studio.jobs.worker import Worker, studio_worker_threads
 from studio.media.storage import AssetStore
 from studio.media.validation import validate_image_bytes
-from tests.support import png_bytes
+from tests.support import job_ledger, png_bytes, reload_job
 
 NO_SECRETS = Path("/nonexistent/secrets.toml")  # settings from the environment given only
 
@@ -69,17 +68,11 @@ def run(env, params=PARAMS) -> Job:
 
 
 def reload(env, job) -> Job:
-    with session_for(env["settings"].database_url) as session:
-        return session.get(Job, job.id)
+    return reload_job(env["settings"], job)
 
 
 def ledger(env, job) -> dict[CreditKind, int]:
-    with session_for(env["settings"].database_url) as session:
-        rows = session.exec(select(CreditEntry).where(CreditEntry.job_id == job.id)).all()
-    totals: dict[CreditKind, int] = {}
-    for row in rows:
-        totals[row.kind] = totals.get(row.kind, 0) + row.amount
-    return totals
+    return job_ledger(env["settings"], job)
 
 
 def user_balance(env) -> int:

@@ -2,7 +2,7 @@
 
 Run from the repository root:
 
-    python bench/throughput.py                      # 16 jobs of 4 users, K = 4, 128 px, 4 steps, 2 rounds
+    python bench/throughput.py                      # 16 jobs of 4 users, K = 4, 256 px, 4 steps, 2 rounds
     python bench/throughput.py --size 256 --steps 8 --rounds 3 --threads 2
 
 Builds a throwaway studio in a temporary folder (SQLite, its own store and tiny preview model; nothing is
@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=16, help="jobs per drain (default 16)")
     parser.add_argument("--users", type=int, default=4, help="users submitting them in turn (default 4)")
     parser.add_argument("--batch", type=int, default=4, help="K of the batched mode (default 4)")
-    parser.add_argument("--size", type=int, default=128, help="source side in px (default 128)")
+    parser.add_argument("--size", type=int, default=256, help="source side in px (default 256, the smallest upload)")
     parser.add_argument("--steps", type=int, default=4, help="schedule length (default 4)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of both modes (default 2)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")

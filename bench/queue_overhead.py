@@ -105,6 +105,42 @@ def source_png(side: int, variant: int = 0) -> bytes:
     return buffer.getvalue()
 
 
+def open_studio(threads: int | None):
+    """The throwaway studio configured by configure_environment, bootstrapped: its settings and asset store."""
+    import torch
+
+    from studio.accounts.bootstrap import bootstrap
+    from studio.config import get_settings
+    from studio.media.storage import AssetStore
+
+    if threads:
+        torch.set_num_threads(threads)
+    get_settings.cache_clear()
+    settings = get_settings()
+    bootstrap(settings)
+    return settings, AssetStore(settings.assets_dir)
+
+
+def funded_user(session, name: str, credits: int, reason: str):
+    """A new user granted `credits` (committed)."""
+    from studio.accounts.users import create_user
+    from studio.billing.credits import Account, add_credits
+    from studio.db.tables import CreditKind, utcnow
+
+    user = create_user(session=session, username=name, password="bench-password", email=f"{name}@example.com")
+    add_credits(
+        session=session,
+        account=Account(user_id=user.id),
+        amount=credits,
+        kind=CreditKind.grant,
+        now=utcnow(),
+        reason=reason,
+    )
+    session.commit()
+    session.refresh(user)
+    return user
+
+
 class Timings:
     """Seconds per named phase, summed over the calls of one end-to-end run."""
 
@@ -134,7 +170,7 @@ def instrument(worker, timings: Timings) -> None:
     import pipelines.img2img
     import studio.jobs.worker
 
-    for name in ("reap_expired", "claim_next", "render_job", "complete_job", "renew_lease"):
+    for name in ("reap_expired", "claim_batch", "render_job", "complete_job", "renew_lease"):
         setattr(studio.jobs.worker, name, timings.wrap(name, getattr(studio.jobs.worker, name)))
     # render_job imports run_img2img from its module when called, so this times the worker's own call.
     pipelines.img2img.run_img2img = timings.wrap("run_img2img", pipelines.img2img.run_img2img)
@@ -177,39 +213,19 @@ def run(args: argparse.Namespace, root: Path) -> int:
     from pipelines.img2img import Img2ImgRequest, run_img2img
     from pipelines.params import Img2ImgParams
     from pipelines.registry import resolve_model
-    from studio.accounts.bootstrap import bootstrap
-    from studio.accounts.users import create_user
-    from studio.billing.credits import Account, add_credits
     from studio.billing.pricing import QUALITY_TIERS
     from studio.catalogue.recipes import png_with_recipe
     from studio.catalogue.requests import custom_request
-    from studio.config import get_settings
     from studio.db.engine import session_for, write_session
-    from studio.db.tables import Asset, AssetKind, CreditEntry, CreditKind, Job, JobStatus, utcnow
+    from studio.db.tables import Asset, AssetKind, CreditEntry, Job, JobStatus
     from studio.jobs.submit import submit_job
     from studio.jobs.worker import Worker
-    from studio.media.storage import AssetStore
     from studio.media.validation import validate_image_bytes
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    get_settings.cache_clear()
-    settings = get_settings()
-    bootstrap(settings)
+    settings, store = open_studio(args.threads)
     url = settings.database_url
-    store = AssetStore(settings.assets_dir)
-
     with session_for(url) as session:
-        user = create_user(session=session, username="bench", password="bench-password", email="bench@example.com")
-        add_credits(
-            session=session,
-            account=Account(user_id=user.id),
-            amount=10 * (args.repeats + 1),
-            kind=CreditKind.grant,
-            now=utcnow(),
-            reason="queue overhead benchmark",
-        )
-        session.commit()
+        user = funded_user(session, "bench", 10 * (args.repeats + 1), "queue overhead benchmark")
 
     uploads, validation = [], []
     for variant in range(args.repeats + 1):  # the warm-up's, then one per pair
@@ -407,7 +423,7 @@ def print_breakdown(rows: list[dict], raw_med: float) -> None:
     worker_total = median([row["e2e"] - row["submit"] for row in rows])
     pipeline = phase("run_img2img")
     render_rest = median([row["phases"]["render_job"] - row["phases"]["run_img2img"] for row in rows])
-    reap_claim = median([row["phases"]["reap_expired"] + row["phases"]["claim_next"] for row in rows])
+    reap_claim = median([row["phases"]["reap_expired"] + row["phases"]["claim_batch"] for row in rows])
     # complete_job runs inside the worker's write_session together with store.put of the result.
     store_put, complete = phase("store_put"), phase("complete_job")
     rest = median(
@@ -416,7 +432,7 @@ def print_breakdown(rows: list[dict], raw_med: float) -> None:
             - row["submit"]
             - row["phases"]["render_job"]
             - row["phases"]["reap_expired"]
-            - row["phases"]["claim_next"]
+            - row["phases"]["claim_batch"]
             - row["phases"]["store_put"]
             - row["phases"]["complete_job"]
             for row in rows
@@ -427,7 +443,7 @@ def print_breakdown(rows: list[dict], raw_med: float) -> None:
     lines = [
         ("submit_job transaction", submit, "price, reserve credits, fsync'd upload write"),
         ("Worker.run_once total", worker_total, ""),
-        ("  reap_expired + claim_next transactions", reap_claim, ""),
+        ("  reap_expired + claim_batch transactions", reap_claim, ""),
         (
             "  run_img2img inside the worker",
             pipeline,

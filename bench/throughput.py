@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, root: Path) -> int:
-    from bench.queue_overhead import configure_environment, source_png
+    from bench.queue_overhead import configure_environment, funded_user, open_studio, source_png
     from pipelines.registry import PREVIEW_MODEL
 
     configure_environment(root, PREVIEW_MODEL)
@@ -70,43 +70,18 @@ def run(args: argparse.Namespace, root: Path) -> int:
     import torch
 
     from pipelines.params import Img2ImgParams
-    from studio.accounts.bootstrap import bootstrap
-    from studio.accounts.users import create_user
-    from studio.billing.credits import Account, add_credits
     from studio.billing.pricing import QUALITY_TIERS
     from studio.catalogue.requests import custom_request
-    from studio.config import get_settings
     from studio.db.engine import session_for, write_session
-    from studio.db.tables import CreditKind, Job, JobStatus, utcnow
+    from studio.db.tables import Job, JobStatus, utcnow
     from studio.jobs.submit import submit_job
     from studio.jobs.worker import Worker
-    from studio.media.storage import AssetStore
     from studio.media.validation import validate_image_bytes
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    get_settings.cache_clear()
-    settings = get_settings()
-    bootstrap(settings)
-    store = AssetStore(settings.assets_dir)
+    settings, store = open_studio(args.threads)
+    credits = 10 * args.jobs * (2 * args.rounds + 1)
     with session_for(settings.database_url) as session:
-        users = [
-            create_user(session=session, username=f"user{n}", password="bench-password", email=f"u{n}@example.com")
-            for n in range(args.users)
-        ]
-        for user in users:
-            credits = 10 * args.jobs * (2 * args.rounds + 1)
-            add_credits(
-                session=session,
-                account=Account(user_id=user.id),
-                amount=credits,
-                kind=CreditKind.grant,
-                now=utcnow(),
-                reason="throughput benchmark",
-            )
-        session.commit()
-        for user in users:
-            session.refresh(user)
+        users = [funded_user(session, f"user{n}", credits, "throughput benchmark") for n in range(args.users)]
     uploads = [validate_image_bytes(source_png(args.size, n), filename="bench.png") for n in range(args.jobs)]
 
     def submit_all(count: int) -> list[int]:

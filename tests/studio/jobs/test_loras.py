@@ -1,0 +1,153 @@
+"""LoRAs through the studio: a style run with a catalogue LoRA goes through the queue and a worker, its recipe
+names the LoRA by name, hash and weight, and re-runs to the same pixels; bad LoRAs are refused before anything
+is stored or charged. On the tiny preview model and its tiny LoRA (nothing on the diffusers path patched)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from sqlmodel import func, select
+
+from pipelines.loras import file_sha256
+from pipelines.params import LIMITS, MAX_LORAS, Img2ImgParams
+from studio.accounts.users import get_user
+from studio.billing.credits import Account, balance
+from studio.catalogue.recipes import RECIPE_VERSION, read_recipe
+from studio.catalogue.requests import JobRequest, recipe_request, style_request
+from studio.catalogue.styles import load_catalogue
+from studio.db.engine import session_for, write_session
+from studio.db.tables import Asset, CreditEntry, Job, JobStatus, utcnow
+from studio.errors import Refused
+from studio.jobs.submit import quote, submit_job
+from studio.jobs.worker import Worker
+from studio.media.storage import AssetStore
+from studio.media.validation import validate_image_bytes
+from tests.support import png_bytes
+
+PARAMS = Img2ImgParams(prompt="a red shoe", strength=0.75, steps=4, guidance=6.0, seed=5)
+LORA = "lcm-sd15"  # data/styles.toml's SD 1.5 LoRA: the tiny preview LoRA in preview mode
+
+
+@pytest.fixture
+def env(studio, studio_settings):
+    with session_for(studio_settings.database_url) as session:
+        user = get_user(session=session, username="admin")
+    return {
+        "settings": studio_settings,
+        "catalogue": load_catalogue(studio_settings.catalogue_path),
+        "store": AssetStore(studio_settings.assets_dir),
+        "user": user,
+        "worker": Worker(studio_settings, name="lora-worker"),
+    }
+
+
+def request(env, *loras: tuple[str, float], style: str = "artistic") -> JobRequest:
+    return style_request(
+        settings=env["settings"], catalogue=env["catalogue"], style_id=style, params=PARAMS, loras=loras
+    )
+
+
+def submit(env, job_request: JobRequest) -> Job:
+    with write_session(env["settings"].database_url) as session:
+        return submit_job(
+            session=session,
+            store=env["store"],
+            settings=env["settings"],
+            user=env["user"],
+            upload=validate_image_bytes(png_bytes(256, 256)),
+            original_name="shoe.png",
+            request=job_request,
+        )
+
+
+def run(env, job_request: JobRequest) -> tuple[Job, np.ndarray, bytes]:
+    job = submit(env, job_request)
+    assert env["worker"].run_once().id == job.id
+    with session_for(env["settings"].database_url) as session:
+        job = session.get(Job, job.id)
+        assert job.status is JobStatus.complete, job.error
+        png = env["store"].read(session.get(Asset, job.result_asset_id).sha256)
+    return job, np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16), png
+
+
+def state(env) -> tuple[int, ...]:
+    with session_for(env["settings"].database_url) as session:
+        counts = tuple(session.exec(select(func.count()).select_from(t)).one() for t in (Job, Asset, CreditEntry))
+        return (*counts, balance(session=session, account=Account(user_id=env["user"].id), now=utcnow()))
+
+
+def test_a_lora_run_records_name_hash_and_weight_and_re_runs_identically(env):
+    _, base, _ = run(env, request(env))
+    job, with_lora, png = run(env, request(env, (LORA, 0.8)))
+    preview_lora = env["settings"].models_dir / "preview-lora" / "pytorch_lora_weights.safetensors"
+    assert job.recipe["loras"] == [{"name": LORA, "sha256": file_sha256(preview_lora), "weight": 0.8}]
+    assert job.recipe["recipe_version"] == RECIPE_VERSION and read_recipe(png) == job.recipe
+    assert np.abs(with_lora - base).mean() > 1
+
+    # The next job without LoRAs gets the base model's pixels: nothing leaked through the cached pipeline.
+    _, after, _ = run(env, request(env))
+    assert np.array_equal(after, base)
+
+    # The recipe read back from the PNG re-runs to the same pixels, at the same price.
+    again = recipe_request(settings=env["settings"], catalogue=env["catalogue"], recipe=read_recipe(png))
+    assert again.loras == request(env, (LORA, 0.8)).loras
+    rerun, rerun_pixels, _ = run(env, again)
+    assert np.array_equal(rerun_pixels, with_lora) and rerun.cost == job.cost
+
+
+def test_weight_zero_gives_the_base_pixels_and_loras_do_not_change_the_price(env):
+    _, base, _ = run(env, request(env))
+    job, zero, _ = run(env, request(env, (LORA, 0.0)))
+    assert np.array_equal(zero, base)
+    prices = [
+        quote(settings=env["settings"], request=r, width=256, height=256).credits
+        for r in (request(env), request(env, (LORA, 2.0)))
+    ]
+    assert prices[0] == prices[1] == job.cost
+
+
+def test_a_recipe_whose_lora_changed_or_is_gone_is_refused_and_nothing_is_charged(env):
+    _, _, png = run(env, request(env, (LORA, 1.0)))
+    recipe = read_recipe(png)
+    before = state(env)
+    changed = recipe | {"loras": [recipe["loras"][0] | {"sha256": "0" * 64}]}
+    with pytest.raises(Refused, match=r"'lcm-sd15' has changed since the result was made.*Nothing was charged"):
+        submit(env, recipe_request(settings=env["settings"], catalogue=env["catalogue"], recipe=changed))
+    for loras, message in [
+        ([{"name": "gone", "sha256": "0" * 64, "weight": 1.0}], "'gone', which this studio does not offer"),
+        ([{"name": LORA, "sha256": "0" * 64, "weight": "heavy"}], "needs a numeric weight"),
+        ("lcm-sd15", "should be a list"),
+    ]:
+        with pytest.raises(Refused, match=message):
+            recipe_request(settings=env["settings"], catalogue=env["catalogue"], recipe=recipe | {"loras": loras})
+    assert state(env) == before
+
+
+def test_an_old_recipe_without_loras_still_re_runs(env):
+    _, pixels, png = run(env, request(env))
+    recipe = read_recipe(png)
+    assert "loras" not in recipe
+    old = recipe | {"recipe_version": 5}
+    _, again, _ = run(env, recipe_request(settings=env["settings"], catalogue=env["catalogue"], recipe=old))
+    assert np.array_equal(again, pixels)
+
+
+@pytest.mark.parametrize(
+    ("loras", "style", "message"),
+    [
+        (((LORA, LIMITS["lora_weight"][1] + 0.1),), "artistic", "must be between -2 and 2"),
+        (((LORA, LIMITS["lora_weight"][0] - 0.1),), "artistic", "must be between -2 and 2"),
+        (((LORA, 1.0),), "sdxl-product", "trained for Stable Diffusion 1.x"),
+        (((LORA, 1.0),) * (MAX_LORAS + 1), "artistic", f"at most {MAX_LORAS}"),
+        (((LORA, 1.0), (LORA, 0.5)), "artistic", "added once"),
+        ((("no-such-lora", 1.0),), "artistic", "no LoRA 'no-such-lora'"),
+    ],
+)
+def test_a_bad_lora_is_refused_with_a_message_and_nothing_changes(env, loras, style, message):
+    before = state(env)
+    with pytest.raises(Refused, match=message):
+        submit(env, request(env, *loras, style=style))
+    assert state(env) == before

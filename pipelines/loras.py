@@ -103,7 +103,10 @@ def ensure_preview_lora(models_dir: Path, family: str) -> Path:
     if (folder / WEIGHTS_NAME).is_file():
         return folder / WEIGHTS_NAME
 
-    from pipelines import tiny  # imports torch: only when a build is needed
+    from pipelines import import_model_stack
+
+    import_model_stack()  # only when a build is needed; one thread at a time (a web page may be first here)
+    from pipelines import tiny
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 from pipelines.errors import ModelUnavailableError
-from pipelines.loras import PREVIEW_LORAS, LoraRef, file_sha256, weights_file
+from pipelines.loras import LoraRef, ensure_preview_lora, file_sha256, weights_file
 from studio.catalogue.styles import Catalogue, LoraEntry
 from studio.config import Settings
 from studio.errors import Refused
@@ -26,13 +26,7 @@ def lora_file(entry: LoraEntry, settings: Settings) -> Path:
     """The weights file a LoRA runs from here (the preview LoRA in preview mode); Refused when it is not here."""
     try:
         if settings.uses_preview_model:
-            from pipelines import import_model_stack
-            from pipelines.loras import ensure_preview_lora
-
-            if entry.family not in PREVIEW_LORAS:
-                raise ModelUnavailableError(f"There is no preview LoRA for the {entry.family} family.")
-            import_model_stack()  # the build imports diffusers: once per process, one thread at a time
-            return ensure_preview_lora(settings.models_dir, entry.family)
+            return ensure_preview_lora(settings.models_dir, entry.family)  # imports torch only to build it
         return weights_file(entry.location, name=entry.name)
     except ModelUnavailableError as exc:
         raise Refused(f"LoRA '{entry.name}' is not available here: {exc}") from exc
@@ -67,22 +61,30 @@ def lora_ref(catalogue: Catalogue, name: str, weight: float, settings: Settings)
     return LoraRef(entry.name, str(path), entry.family, lora_sha256(entry, settings), weight)
 
 
-def recipe_loras(catalogue: Catalogue, recipe: dict, settings: Settings, *, refusal: str) -> tuple[LoraRef, ...]:
-    """A recipe's `loras` ([{name, sha256, weight}]) as the catalogue offers them today: each must still be
-    registered and its file must still hash to what the recipe recorded (else another picture would come out)."""
+def recipe_lora_choices(recipe: dict, *, refusal: str) -> tuple[tuple[str, float, str], ...]:
+    """A recipe's `loras` ([{name, sha256, weight}]) as (name, weight, sha256), type-checked (Refused: why)."""
     listed = recipe.get("loras") or []
     if not isinstance(listed, list) or not all(isinstance(item, dict) for item in listed):
         raise Refused(f"{refusal}: loras should be a list of {{name, sha256, weight}} tables, got {listed!r}.")
-    loras = []
+    choices = []
     for item in listed:
         name, sha256, weight = item.get("name"), item.get("sha256"), item.get("weight")
         if not isinstance(name, str) or not isinstance(sha256, str):
             raise Refused(f"{refusal}: each LoRA needs a name and a sha256, got {item!r}.")
         if not isinstance(weight, int | float) or isinstance(weight, bool):
             raise Refused(f"{refusal}: LoRA {name!r} needs a numeric weight, got {weight!r}.")
+        choices.append((name, float(weight), sha256))
+    return tuple(choices)
+
+
+def recipe_loras(catalogue: Catalogue, recipe: dict, settings: Settings, *, refusal: str) -> tuple[LoraRef, ...]:
+    """A recipe's LoRAs as the catalogue offers them today: each must still be registered and its file must still hash
+    to what the recipe recorded (else another picture would come out)."""
+    loras = []
+    for name, weight, sha256 in recipe_lora_choices(recipe, refusal=refusal):
         if name not in catalogue.loras:
             raise Refused(f"{refusal}: it uses the LoRA {name!r}, which this studio does not offer.")
-        ref = lora_ref(catalogue, name, float(weight), settings)
+        ref = lora_ref(catalogue, name, weight, settings)
         if ref.sha256 != sha256:
             raise Refused(
                 f"{refusal}: its LoRA {name!r} has changed since the result was made (SHA-256 {sha256[:12]}… then, "

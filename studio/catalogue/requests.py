@@ -100,8 +100,8 @@ class JobRequest:
                 )
         elif self.references:
             raise PipelineInputError("Reference images go with an edit.")
-        if self.loras and (self.task != Task.img2img or self.spec.control is not None):
-            raise PipelineInputError("LoRAs apply to image-to-image runs without structure guidance, for now.")
+        if self.loras and self.task != Task.img2img:
+            raise PipelineInputError(f"LoRAs apply to image-to-image runs for now, not {self.task.label}.")
         check_loras(self.loras, family=self.family, model=self.catalogue_model or self.model)
         params.check(uses_strength=False)  # the prompt and its length; the step count by the family, below
         family.check_params(params, model=self.catalogue_model or self.model)

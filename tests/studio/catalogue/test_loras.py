@@ -8,10 +8,14 @@ from pathlib import Path
 import pytest
 
 from pipelines.loras import file_sha256
+from pipelines.params import LIMITS, MAX_LORAS
+from studio.catalogue.form_settings import FormSettings
 from studio.catalogue.loras import lora_ref
 from studio.catalogue.styles import CatalogueError, load_catalogue, parse_catalogue
 from studio.config import PROJECT_ROOT, Settings
 from studio.errors import Refused
+
+REPO = load_catalogue(PROJECT_ROOT / "data" / "styles.toml")
 
 MINIMAL = """
 [models.base]
@@ -32,7 +36,7 @@ def with_lora(**fields: str) -> str:
 
 
 def test_the_repository_catalogue_offers_its_loras_by_family() -> None:
-    catalogue = load_catalogue(PROJECT_ROOT / "data" / "styles.toml")
+    catalogue = REPO
     assert catalogue.loras, "data/styles.toml registers at least one LoRA"
     for entry in catalogue.loras.values():
         assert entry in catalogue.loras_for(entry.family) and entry.about
@@ -73,3 +77,23 @@ def test_the_hash_follows_the_file_and_a_pinned_hash_must_match(studio_settings:
     path.unlink()
     with pytest.raises(Refused, match="LoRA 'brand' is not available here"):
         lora_ref(catalogue, "brand", 0.5, settings)
+
+
+def test_settings_with_loras_a_form_cannot_show_change_nothing() -> None:
+    base = {"task": "img2img", "prompt": "x", "steps": 4, "strength": 0.5, "seed": 1, "style": "artistic"}
+    lora = {"name": "lcm-sd15", "sha256": "0" * 64, "weight": 1.0}
+    cases = [
+        (base | {"loras": [lora | {"name": "gone"}]}, "'gone' is not in the catalogue"),
+        (base | {"style": "sdxl-product", "loras": [lora]}, "is for sd15 models"),
+        (base | {"loras": [lora | {"weight": LIMITS["lora_weight"][1] + 1}]}, "must be between -2 and 2"),
+        (base | {"loras": [lora] * (MAX_LORAS + 1)}, f"at most {MAX_LORAS}"),
+        (base | {"loras": [lora | {"weight": "max"}]}, "needs a numeric weight"),
+    ]
+    offered = list(REPO.styles.values())
+    for recipe, message in cases:
+        try:
+            FormSettings.from_recipe(recipe, REPO).check(REPO, offered)
+        except Refused as exc:
+            assert message in str(exc), (message, str(exc))
+        else:
+            raise AssertionError(f"loaded: {recipe}")

@@ -115,14 +115,9 @@ def run_img2img(
 
         # 4. Denoise
         steps = family.denoising_steps(params.steps, params.strength)
+        loras = applied_loras(base, request.loras)  # entered under the run lock: the base's layers are shared
         image, seconds = denoise(
-            pipe,
-            params,
-            call | conditioning,
-            total=steps,
-            on_step=on_step,
-            should_stop=should_stop,
-            inside_lock=applied_loras(base, request.loras),
+            pipe, params, call | conditioning, total=steps, on_step=on_step, should_stop=should_stop, inside_lock=loras
         )
 
     # 5. Report what ran

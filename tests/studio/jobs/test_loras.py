@@ -4,44 +4,23 @@ is stored or charged. On the tiny preview model and its tiny LoRA (nothing on th
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
-from PIL import Image
-from sqlmodel import func, select
 
 from pipelines.loras import file_sha256
 from pipelines.params import LIMITS, MAX_LORAS, Img2ImgParams
-from studio.accounts.users import get_user
 from studio.billing.credits import Account, balance
 from studio.catalogue.recipes import RECIPE_VERSION, read_recipe
 from studio.catalogue.requests import JobRequest, recipe_request, style_request
-from studio.catalogue.styles import load_catalogue
-from studio.db.engine import session_for, write_session
-from studio.db.tables import Asset, CreditEntry, Job, JobStatus, utcnow
+from studio.db.engine import session_for
+from studio.db.tables import Job, utcnow
 from studio.errors import Refused
-from studio.jobs.submit import quote, submit_job
-from studio.jobs.worker import Worker
-from studio.media.storage import AssetStore
-from studio.media.validation import validate_image_bytes
-from tests.support import png_bytes
+from studio.jobs.submit import quote
+from tests.studio.jobs.test_toolbox import _result_sha, env, rows, run, stored_files, submit
 
+__all__ = ["env"]  # the fixture, shared with the toolbox tests
 PARAMS = Img2ImgParams(prompt="a red shoe", strength=0.75, steps=4, guidance=6.0, seed=5)
 LORA = "lcm-sd15"  # data/styles.toml's SD 1.5 LoRA: the tiny preview LoRA in preview mode
-
-
-@pytest.fixture
-def env(studio, studio_settings):
-    with session_for(studio_settings.database_url) as session:
-        user = get_user(session=session, username="admin")
-    return {
-        "settings": studio_settings,
-        "catalogue": load_catalogue(studio_settings.catalogue_path),
-        "store": AssetStore(studio_settings.assets_dir),
-        "user": user,
-        "worker": Worker(studio_settings, name="lora-worker"),
-    }
 
 
 def request(env, *loras: tuple[str, float], style: str = "artistic") -> JobRequest:
@@ -50,67 +29,51 @@ def request(env, *loras: tuple[str, float], style: str = "artistic") -> JobReque
     )
 
 
-def submit(env, job_request: JobRequest) -> Job:
-    with write_session(env["settings"].database_url) as session:
-        return submit_job(
-            session=session,
-            store=env["store"],
-            settings=env["settings"],
-            user=env["user"],
-            upload=validate_image_bytes(png_bytes(256, 256)),
-            original_name="shoe.png",
-            request=job_request,
-        )
+def run_png(env, job_request: JobRequest) -> tuple[Job, np.ndarray, bytes]:
+    """The job, its result's pixels and its PNG (recipe inside)."""
+    job, image = run(env, job_request)
+    return job, np.asarray(image.convert("RGB"), dtype=np.int16), env["store"].read(_result_sha(env, job))
 
 
-def run(env, job_request: JobRequest) -> tuple[Job, np.ndarray, bytes]:
-    job = submit(env, job_request)
-    assert env["worker"].run_once().id == job.id
+def state(env) -> tuple:
+    """What a refusal must leave as it was: rows, stored files and the user's balance."""
     with session_for(env["settings"].database_url) as session:
-        job = session.get(Job, job.id)
-        assert job.status is JobStatus.complete, job.error
-        png = env["store"].read(session.get(Asset, job.result_asset_id).sha256)
-    return job, np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16), png
-
-
-def state(env) -> tuple[int, ...]:
-    with session_for(env["settings"].database_url) as session:
-        counts = tuple(session.exec(select(func.count()).select_from(t)).one() for t in (Job, Asset, CreditEntry))
-        return (*counts, balance(session=session, account=Account(user_id=env["user"].id), now=utcnow()))
+        credits = balance(session=session, account=Account(user_id=env["user"].id), now=utcnow())
+    return rows(env), stored_files(env), credits
 
 
 def test_a_lora_run_records_name_hash_and_weight_and_re_runs_identically(env):
-    _, base, _ = run(env, request(env))
-    job, with_lora, png = run(env, request(env, (LORA, 0.8)))
+    _, base, _ = run_png(env, request(env))
+    job, with_lora, png = run_png(env, request(env, (LORA, 0.8)))
     preview_lora = env["settings"].models_dir / "preview-lora" / "pytorch_lora_weights.safetensors"
     assert job.recipe["loras"] == [{"name": LORA, "sha256": file_sha256(preview_lora), "weight": 0.8}]
     assert job.recipe["recipe_version"] == RECIPE_VERSION and read_recipe(png) == job.recipe
     assert np.abs(with_lora - base).mean() > 1
 
     # The next job without LoRAs gets the base model's pixels: nothing leaked through the cached pipeline.
-    _, after, _ = run(env, request(env))
+    _, after, _ = run_png(env, request(env))
     assert np.array_equal(after, base)
 
     # The recipe read back from the PNG re-runs to the same pixels, at the same price.
     again = recipe_request(settings=env["settings"], catalogue=env["catalogue"], recipe=read_recipe(png))
     assert again.loras == request(env, (LORA, 0.8)).loras
-    rerun, rerun_pixels, _ = run(env, again)
+    rerun, rerun_pixels, _ = run_png(env, again)
     assert np.array_equal(rerun_pixels, with_lora) and rerun.cost == job.cost
 
 
 def test_weight_zero_gives_the_base_pixels_and_loras_do_not_change_the_price(env):
-    _, base, _ = run(env, request(env))
-    job, zero, _ = run(env, request(env, (LORA, 0.0)))
+    _, base, _ = run_png(env, request(env))
+    job, zero, _ = run_png(env, request(env, (LORA, 0.0)))
     assert np.array_equal(zero, base)
     prices = [
-        quote(settings=env["settings"], request=r, width=256, height=256).credits
+        quote(settings=env["settings"], request=r, width=256, height=320).credits
         for r in (request(env), request(env, (LORA, 2.0)))
     ]
     assert prices[0] == prices[1] == job.cost
 
 
 def test_a_recipe_whose_lora_changed_or_is_gone_is_refused_and_nothing_is_charged(env):
-    _, _, png = run(env, request(env, (LORA, 1.0)))
+    _, _, png = run_png(env, request(env, (LORA, 1.0)))
     recipe = read_recipe(png)
     before = state(env)
     changed = recipe | {"loras": [recipe["loras"][0] | {"sha256": "0" * 64}]}
@@ -127,11 +90,11 @@ def test_a_recipe_whose_lora_changed_or_is_gone_is_refused_and_nothing_is_charge
 
 
 def test_an_old_recipe_without_loras_still_re_runs(env):
-    _, pixels, png = run(env, request(env))
+    _, pixels, png = run_png(env, request(env))
     recipe = read_recipe(png)
     assert "loras" not in recipe
     old = recipe | {"recipe_version": 5}
-    _, again, _ = run(env, recipe_request(settings=env["settings"], catalogue=env["catalogue"], recipe=old))
+    _, again, _ = run_png(env, recipe_request(settings=env["settings"], catalogue=env["catalogue"], recipe=old))
     assert np.array_equal(again, pixels)
 
 

@@ -100,8 +100,9 @@ class JobRequest:
                 )
         elif self.references:
             raise PipelineInputError("Reference images go with an edit.")
-        if self.loras and self.task != Task.img2img:
-            raise PipelineInputError(f"LoRAs apply to image-to-image runs for now, not {self.task.label}.")
+        if self.loras and (self.task not in (Task.img2img, Task.inpaint) or self.spec.outpaint is not None):
+            what = "expanding to a format" if self.spec.outpaint is not None else self.task.label
+            raise PipelineInputError(f"LoRAs apply to image-to-image and inpainting runs for now, not {what}.")
         check_loras(self.loras, family=self.family, model=self.catalogue_model or self.model)
         params.check(uses_strength=False)  # the prompt and its length; the step count by the family, below
         family.check_params(params, model=self.catalogue_model or self.model)

@@ -200,11 +200,11 @@ def _run(
     """Hand the spec to the pipeline of its task."""
     ref = model_ref(job, settings)
     control_ref = model_ref(job, settings, spec.control.model) if spec.control else None
+    loras = job_loras(job.params, job.params.get("family"))  # image to image and inpainting take them
     progress = {"on_step": on_step, "should_stop": should_stop}
     if spec.task == Task.img2img:
         from pipelines.img2img import Img2ImgRequest, run_img2img
 
-        loras = job_loras(job.params, job.params.get("family"))
         request = Img2ImgRequest(
             source, spec.params, max_side=settings.max_output_side, control=spec.control, loras=loras
         )
@@ -218,7 +218,7 @@ def _run(
         elif mask is None:
             raise PipelineInputError("This inpainting job has no mask (it may have been deleted by retention).")
         else:
-            request = InpaintRequest(source, mask, spec.params, spec.inpaint, **options)
+            request = InpaintRequest(source, mask, spec.params, spec.inpaint, **options, loras=loras)
         return run_inpaint(ref, request, control_ref=control_ref, **progress)
     if spec.task == Task.edit:
         from pipelines.edit import EditRequest, run_edit

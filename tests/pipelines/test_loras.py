@@ -13,6 +13,7 @@ from PIL import Image
 
 from pipelines.errors import ModelUnavailableError, PipelineInputError
 from pipelines.img2img import Img2ImgRequest, run_img2img
+from pipelines.inpaint import InpaintRequest, run_inpaint
 from pipelines.loras import LoraRef, ensure_preview_lora, file_sha256, weights_file
 from pipelines.params import LIMITS, MAX_LORAS, Img2ImgParams
 from pipelines.registry import ModelRef, ensure_preview_model, resolve_model
@@ -105,3 +106,19 @@ def test_a_file_that_is_no_lora_is_refused(preview: ModelRef, tmp_path: Path) ->
     with pytest.raises(PipelineInputError, match="does not fit this model"):
         pixels(preview, lora(path))
     assert np.array_equal(pixels(preview), pixels(preview))
+
+
+def test_inpainting_applies_a_lora_and_leaks_nothing(preview: ModelRef, lora_file: Path) -> None:
+    mask = Image.new("L", (96, 96), 0)
+    mask.paste(255, (24, 24, 72, 72))
+
+    def inpainted(*loras: LoraRef) -> np.ndarray:
+        request = InpaintRequest(gradient(96, 96), mask, PARAMS, max_side=96, loras=loras)
+        return np.asarray(run_inpaint(preview, request).image, dtype=np.int16)
+
+    base = inpainted()
+    assert np.abs(inpainted(lora(lora_file)) - base).mean() > 0.5
+    assert np.array_equal(inpainted(lora(lora_file, 0.0)), base)
+    assert np.array_equal(inpainted(), base)
+    with pytest.raises(PipelineInputError, match="trained for Stable Diffusion XL"):
+        inpainted(lora(lora_file, family="sdxl"))

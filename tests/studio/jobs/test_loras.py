@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipelines.loras import file_sha256
-from pipelines.params import LIMITS, MAX_LORAS, Img2ImgParams
+from pipelines.params import LIMITS, MAX_LORAS, Img2ImgParams, InpaintParams, OutpaintParams
 from studio.billing.credits import Account, balance
 from studio.catalogue.recipes import RECIPE_VERSION, read_recipe
 from studio.catalogue.requests import JobRequest, recipe_request, style_request
@@ -16,7 +16,7 @@ from studio.db.engine import session_for
 from studio.db.tables import Job, utcnow
 from studio.errors import Refused
 from studio.jobs.submit import quote
-from tests.studio.jobs.test_toolbox import _result_sha, env, rows, run, stored_files, submit
+from tests.studio.jobs.test_toolbox import _result_sha, box_mask, env, rows, run, stored_files, submit
 
 __all__ = ["env"]  # the fixture, shared with the toolbox tests
 PARAMS = Img2ImgParams(prompt="a red shoe", strength=0.75, steps=4, guidance=6.0, seed=5)
@@ -113,4 +113,35 @@ def test_a_bad_lora_is_refused_with_a_message_and_nothing_changes(env, loras, st
     before = state(env)
     with pytest.raises(Refused, match=message):
         submit(env, request(env, *loras, style=style))
+    assert state(env) == before
+
+
+def test_an_inpaint_job_takes_loras_and_expanding_to_a_format_refuses_them(env):
+    inpaint = InpaintParams(mask_blur=0)
+    plain, lora = (
+        style_request(
+            settings=env["settings"],
+            catalogue=env["catalogue"],
+            style_id="artistic",
+            params=PARAMS,
+            inpaint=inpaint,
+            loras=loras,
+        )
+        for loras in ((), ((LORA, 1.5),))
+    )
+    _, base = run(env, plain, mask=box_mask())
+    job, with_lora = run(env, lora, mask=box_mask())
+    assert job.task == "inpaint" and [item["weight"] for item in job.recipe["loras"]] == [1.5]
+    assert not np.array_equal(np.asarray(with_lora), np.asarray(base))
+    before = state(env)
+    with pytest.raises(Refused, match="not expanding to a format"):
+        style_request(
+            settings=env["settings"],
+            catalogue=env["catalogue"],
+            style_id="artistic",
+            params=PARAMS,
+            inpaint=InpaintParams(mask_blur=0),
+            outpaint=OutpaintParams(aspect="16:9"),
+            loras=((LORA, 1.0),),
+        ).check()
     assert state(env) == before

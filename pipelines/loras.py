@@ -60,7 +60,8 @@ def check_loras(loras: tuple[LoraRef, ...], *, family: str, model: str) -> None:
 
 def weights_file(location: str, *, name: str) -> Path:
     """The safetensors file of a LoRA at `location` (a file, a folder with WEIGHTS_NAME, or a hub id whose repo holds
-    it: downloaded once, or read from the local cache when HF_HUB_OFFLINE is set). ModelUnavailableError when absent."""
+    it: read from the local Hugging Face cache, else downloaded once unless HF_HUB_OFFLINE is set).
+    ModelUnavailableError when absent."""
     path = Path(location).expanduser()
     if path.is_file():
         return path
@@ -70,9 +71,13 @@ def weights_file(location: str, *, name: str) -> Path:
         raise ModelUnavailableError(f"LoRA '{name}': the folder {location} has no {WEIGHTS_NAME}.")
     if location.startswith((".", "/", "~")) or location.count("/") != 1:
         raise ModelUnavailableError(f"LoRA '{name}': there is no file or folder {location} on this machine.")
-    from huggingface_hub import hf_hub_download  # torch-free
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache  # torch-free
     from huggingface_hub.errors import HTTPError
 
+    # The cached file first: a page asks on every rerun, and hf_hub_download would ask the hub each time.
+    cached = try_to_load_from_cache(location, WEIGHTS_NAME)
+    if isinstance(cached, str):
+        return Path(cached)
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
     try:
         return Path(hf_hub_download(location, WEIGHTS_NAME, local_files_only=offline))

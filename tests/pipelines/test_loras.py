@@ -92,7 +92,10 @@ def test_too_many_or_repeated_loras_are_refused(preview: ModelRef, lora_file: Pa
         pixels(preview, lora(lora_file), lora(lora_file))
 
 
-def test_a_missing_file_is_unavailable(tmp_path: Path) -> None:
+def test_a_missing_file_is_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelUnavailableError, match="hf download someone/no-such-lora"):
+        weights_file("someone/no-such-lora", name="hub")
     with pytest.raises(ModelUnavailableError, match="no file or folder"):
         weights_file(str(tmp_path / "gone.safetensors"), name="gone")
     with pytest.raises(ModelUnavailableError, match="has no pytorch_lora_weights"):

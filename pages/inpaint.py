@@ -26,10 +26,13 @@ with source_col:
     params, quality, _ = form.run_settings(PREFIX, style)
     inpaint = masks.mask_options(PREFIX)
     control = form.control_settings(PREFIX, source, seed=params.seed)
+    loras = form.lora_settings(PREFIX, catalogue, config, style)
 
     request = None
     if source is not None and mask is not None:
-        request = submit.make_request(config, catalogue, style, params, quality, control=control, inpaint=inpaint)
+        request = submit.make_request(
+            config, catalogue, style, params, quality, control=control, inpaint=inpaint, loras=loras
+        )
     presets.preset_bar(PREFIX, user, catalogue, request)
     if request is not None:
         submit.price_caption(config, user, request, source.upload)

@@ -25,11 +25,12 @@ with source_col:
     params, quality, noise_level = form.run_settings(PREFIX, style)
     upscaling = style is not None and style.task.upscale_factor is not None
     control = None if upscaling else form.control_settings(PREFIX, source, seed=params.seed)
+    loras = () if upscaling else form.lora_settings(PREFIX, catalogue, config, style)
 
     request = None
     if source is not None:
         request = submit.make_request(
-            config, catalogue, style, params, quality, noise_level=noise_level, control=control
+            config, catalogue, style, params, quality, noise_level=noise_level, control=control, loras=loras
         )
     presets.preset_bar(PREFIX, user, catalogue, request)
     if request is not None:

@@ -17,6 +17,7 @@ import threading
 # Every module that imports the diffusion stack at the top, in the order they build on each other.
 MODEL_MODULES = (
     "pipelines.cache",
+    "pipelines.adapters",
     "pipelines.denoise",
     "pipelines.guides",
     "pipelines.img2img",

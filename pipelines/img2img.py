@@ -10,12 +10,14 @@ from typing import Any
 from diffusers import DiffusionPipeline
 from PIL import Image
 
+from pipelines.adapters import applied_loras
 from pipelines.cache import get_base_pipeline, get_controlnet, in_use, request_pipeline
 from pipelines.denoise import Img2ImgResult, denoise, describe_run
 from pipelines.denoise import library_versions as library_versions  # re-exported: studio.jobs reads it from here
 from pipelines.errors import PipelineInputError
 from pipelines.families import Family, get_family
 from pipelines.guides import make_guide
+from pipelines.loras import LoraRef, check_loras
 from pipelines.params import ControlParams, Img2ImgParams, Task
 from pipelines.registry import ModelRef
 
@@ -26,6 +28,7 @@ class Img2ImgRequest:
     params: Img2ImgParams
     max_side: int = 1024  # cap on the output's long side (with the family's own cap: Family.output_size)
     control: ControlParams | None = None  # structure guidance through a ControlNet
+    loras: tuple[LoraRef, ...] = ()  # applied on the model at their weights (pipelines.adapters)
 
 
 def check_source(image: Image.Image, family: Family, ref: ModelRef) -> None:
@@ -69,8 +72,8 @@ def run_img2img(
     With `request.control` (and the ControlNet `control_ref`, of the model's family), a guide made from the
     source steers the structure. Same model, source, params and seed give the same pixels on any device (the
     noise comes from a CPU generator). Raises PipelineInputError for bad params (a source below the family's
-    minimum, a ControlNet of another family, …), ModelUnavailableError when a model cannot be loaded, and
-    RunCancelled when should_stop() turned true during the run.
+    minimum, a ControlNet or LoRA of another family, a LoRA file whose hash changed, …), ModelUnavailableError
+    when a model cannot be loaded, and RunCancelled when should_stop() turned true during the run.
     """
     # 1. Check inputs
     family = get_family(ref.family, model=ref.name)
@@ -78,6 +81,7 @@ def run_img2img(
     params.check()
     family.check_params(params, model=ref.name)
     check_control(request.control, control_ref, ref)
+    check_loras(request.loras, family=ref.family, model=ref.name)
     source = request.image
     check_source(source, family, ref)
     width, height = family.output_size(source.width, source.height, request.max_side)
@@ -111,8 +115,9 @@ def run_img2img(
 
         # 4. Denoise
         steps = family.denoising_steps(params.steps, params.strength)
+        loras = applied_loras(base, request.loras)  # entered under the run lock: the base's layers are shared
         image, seconds = denoise(
-            pipe, params, call | conditioning, total=steps, on_step=on_step, should_stop=should_stop
+            pipe, params, call | conditioning, total=steps, on_step=on_step, should_stop=should_stop, inside_lock=loras
         )
 
     # 5. Report what ran

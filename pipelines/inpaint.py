@@ -24,12 +24,14 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img impo
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
+from pipelines.adapters import applied_loras
 from pipelines.cache import get_base_pipeline, get_controlnet, in_use, request_pipeline
 from pipelines.denoise import Img2ImgResult, denoise, describe_run, encode_image
 from pipelines.errors import PipelineInputError
 from pipelines.families import Family, get_family
 from pipelines.guides import make_guide
 from pipelines.img2img import check_control, check_source
+from pipelines.loras import LoraRef, check_loras
 from pipelines.masks import (
     check_mask,
     feathered,
@@ -53,6 +55,7 @@ class InpaintRequest:
     inpaint: InpaintParams = field(default_factory=InpaintParams)
     max_side: int = 1024  # the working resolution's long side cap (the whole image, or the masked crop)
     control: ControlParams | None = None
+    loras: tuple[LoraRef, ...] = ()  # applied on the model at their weights (pipelines.adapters)
 
 
 @dataclass(frozen=True)
@@ -207,6 +210,7 @@ def run_inpaint(
     params = request.params
     check_inpaint(request, family, ref)
     check_control(request.control, control_ref, ref)
+    check_loras(request.loras, family=ref.family, model=ref.name)
 
     # 2. Choose the region to render and its working size
     region = inpaint_region(request, family)
@@ -248,6 +252,7 @@ def run_inpaint(
             on_step=on_step,
             should_stop=should_stop,
             on_latents=on_latents,
+            inside_lock=applied_loras(base, request.loras),  # under the run lock: the base's layers are shared
         )
 
     # 5. Put the result back at the source's size

@@ -43,6 +43,9 @@ MAX_NOISE_LEVEL = 350  # the 4× upscaler's max_noise_level
 # the repainted area reaches into the source to hide the seam.
 MAX_CANVAS_SIDE = 4096
 MAX_SEAM = 64
+# LoRAs: how many one run applies, and how strongly each may (negative weights push away from what it learnt).
+MAX_LORAS = 3
+MAX_LORA_WEIGHT = 2.0
 DEFAULT_NOISE_LEVEL = 20
 
 # Every numeric setting a run carries (a recipe's key, also in its `control`, `inpaint` and `outpaint` tables), with the
@@ -59,6 +62,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "mask_blur": (0, MAX_MASK_BLUR),
     "padding": (0, MAX_MASK_PADDING),
     "seam": (0, MAX_SEAM),
+    "lora_weight": (-MAX_LORA_WEIGHT, MAX_LORA_WEIGHT),  # each of a recipe's `loras`
 }
 
 

@@ -559,6 +559,22 @@ def save_tiny_sd_pipeline(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+def save_tiny_lora(folder: Path, seed: int = 1) -> Path:
+    """A rank-4 LoRA on the tiny SD 1.x UNet's attention projections, saved as a user's LoRA file would be
+    (diffusers' save_lora_weights: folder/pytorch_lora_weights.safetensors). Random, not zero, up-projections (a
+    trained LoRA's), so it visibly changes the result; the same seed gives the same file."""
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    unet = build_tiny_sd_pipeline().unet
+    torch.manual_seed(seed)
+    config = LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False)
+    unet.add_adapter(config)
+    layers = get_peft_model_state_dict(unet)
+    StableDiffusionImg2ImgPipeline.save_lora_weights(Path(folder), unet_lora_layers=layers, safe_serialization=True)
+    return Path(folder) / "pytorch_lora_weights.safetensors"
+
+
 def save_tiny_model(name: str, folder: Path) -> Path:
     """Build and save the tiny model called `name` (see pipelines.registry.PREVIEW_MODELS) into `folder`."""
     if name not in PREVIEW_BUILDERS:

@@ -15,14 +15,17 @@ from typing import Any
 from pipelines.errors import PipelineInputError
 from pipelines.params import (
     DEFAULT_NOISE_LEVEL,
+    MAX_LORAS,
     ControlParams,
     Img2ImgParams,
     InpaintParams,
     OutpaintParams,
     RunSpec,
     Task,
+    check_limit,
 )
 from studio.billing.pricing import QUALITY_TIERS, Quality
+from studio.catalogue.loras import recipe_lora_choices
 from studio.catalogue.presets import PresetSettings
 from studio.catalogue.requests import read_recipe_spec, recipe_text
 from studio.catalogue.styles import Catalogue, Style
@@ -45,6 +48,7 @@ class FormSettings:
     control: ControlParams | None = None  # its `model` is left empty: the catalogue names it per guide
     inpaint: InpaintParams | None = None  # None: the form's own mask options stay as they are
     outpaint: OutpaintParams | None = None  # the format (Expand); None: the form's own stays as it is
+    loras: tuple[tuple[str, float], ...] = ()  # catalogue LoRAs by name, with their weights
 
     @classmethod
     def from_recipe(cls, recipe: dict[str, Any], catalogue: Catalogue) -> FormSettings:
@@ -74,13 +78,14 @@ class FormSettings:
             control=replace(spec.control, model="") if spec.control is not None else None,
             inpaint=spec.inpaint,
             outpaint=spec.outpaint,
+            loras=tuple((name, weight) for name, weight, _ in recipe_lora_choices(recipe, refusal=CANNOT_LOAD)),
         )
 
     @classmethod
     def from_preset(cls, preset: PresetSettings) -> FormSettings:
         # A preset holds every setting of the form but mask options and the format (it also pins the model and a seed
         # policy).
-        options = ("control", "inpaint", "outpaint")
+        options = ("control", "inpaint", "outpaint", "loras")
         same = {field.name: getattr(preset, field.name) for field in fields(cls) if field.name not in options}
         return cls(**same, control=preset.control_params())
 
@@ -112,5 +117,21 @@ class FormSettings:
         spec = RunSpec(task, params, self.control, self.inpaint, self.noise_level, self.outpaint)
         try:
             spec.check_ranges()
+            self._check_loras(catalogue, style)
         except PipelineInputError as exc:
             raise Refused(f"{CANNOT_LOAD}: {exc}") from exc
+
+    def _check_loras(self, catalogue: Catalogue, style: Style | None) -> None:
+        """Each LoRA still registered and made for the style's family, at most MAX_LORAS, weights within LIMITS (the
+        configured model's family, with no style, is checked when the job is built)."""
+        if len(self.loras) > MAX_LORAS:
+            raise PipelineInputError(f"a run takes at most {MAX_LORAS} LoRAs, these settings have {len(self.loras)}.")
+        for name, weight in self.loras:
+            entry = catalogue.loras.get(name)
+            if entry is None:
+                raise PipelineInputError(f"the LoRA {name!r} is not in the catalogue any more.")
+            if style is not None and entry.family != style.family:
+                raise PipelineInputError(
+                    f"the LoRA {name!r} is for {entry.family} models, and {style.name} runs a {style.family} model."
+                )
+            check_limit("lora_weight", weight, f"The weight of LoRA '{name}'")

@@ -62,6 +62,8 @@ class PresetSettings:
 
     @classmethod
     def from_request(cls, request: JobRequest, *, seed_policy: SeedPolicy = SeedPolicy.fixed) -> PresetSettings:
+        if request.loras:  # a preset that dropped them would run another picture
+            raise Refused("Presets do not keep LoRAs yet: remove the LoRAs to save these settings as a preset.")
         params, control = request.spec.params, request.spec.control
         return cls(
             style=request.style,

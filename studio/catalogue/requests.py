@@ -9,11 +9,13 @@ runs: its catalogue entry's credits, or the configured model's (STUDIO_MODEL_COS
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from pipelines.errors import PipelineInputError
 from pipelines.families import DEFAULT_FAMILY, FAMILIES, preview_family
+from pipelines.loras import LoraRef, check_loras
 from pipelines.outpaint import canvas_size
 from pipelines.params import (
     MAX_PROMPT_CHARS,
@@ -25,6 +27,7 @@ from pipelines.params import (
     Task,
 )
 from studio.billing.pricing import QUALITY_TIERS, Quality, configured_model_credits
+from studio.catalogue.loras import lora_ref, recipe_loras
 from studio.catalogue.styles import STUDIO_TASKS, Catalogue, CatalogueError, ModelEntry, ModelKind
 from studio.config import Settings
 from studio.errors import Refused
@@ -49,6 +52,8 @@ class JobRequest:
     # An edit's reference images (Qwen-Image-Edit Plus: a background or style reference), by the sha256 of their
     # PNG; submit_job stores them as the user's assets.
     references: tuple[str, ...] = ()
+    # LoRAs applied on the model at their weights, with the hash of the file they run from (studio.catalogue.loras).
+    loras: tuple[LoraRef, ...] = ()
 
     @property
     def task(self) -> Task:
@@ -95,6 +100,10 @@ class JobRequest:
                 )
         elif self.references:
             raise PipelineInputError("Reference images go with an edit.")
+        if self.loras and (self.task not in (Task.img2img, Task.inpaint) or self.spec.outpaint is not None):
+            what = "expanding to a format" if self.spec.outpaint is not None else self.task.label
+            raise PipelineInputError(f"LoRAs apply to image-to-image and inpainting runs for now, not {what}.")
+        check_loras(self.loras, family=self.family, model=self.catalogue_model or self.model)
         params.check(uses_strength=False)  # the prompt and its length; the step count by the family, below
         family.check_params(params, model=self.catalogue_model or self.model)
         if self.denoising_steps < 1:
@@ -140,7 +149,30 @@ class JobRequest:
                 "offload": self.offload,
             }
             | ({"references": list(self.references)} if self.references else {})
+            | ({"loras": [lora_job_params(lora) for lora in self.loras]} if self.loras else {})
         )
+
+
+def lora_job_params(lora: LoraRef) -> dict[str, Any]:
+    """A LoRA as `Job.params` keeps it: the recipe's name, sha256 and weight, plus the file the worker loads."""
+    return {"name": lora.name, "sha256": lora.sha256, "weight": lora.weight, "location": lora.location}
+
+
+def job_loras(params: dict[str, Any], family: str | None) -> tuple[LoraRef, ...]:
+    """The LoRAs a job's params name (lora_job_params), as pipelines.img2img takes them."""
+    return tuple(
+        LoraRef(item["name"], item["location"], family or DEFAULT_FAMILY, item["sha256"], item["weight"])
+        for item in params.get("loras", [])
+    )
+
+
+def resolve_loras(
+    catalogue: Catalogue | None, loras: Sequence[tuple[str, float]], settings: Settings
+) -> tuple[LoraRef, ...]:
+    """(name, weight) pairs a user chose, as the catalogue's LoRAs with the hash of their file now."""
+    if loras and catalogue is None:
+        raise Refused("LoRAs come from the style catalogue, which is not loaded.")
+    return tuple(lora_ref(catalogue, name, weight, settings) for name, weight in loras)
 
 
 def denoising_steps(spec: RunSpec, family: str | None) -> int:
@@ -168,10 +200,12 @@ def custom_request(
     control: ControlParams | None = None,
     catalogue: Catalogue | None = None,
     outpaint: OutpaintParams | None = None,
+    loras: Sequence[tuple[str, float]] = (),
 ) -> JobRequest:
     """The user's own prompt and settings on the configured model (STUDIO_MODEL).
 
-    A ControlNet comes from the catalogue's [controlnets] (so `catalogue` is needed with `control`).
+    A ControlNet comes from the catalogue's [controlnets], a LoRA (`loras`: name and weight) from its [loras] (so
+    `catalogue` is needed with either).
     """
     if task.upscale_factor is not None:
         raise Refused("Upscaling runs through the Upscale styles of the catalogue.")
@@ -190,6 +224,7 @@ def custom_request(
         family=family,
         user_prompt=params.prompt,
         user_negative_prompt=params.negative_prompt,
+        loras=resolve_loras(catalogue, loras, settings),
     )
 
 
@@ -205,6 +240,7 @@ def style_request(
     noise_level: int = 20,
     outpaint: OutpaintParams | None = None,
     references: tuple[str, ...] = (),
+    loras: Sequence[tuple[str, float]] = (),
 ) -> JobRequest:
     """A catalogue style: `params` hold the user's own prompt and negative prompt (the style's template and
     negative prompt are applied here) and the strength, steps, guidance and seed the user settled on.
@@ -212,7 +248,7 @@ def style_request(
     An img2img style with `inpaint` options runs as inpainting (with `outpaint`, expanding to a format).
     Refuses a model that is not available on this machine (saying how to get it), a quality tier the style does
     not offer, and a ControlNet made for another model family. An edit style's `references` name its reference
-    images by sha256.
+    images by sha256; `loras` are (name, weight) pairs of the catalogue's [loras].
     """
     try:
         style = catalogue.style(style_id)
@@ -252,6 +288,7 @@ def style_request(
         user_prompt=params.prompt,
         user_negative_prompt=params.negative_prompt,
         references=references,
+        loras=resolve_loras(catalogue, loras, settings),
     )
 
 
@@ -261,8 +298,9 @@ def recipe_request(*, settings: Settings, catalogue: Catalogue, recipe: dict[str
 
     Only models this studio offers are accepted (the configured model and the catalogue's, or their
     preview stand-ins): a recipe comes from an uploaded file, and loading whatever folder or hub id a
-    file names would let a stranger's PNG decide what code and weights the worker loads. The style is
-    kept as the job's label only when that style runs the same model today.
+    file names would let a stranger's PNG decide what code and weights the worker loads (so a recipe names its
+    LoRAs by catalogue name and hash, never by file). The style is kept as the job's label only when that style
+    runs the same model today.
     """
     spec, quality = read_recipe_spec(recipe, refusal=CANNOT_RERUN)
     model = recipe.get("model")
@@ -295,6 +333,7 @@ def recipe_request(*, settings: Settings, catalogue: Catalogue, recipe: dict[str
             recipe, "user_negative_prompt", spec.params.negative_prompt, refusal=CANNOT_RERUN
         ),
         references=recipe_references(recipe, refusal=CANNOT_RERUN),
+        loras=recipe_loras(catalogue, recipe, settings, refusal=CANNOT_RERUN),
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
@@ -96,6 +96,21 @@ class ModelEntry:
 
 
 @dataclass(frozen=True)
+class LoraEntry:
+    """A LoRA users may add to runs of models of its family (studio.catalogue.loras: its file and hash)."""
+
+    name: str
+    location: str  # a local safetensors file, a folder holding pytorch_lora_weights.safetensors, or a hub id
+    family: str  # the pipelines.families name of the models it was trained on
+    about: str = ""
+    sha256: str = ""  # pinned by an admin: a file that no longer hashes to it is refused ("": recorded per use)
+
+    @property
+    def family_info(self) -> Family:
+        return FAMILIES[self.family]
+
+
+@dataclass(frozen=True)
 class Availability:
     ready: bool
     note: str  # "" when ready; otherwise what is missing and how to make it available
@@ -133,6 +148,11 @@ class Catalogue:
     models: dict[str, ModelEntry]
     styles: dict[str, Style]  # in file order
     controlnets: dict[Guide, dict[str, str]]  # guide → family → ModelEntry name (at most one per family)
+    loras: dict[str, LoraEntry] = field(default_factory=dict)  # in file order
+
+    def loras_for(self, family: str) -> list[LoraEntry]:
+        """The LoRAs a model of `family` takes."""
+        return [entry for entry in self.loras.values() if entry.family == family]
 
     def style(self, style_id: str) -> Style:
         if style_id not in self.styles:
@@ -222,7 +242,29 @@ def parse_catalogue(text: str, *, source: str = "catalogue") -> Catalogue:
     styles = {sid: _style(sid, entry, models, source) for sid, entry in _table(data, "styles", source).items()}
     if not styles:
         raise CatalogueError(f"{source} has no [styles.*] entries.")
-    return Catalogue(models=models, styles=styles, controlnets=controlnets)
+    loras = {name: _lora(name, entry, source) for name, entry in _table(data, "loras", source, required=False).items()}
+    return Catalogue(models=models, styles=styles, controlnets=controlnets, loras=loras)
+
+
+def _lora(name: str, entry: object, source: str) -> LoraEntry:
+    where = f"{source} [loras.{name}]"
+    if not isinstance(entry, dict):
+        raise CatalogueError(f"{where} should be a table.")
+    location = _field(entry, "location", str, where).strip()
+    if not location:
+        raise CatalogueError(f"{where}: `location` is empty.")
+    if location.startswith((".", "/", "~")) and not Path(location).expanduser().exists():
+        raise CatalogueError(f"{where}: LoRA {name!r} names the file {location}, which does not exist on this machine.")
+    family = _field(entry, "family", str, where)
+    if family not in FAMILIES:
+        raise CatalogueError(
+            f"{where}: LoRA {name!r} names the unknown family {family!r}; the known families are "
+            f"{', '.join(STUDIO_FAMILIES)}."
+        )
+    sha256 = _field(entry, "sha256", str, where, "").strip().lower()
+    if sha256 and (len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256)):
+        raise CatalogueError(f"{where}: `sha256` should be 64 hex digits, got {sha256!r}.")
+    return LoraEntry(name, location, family, _field(entry, "about", str, where, ""), sha256)
 
 
 def _guide_controlnets(

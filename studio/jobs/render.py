@@ -14,6 +14,7 @@ from pipelines import import_model_stack
 from pipelines.errors import PipelineInputError
 from pipelines.params import InpaintParams, RunSpec, Task
 from studio.catalogue.recipes import RECIPE_VERSION, png_with_recipe
+from studio.catalogue.requests import job_loras
 from studio.config import Settings
 from studio.db.tables import Asset, AssetKind, Job
 from studio.media.storage import sha256_hex
@@ -135,6 +136,8 @@ def render_sweep(
     from pipelines.sweep import SEPARATE, SweepRequest, run_sweep
 
     specs = [RunSpec.from_dict(job.params) for job in jobs]
+    if any(job.params.get("loras") for job in jobs):
+        raise PipelineInputError("Sweeps do not apply LoRAs yet: run each setting on its own.")
     if specs[0].task == Task.edit:
         inputs = dict(source_png=source_png, source_sha256=source_sha256, mask_png=mask_png, mask_sha256=mask_sha256)
         return [
@@ -189,6 +192,7 @@ def _rendered(job: Job, spec: RunSpec, image: Image.Image, ran: dict) -> Rendere
     """The result PNG with its recipe (what was asked, `ran`: what ran) and the asset row for it."""
     from pipelines.img2img import library_versions
 
+    loras = [{key: lora[key] for key in ("name", "sha256", "weight")} for lora in job.params.get("loras", [])]
     recipe = {
         "recipe_version": RECIPE_VERSION,
         "model": job.model,
@@ -201,6 +205,7 @@ def _rendered(job: Job, spec: RunSpec, image: Image.Image, ran: dict) -> Rendere
         "user_prompt": job.params.get("user_prompt", spec.params.prompt),
         "user_negative_prompt": job.params.get("user_negative_prompt", spec.params.negative_prompt),
         **ran,
+        **({"loras": loras} if loras else {}),  # by catalogue name and file hash: re-runs check both
         "versions": library_versions(),
     }
     png = png_with_recipe(image, recipe)
@@ -239,11 +244,14 @@ def _run(
     """Hand the spec to the pipeline of its task."""
     ref = model_ref(job, settings)
     control_ref = model_ref(job, settings, spec.control.model) if spec.control else None
+    loras = job_loras(job.params, job.params.get("family"))  # image to image and inpainting take them
     progress = {"on_step": on_step, "should_stop": should_stop}
     if spec.task == Task.img2img:
         from pipelines.img2img import Img2ImgRequest, run_img2img
 
-        request = Img2ImgRequest(source, spec.params, max_side=settings.max_output_side, control=spec.control)
+        request = Img2ImgRequest(
+            source, spec.params, max_side=settings.max_output_side, control=spec.control, loras=loras
+        )
         return run_img2img(ref, request, control_ref=control_ref, **progress)
     if spec.task == Task.inpaint:
         from pipelines.inpaint import InpaintRequest, outpaint_request, run_inpaint
@@ -254,7 +262,7 @@ def _run(
         elif mask is None:
             raise PipelineInputError("This inpainting job has no mask (it may have been deleted by retention).")
         else:
-            request = InpaintRequest(source, mask, spec.params, spec.inpaint, **options)
+            request = InpaintRequest(source, mask, spec.params, spec.inpaint, **options, loras=loras)
         return run_inpaint(ref, request, control_ref=control_ref, **progress)
     if spec.task == Task.edit:
         from pipelines.edit import EditRequest, run_edit

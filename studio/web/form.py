@@ -10,10 +10,11 @@ import random
 import streamlit as st
 from PIL import Image
 
-from pipelines.families import Family
+from pipelines.families import FAMILIES, Family
 from pipelines.params import (
     DEFAULT_NOISE_LEVEL,
     LIMITS,
+    MAX_LORAS,
     MAX_PROMPT_CHARS,
     MAX_SEED,
     ControlParams,
@@ -24,7 +25,7 @@ from pipelines.params import (
 )
 from studio.billing.pricing import QUALITY_TIERS, Quality
 from studio.catalogue.requests import configured_family, denoising_steps
-from studio.catalogue.styles import Style
+from studio.catalogue.styles import Catalogue, Style
 from studio.config import Settings
 from studio.media.validation import ValidatedImage
 from studio.web import widgets
@@ -33,7 +34,8 @@ from studio.web.styles import _apply_quality_defaults
 
 GUIDE_PREVIEW_SIDE = 512
 # Widget steps and defaults for what the user chooses (the ranges are the studio's limits, pipelines.params).
-STRENGTH_STEP, GUIDANCE_STEP, CONTROL_SCALE_STEP = 0.01, 0.5, 0.05
+STRENGTH_STEP, GUIDANCE_STEP, CONTROL_SCALE_STEP, LORA_WEIGHT_STEP = 0.01, 0.5, 0.05, 0.05
+DEFAULT_LORA_WEIGHT = 1.0
 DEFAULT_STRENGTH, DEFAULT_GUIDANCE = 0.6, 7.5
 DEFAULT_CANNY = (ControlParams.low_threshold, ControlParams.high_threshold)
 
@@ -201,6 +203,43 @@ def control_settings(prefix: str, source: Source | None, *, seed: int) -> Contro
         if source is not None and st.button("Show the guide", key=f"{prefix}.show_guide"):
             st.image(_guide_preview(source.upload, control, seed), caption=f"{guide.label} guide", width="content")
         return control
+
+
+def lora_settings(
+    prefix: str, catalogue: Catalogue, config: Settings, style: Style | None
+) -> tuple[tuple[str, float], ...]:
+    """Up to MAX_LORAS of the catalogue's LoRAs for the style's model family, each with a weight: (name, weight)."""
+    family = style.family if style is not None else configured_family(config)
+    offered = catalogue.loras_for(family)
+    with st.expander("LoRAs"):
+        if not offered:
+            st.caption(f"The catalogue has no LoRAs for {FAMILIES[family].label} models.")
+            return ()
+        about = {entry.name: entry.about for entry in offered}
+        # A LoRA chosen for another style's family is dropped, not kept invisibly.
+        key = f"{prefix}.loras"
+        st.session_state[key] = [name for name in st.session_state.get(key, []) if name in about]
+        chosen = st.multiselect(
+            f"Add up to {MAX_LORAS}",
+            list(about),
+            max_selections=MAX_LORAS,
+            help="Each LoRA shifts the model towards what it was trained on; its weight says how far (0: not at all, "
+            "negative: away from it). Recipes record each one's file hash.",
+            key=key,
+        )
+        loras = []
+        for name in chosen:
+            weight_key = f"{prefix}.lora_weight.{name}"
+            st.session_state.setdefault(weight_key, DEFAULT_LORA_WEIGHT)  # through the state: recipes set it too
+            weight = st.slider(
+                f"Weight · {name}",
+                **limits("lora_weight"),
+                step=LORA_WEIGHT_STEP,
+                help=about[name] or None,
+                key=weight_key,
+            )
+            loras.append((name, float(weight)))
+        return tuple(loras)
 
 
 def _guide_preview(upload: ValidatedImage, control: ControlParams, seed: int) -> Image.Image:

@@ -147,6 +147,8 @@ def job_summary(job: Job) -> str:
     else:
         parts.append(f"{ran} steps")
     parts.append(f"seed {spec.params.seed}")
+    if loras := params.get("loras"):
+        parts.append("LoRA " + ", ".join(f"{lora['name']} × {lora['weight']:g}" for lora in loras))
     return " · ".join(parts)
 
 

@@ -56,7 +56,11 @@ def preset_bar(prefix: str, user: User, catalogue: Catalogue, current: JobReques
                 key=f"{prefix}.preset_policy",
             )
         )
-        if st.button("Save preset", key=f"{prefix}.preset_save", disabled=current is None or not name.strip()):
+        with_loras = current is not None and bool(current.loras)
+        if with_loras:
+            st.caption("Presets do not keep LoRAs yet: remove the LoRAs to save these settings as a preset.")
+        disabled = current is None or not name.strip() or with_loras
+        if st.button("Save preset", key=f"{prefix}.preset_save", disabled=disabled):
             preset = PresetSettings.from_request(current, seed_policy=policy)
             _preset_change(lambda s: save_preset(session=s, owner=user, name=name, preset=preset, shared=shared))
         if current is None:

@@ -22,6 +22,9 @@ from studio.web.styles import OWN_SETTINGS, _load_refused_key, offered_styles
 from studio.web.submit import submit
 from studio.web.text import plain
 
+# The pages whose form offers LoRAs (studio.web.form.lora_settings): settings with LoRAs load only there.
+LORA_PAGES = ("transform", "inpaint")
+
 
 def recipe_offer(
     prefix: str,
@@ -115,6 +118,8 @@ def load_into_form(prefix: str, settings: FormSettings, catalogue: Catalogue) ->
     state = st.session_state
     try:
         settings.check(catalogue, offered_styles(catalogue, prefix))
+        if settings.loras and prefix not in LORA_PAGES:
+            raise Refused("These settings use LoRAs, which only the Transform and Inpaint pages offer for now.")
     except Refused as exc:
         state[_load_refused_key(prefix)] = str(exc)
         return False
@@ -140,6 +145,9 @@ def load_into_form(prefix: str, settings: FormSettings, catalogue: Catalogue) ->
         state[f"{prefix}.soft"] = settings.inpaint.soft
     if settings.outpaint is not None:
         load_format(prefix, settings.outpaint)
+    state[f"{prefix}.loras"] = [name for name, _ in settings.loras]
+    for name, weight in settings.loras:
+        state[f"{prefix}.lora_weight.{name}"] = weight
     return True
 
 

@@ -39,9 +39,10 @@ def make_request(
     inpaint: InpaintParams | None = None,
     outpaint: OutpaintParams | None = None,
     references: Sequence[ValidatedImage] = (),
+    loras: Sequence[tuple[str, float]] = (),
 ) -> JobRequest | None:
     """The request of a form (`outpaint` with `inpaint`: expanding to a format; `references`: an edit's reference
-    images), or None with the refusal shown."""
+    images; `loras`: catalogue LoRAs by name, with their weights), or None with the refusal shown."""
     if style is None:
         return refusals.attempt(
             lambda: custom_request(
@@ -53,6 +54,7 @@ def make_request(
                 control=control,
                 catalogue=catalogue,
                 outpaint=outpaint,
+                loras=loras,
             )
         )
     return refusals.attempt(
@@ -67,6 +69,7 @@ def make_request(
             noise_level=noise_level,
             outpaint=outpaint,
             references=tuple(sha256_hex(reference.png_bytes) for reference in references),
+            loras=loras,
         )
     )
 

@@ -343,6 +343,7 @@ WIDGETS = {
     "mask_blur": "mask_blur",
     "padding": "padding",
     "seam": "seam",  # the Expand page's (a recipe's `outpaint` table: not loaded into a form)
+    "lora_weight": "lora_weight",  # per LoRA ("transform.lora_weight.<name>"): tests/web/test_lora_page.py
 }
 
 

@@ -2,7 +2,7 @@
 
 Torch-free: the claim decides from the job rows and their sources' sizes. Jobs share a loop when they run the
 same model (so the same family and scheduler) with the same offload, are plain image-to-image runs (no mask,
-ControlNet, sweep or reference images) of the same step count, and render at the same output size. Prompts,
+ControlNet, sweep, reference images or LoRAs) of the same step count, and render at the same output size. Prompts,
 sources, strengths, seeds, guidance and users may differ.
 """
 
@@ -34,7 +34,8 @@ def batch_key(job: Job, source: Asset | None, *, max_side: int, models_dir: Path
         family = get_family(ref.family, model=ref.name)
     except (PipelineInputError, KeyError, TypeError, ValueError):
         return None  # a job its run will refuse: alone, so its message is its own
-    if spec.control is not None or job.params.get("references"):
+    # LoRAs are switched on for the whole pipeline a loop runs on (pipelines.adapters): such a job runs alone.
+    if spec.control is not None or job.params.get("references") or job.params.get("loras"):
         return None
     size = family.output_size(source.width, source.height, max_side)
     return (ref.name, ref.family, offload, spec.params.steps, size)

@@ -115,6 +115,19 @@ def test_compatible_jobs_of_any_users_are_claimed_together_and_never_past_an_inc
     ]
 
 
+def test_a_job_with_loras_runs_alone(env):
+    """Its LoRAs would be switched on for every member of a shared loop."""
+    ann, bob = env["users"]
+    first, with_lora, third = submit(env, ann), submit(env, bob), submit(env, ann)
+    with write_session(env["settings"].database_url) as session:
+        job = session.get(Job, with_lora.id)
+        job.params = {**job.params, "loras": [{"name": "brand", "sha256": "0" * 64, "weight": 0.8}]}
+        session.commit()
+    assert claim(env, worker="w1") == [first.id]
+    assert claim(env, worker="w2") == [with_lora.id]
+    assert claim(env, worker="w3") == [third.id]
+
+
 def test_with_batch_max_one_each_claim_takes_one_job(env):
     ann, bob = env["users"]
     jobs = [submit(env, ann), submit(env, bob)]

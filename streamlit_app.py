@@ -51,6 +51,7 @@ with st.sidebar:
         auth.log_out()
     budgets.budget_alert(user)
 
-page = st.navigation(navigation)
+# Every page listed: an admin has 16, and a collapsed menu (Streamlit's default past twelve) hides the admin pages.
+page = st.navigation(navigation, expanded=True)
 onboarding.getting_started(user)  # the pages must be registered (st.navigation) before it links to them
 page.run()

@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.e2e.support import MEMBER_PASSWORD, go_to, log_in, paint_stroke, sweep_strengths, wait_for_idle
+from tests.e2e.support import (
+    MEMBER_PASSWORD,
+    go_to,
+    log_in,
+    paint_stroke,
+    run_in_studio,
+    sweep_strengths,
+    wait_for_idle,
+)
 
 
 def source_png(tmp_path, width: int, height: int) -> tuple[str, np.ndarray]:
@@ -143,7 +151,22 @@ def test_a_member_cannot_reach_admin_pages_by_url(page, studio_url):
         assert page.locator("[data-testid='stPlotlyChart']").count() == 0
 
 
-def test_an_admin_sees_the_usage_charts(page, studio_url):
+# A few days of history for the charts, so the journey does not depend on the jobs other journeys ran before it.
+_SEED_USAGE = """
+from studio.config import get_settings
+from studio.db.engine import get_engine
+from studio.devtools.seed import SeedError, SeedOptions, seed
+settings = get_settings()
+options = SeedOptions(users=5, teams=2, jobs=200, days=5)
+try:
+    seed(engine=get_engine(settings.database_url), settings=settings, options=options)
+except SeedError:
+    pass  # seeded by an earlier run of this journey
+"""
+
+
+def test_an_admin_sees_the_usage_charts(page, studio_url, studio_env):
+    run_in_studio(studio_env, _SEED_USAGE)
     log_in(page, studio_url)
     if page.get_by_role("link", name="Analytics", exact=True).count() == 0:
         pytest.fail("The Analytics page is not in the admin navigation")

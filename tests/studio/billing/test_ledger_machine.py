@@ -117,6 +117,9 @@ class LedgerMachine(RuleBasedStateMachine):
             "STUDIO_ADMIN_PASSWORD": "admin-password-for-tests",
             "STUDIO_WARMUP": "0",
             "STUDIO_IN_PROCESS_WORKER": "0",
+            # The model below: the first admin on the Free plan with only the trial credits, as every new account.
+            "STUDIO_ADMIN_PLAN": "free",
+            "STUDIO_ADMIN_CREDITS": "0",
         }
         self.settings = load_settings(env, secrets_path=self.tmp / "no-secrets.toml")
         self.url = self.settings.database_url

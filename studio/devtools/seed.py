@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 import math
 import random
 import secrets
@@ -31,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, DateTime, Table, func, select
+from sqlalchemy import Connection, DateTime, Table, func, select, update
 from sqlalchemy.engine import Engine
 
 from studio.accounts.users import hash_password
@@ -164,7 +165,11 @@ class Ledger:
 
     def __init__(self, first_id: int) -> None:
         self.next_id = first_id
-        self.rows: list[tuple] = []
+        self.rows: list[tuple] = []  # written since the last take_rows
+
+    def take_rows(self) -> list[tuple]:
+        rows, self.rows = self.rows, []
+        return rows
 
     def _row(
         self,
@@ -238,7 +243,10 @@ class Ledger:
 
 
 def seed(*, engine: Engine, settings: Settings, options: SeedOptions) -> SeedReport:
-    """Generate the history and insert it; refuses a database that already has these users or teams."""
+    """Generate the history and insert it; refuses a database that already has these users or teams.
+
+    Jobs are generated, charged and inserted INSERT_BATCH at a time, so memory stays flat at any size (10 M
+    jobs held at once took ~12 GB); the rows are the same as generating them all first."""
     started = time.perf_counter()
     rng = random.Random(options.seed)
     end = (options.end or datetime.now(UTC)).timestamp()
@@ -261,19 +269,40 @@ def seed(*, engine: Engine, settings: Settings, options: SeedOptions) -> SeedRep
             reason="Free trial credits",
             key=f"trial:{user.id}",
         )
-    jobs = _jobs(rng, options.jobs, seed_users, kinds, end - options.days * DAY_S, end, settings, first_job)
-    _charge(jobs, seed_users, ledger)
-    _set_budgets(teams, jobs)
     with engine.begin() as conn:
         _insert(conn, Team.__table__, list(teams[0]) if teams else [], [tuple(row.values()) for row in teams])
         _insert(conn, User.__table__, list(users[0]) if users else [], [tuple(row.values()) for row in users])
-    loads = ((Job.__table__, JOB_COLUMNS, jobs), (CreditEntry.__table__, LEDGER_COLUMNS, ledger.rows))
-    with _indexes_built_after(engine, [table for table, _, _ in loads]):
-        for table, columns, rows in loads:
-            for offset in range(0, len(rows), INSERT_BATCH):
-                with engine.begin() as conn:
-                    _insert(conn, table, columns, rows[offset : offset + INSERT_BATCH])
-    return SeedReport(len(teams), len(users), len(jobs), len(ledger.rows), time.perf_counter() - started)
+    jobs = _jobs(rng, options.jobs, seed_users, kinds, end - options.days * DAY_S, end, settings, first_job)
+    replay = Replay(seed_users, ledger)
+    spent: dict[tuple[int, str], int] = {}  # complete jobs' credits by (team, month), for the budgets
+    job_count = ledger_count = 0
+    with _indexes_built_after(engine, [Job.__table__, CreditEntry.__table__]):
+        for chunk in _chunks(jobs, INSERT_BATCH):
+            for job in chunk:
+                replay.submit(job)
+                _count_spend(spent, job)
+            # The jobs first: this chunk's ledger rows name them.
+            with engine.begin() as conn:
+                _insert(conn, Job.__table__, JOB_COLUMNS, chunk)
+                _insert(conn, CreditEntry.__table__, LEDGER_COLUMNS, ledger.take_rows())
+            job_count += len(chunk)
+        replay.settle_all()
+        with engine.begin() as conn:
+            ledger_count = ledger.next_id - first_entry
+            _insert(conn, CreditEntry.__table__, LEDGER_COLUMNS, ledger.take_rows())
+    with engine.begin() as conn:
+        for team, budget in zip(teams, _budgets(teams, spent), strict=True):
+            if budget is not None:
+                conn.execute(update(Team).where(Team.id == team["id"]).values(monthly_budget=budget))
+        _advance_id_sequences(conn, [Team.__table__, User.__table__, Job.__table__, CreditEntry.__table__])
+    return SeedReport(len(teams), len(users), job_count, ledger_count, time.perf_counter() - started)
+
+
+def _chunks(rows: Iterable[tuple], size: int) -> Iterator[list[tuple]]:
+    batch = list(itertools.islice(rows, size))
+    while batch:
+        yield batch
+        batch = list(itertools.islice(rows, size))
 
 
 def job_kinds(catalogue: Catalogue, settings: Settings) -> list[JobKind]:
@@ -353,16 +382,15 @@ def _jobs(
     end: float,
     settings: Settings,
     first_id: int,
-) -> list[tuple]:
+) -> Iterator[tuple]:
     """Finished jobs as JOB_COLUMNS tuples in submit order (ids grow with time, as in the real queue);
-    times are epoch seconds until `_charge` has replayed them."""
+    times are epoch seconds (`_insert` turns them into datetimes)."""
     # Some users are much busier than others (log-normal weights); own settings are the most common choice.
     chosen_users = rng.choices(users, weights=[rng.lognormvariate(0.0, 1.0) for _ in users], k=count)
     kind_weights = [QUALITY_WEIGHTS[kind.quality] * (4.0 if kind.style is None else 1.0) for kind in kinds]
     chosen_kinds = rng.choices(kinds, weights=kind_weights, k=count)
     submitted = sorted(_submit_time(rng, start, end) for _ in range(count))
     prices: dict[tuple[JobKind, tuple[int, int]], int] = {}
-    jobs = []
     for i, (user, kind, created) in enumerate(zip(chosen_users, chosen_kinds, submitted, strict=True)):
         size = rng.choice([s for s in SOURCE_SIZES if kind.max_source_side is None or max(s) <= kind.max_source_side])
         cost = prices.get((kind, size))
@@ -393,33 +421,30 @@ def _jobs(
             "user_prompt": prompt,
         }
         ran = started is not None
-        jobs.append(
-            (
-                first_id + i,
-                kind.task,
-                kind.model,
-                kind.style,
-                params,
-                user.id,
-                user.team_id,
-                status,
-                priority,
-                kind.quality.value,
-                cost,
-                status is JobStatus.cancelled and ran,
-                steps if status is JobStatus.complete else 0,
-                steps if ran else 0,
-                1 if ran else 0,
-                rng.choice(("gpu-1", "gpu-2")) if ran else None,
-                error,
-                created,
-                started,
-                finished,
-                queue_lane(priority=priority, batch=False),  # every seeded job was submitted on a page
-                0,  # finished: out of the queue's rounds
-            )
+        yield (
+            first_id + i,
+            kind.task,
+            kind.model,
+            kind.style,
+            params,
+            user.id,
+            user.team_id,
+            status,
+            priority,
+            kind.quality.value,
+            cost,
+            status is JobStatus.cancelled and ran,
+            steps if status is JobStatus.complete else 0,
+            steps if ran else 0,
+            1 if ran else 0,
+            rng.choice(("gpu-1", "gpu-2")) if ran else None,
+            error,
+            created,
+            started,
+            finished,
+            queue_lane(priority=priority, batch=False),  # every seeded job was submitted on a page
+            0,  # finished: out of the queue's rounds
         )
-    return jobs
 
 
 def _submit_time(rng: random.Random, start: float, end: float) -> float:
@@ -453,29 +478,27 @@ _ID, _USER, _TEAM, _STATUS, _COST = (JOB_COLUMNS.index(name) for name in ("id", 
 _CREATED, _FINISHED = JOB_COLUMNS.index("created_at"), JOB_COLUMNS.index("finished_at")
 
 
-def _charge(jobs: list[tuple], users: list[SeedUser], ledger: Ledger) -> None:
-    """Replay every submit and outcome in time order through the ledger rules (see the module docstring)."""
-    by_id = {user.id: user for user in users}
-    pending: list[tuple[float, int]] = []  # (finished_at, job index) of the jobs not settled yet
-    draws: dict[int, list[tuple[SeedLot, int]]] = {}
+class Replay:
+    """Every submit and outcome, in time order, through the ledger rules (see the module docstring)."""
 
-    def settle_one() -> None:
-        finished, index = heapq.heappop(pending)
-        job = jobs[index]
-        refund = job[_STATUS] is not JobStatus.complete
-        ledger.settle(by_id[job[_USER]], job[_ID], draws.pop(index), refund, finished)
+    def __init__(self, users: list[SeedUser], ledger: Ledger) -> None:
+        self.by_id = {user.id: user for user in users}
+        self.ledger = ledger
+        self.pending: list[tuple[float, int]] = []  # (finished_at, job id) of the jobs not settled yet
+        self.open: dict[int, tuple[tuple, list[tuple[SeedLot, int]]]] = {}  # job id -> (job, its reserve draws)
 
-    for index, job in enumerate(jobs):
+    def submit(self, job: tuple) -> None:
+        """The job's submit: earlier jobs that finished meanwhile settle first, then `submit_job`'s charges."""
         at = job[_CREATED]
-        while pending and pending[0][0] <= at:
-            settle_one()
-        user = by_id[job[_USER]]
+        while self.pending and self.pending[0][0] <= at:
+            self._settle_next()
+        user = self.by_id[job[_USER]]
         moment = datetime.fromtimestamp(at, UTC)
         plan = PLANS[user.plan]
         key = allocation_key(user, moment)  # `plans.allocate_monthly`, which submit_job calls first
         if plan.monthly_credits and key not in user.allocated:
             user.allocated.add(key)
-            ledger.open_lot(
+            self.ledger.open_lot(
                 user,
                 CreditKind.allocation,
                 plan.monthly_credits,
@@ -484,10 +507,10 @@ def _charge(jobs: list[tuple], users: list[SeedUser], ledger: Ledger) -> None:
                 reason=f"{plan.label} credits for {moment:%B %Y}",
                 expires_at=month_start(moment, 1 + plan.rollover_months).timestamp(),
             )
-        ledger.expire(user, at)
+        self.ledger.expire(user, at)
         if sum(lot.remaining for lot in user.lots) < job[_COST]:
             user.packs += 1
-            ledger.open_lot(
+            self.ledger.open_lot(
                 user,
                 CreditKind.allocation,
                 STARTER_PACK_CREDITS,
@@ -495,27 +518,48 @@ def _charge(jobs: list[tuple], users: list[SeedUser], ledger: Ledger) -> None:
                 reason="Starter pack",
                 key=f"starter:{user.id}:seed-{user.packs}",
             )
-        draws[index] = ledger.reserve(user, job[_ID], job[_COST], at)
-        heapq.heappush(pending, (job[_FINISHED], index))
-    while pending:
-        settle_one()
+        self.open[job[_ID]] = (job, self.ledger.reserve(user, job[_ID], job[_COST], at))
+        heapq.heappush(self.pending, (job[_FINISHED], job[_ID]))
+
+    def settle_all(self) -> None:
+        while self.pending:
+            self._settle_next()
+
+    def _settle_next(self) -> None:
+        finished, job_id = heapq.heappop(self.pending)
+        job, draws = self.open.pop(job_id)
+        refund = job[_STATUS] is not JobStatus.complete
+        self.ledger.settle(self.by_id[job[_USER]], job_id, draws, refund, finished)
 
 
-def _set_budgets(teams: list[dict], jobs: list[tuple]) -> None:
+def _count_spend(spent: dict[tuple[int, str], int], job: tuple) -> None:
+    team_id = job[_TEAM]
+    if team_id is not None and job[_STATUS] is JobStatus.complete:
+        month = datetime.fromtimestamp(job[_CREATED], UTC).strftime("%Y-%m")
+        spent[team_id, month] = spent.get((team_id, month), 0) + job[_COST]
+
+
+def _budgets(teams: list[dict], spent: dict[tuple[int, str], int]) -> list[int | None]:
     """Budgets an admin might set: ~30 % above the team's busiest month; every fifth team has none."""
-    spent: dict[tuple[int, str], int] = {}
-    for job in jobs:
-        team_id = job[_TEAM]
-        if team_id is not None and job[_STATUS] is JobStatus.complete:
-            month = datetime.fromtimestamp(job[_CREATED], UTC).strftime("%Y-%m")
-            spent[team_id, month] = spent.get((team_id, month), 0) + job[_COST]
+    budgets = []
     for i, team in enumerate(teams):
         busiest = max((credits for (team_id, _), credits in spent.items() if team_id == team["id"]), default=0)
-        team["monthly_budget"] = None if i % 5 == 4 else max(100, math.ceil(busiest * 1.3 / 100) * 100)
+        budgets.append(None if i % 5 == 4 else max(100, math.ceil(busiest * 1.3 / 100) * 100))
+    return budgets
 
 
 def _next_id(conn: Connection, model) -> int:
     return int(conn.execute(select(func.coalesce(func.max(model.id), 0))).scalar_one()) + 1
+
+
+def _advance_id_sequences(conn: Connection, tables: list[Table]) -> None:
+    """The ids were assigned here, not by PostgreSQL's id sequences: move each sequence past the largest id,
+    or the studio's next insert into the table would take id 1 again. (SQLite takes max(id) + 1 itself.)"""
+    if conn.dialect.name != "postgresql":
+        return
+    for table in tables:
+        name = conn.dialect.identifier_preparer.format_table(table)
+        conn.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), (SELECT max(id) FROM {name}))")
 
 
 @contextmanager

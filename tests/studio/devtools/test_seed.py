@@ -168,6 +168,31 @@ def test_the_same_seed_gives_the_same_history(tmp_path, studio_settings):
     assert rows(first, User, skip={"password_hash"}) == rows(second, User, skip={"password_hash"})
 
 
+@pytest.mark.both_databases
+def test_the_studio_writes_after_a_seed(db_backend, database_url, tmp_path, studio_settings):
+    """The seed assigns ids itself; the studio's next team, user, job and ledger row still get fresh ones
+    (on PostgreSQL that needs the id sequences moved past the seeded rows)."""
+    engine = init_db(database_url or f"sqlite:///{tmp_path / 'after'}.db")
+    report = seed(engine=engine, settings=studio_settings, options=OPTIONS)
+    with Session(engine) as session:
+        team = Team(name="Added after the seed")
+        session.add(team)
+        session.flush()
+        user = User(username="after.seed", email="after@example.com", display_name="After", password_hash="x")
+        user.team_id = team.id
+        session.add(user)
+        session.flush()
+        job = Job(task="img2img", model="m", params={}, user_id=user.id, status=JobStatus.complete, cost=1)
+        session.add(job)
+        session.flush()
+        grant_trial(session=session, user=user, now=END)
+        session.commit()
+        assert (team.id, user.id) == (OPTIONS.teams + 1, OPTIONS.users + 1)
+        assert job.id == report.jobs + 1
+        entry = session.exec(select(CreditEntry).where(CreditEntry.user_id == user.id)).one()
+        assert entry.id == report.ledger_rows + 1
+
+
 def test_seeding_twice_into_one_database_is_refused(tmp_path, studio_settings):
     engine, _ = seeded(tmp_path, studio_settings)
     before = rows(engine, Job)

@@ -13,8 +13,8 @@ commit (complete) or a refund to the same lots (failed, cancelled), a refunded e
 again at once. Every job is final, so no worker ever picks a seeded job up.
 
 The same options and --seed give the same rows. Rows go in with executemany in large transactions and
-their ids are assigned here: run it while the studio is idle. The job table's triggers (studio.db.rollups)
-count every inserted job into the daily usage rollups within the same transaction. Seeded users share one
+their ids are assigned here: run it while the studio is idle. The daily usage rollups (studio.db.rollups) are
+rebuilt from the job table at the end, their triggers off during the load. Seeded users share one
 random password nobody knows: reset one on the Users page to log in as them.
 """
 
@@ -40,6 +40,7 @@ from studio.billing.plans import PLANS, STARTER_PACK_CREDITS, TRIAL_CREDITS, all
 from studio.billing.pricing import QUALITY_TIERS, Quality, base_cost, price
 from studio.catalogue.styles import Catalogue, load_catalogue
 from studio.config import Settings
+from studio.db import rollups
 from studio.db.tables import CreditEntry, CreditKind, Job, JobStatus, Plan, Role, Team, User
 from studio.errors import StudioError
 from studio.jobs.fair_queue import queue_lane
@@ -276,7 +277,7 @@ def seed(*, engine: Engine, settings: Settings, options: SeedOptions) -> SeedRep
     replay = Replay(seed_users, ledger)
     spent: dict[tuple[int, str], int] = {}  # complete jobs' credits by (team, month), for the budgets
     job_count = ledger_count = 0
-    with _indexes_built_after(engine, [Job.__table__, CreditEntry.__table__]):
+    with _rollups_rebuilt_after(engine), _indexes_built_after(engine, [Job.__table__, CreditEntry.__table__]):
         for chunk in _chunks(jobs, INSERT_BATCH):
             for job in chunk:
                 replay.submit(job)
@@ -560,6 +561,25 @@ def _advance_id_sequences(conn: Connection, tables: list[Table]) -> None:
     for table in tables:
         name = conn.dialect.identifier_preparer.format_table(table)
         conn.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), (SELECT max(id) FROM {name}))")
+
+
+@contextmanager
+def _rollups_rebuilt_after(engine: Engine) -> Iterator[None]:
+    """Load without the job table's rollup triggers, then put them back and rebuild the rollups from the
+    jobs in one transaction: one GROUP BY per rollup costs far less than a trigger per row (seeding 100 000
+    jobs took 1.7x as long with the triggers). The rebuild counts every job, seeded or not, so the rollups
+    are exact afterwards even if a job changed meanwhile."""
+    dialect = engine.dialect.name
+    with engine.begin() as conn:
+        for statement in rollups.drop_statements(dialect):
+            conn.exec_driver_sql(statement)
+    try:
+        yield
+    finally:
+        with engine.execution_options(sqlite_begin="IMMEDIATE").begin() as conn:
+            for statement in rollups.create_statements(dialect):
+                conn.exec_driver_sql(statement)
+            rollups.rebuild(conn)
 
 
 @contextmanager

@@ -132,15 +132,10 @@ def recipe_reference(
 ) -> tuple[ReferenceImage, IpAdapterRef] | None:
     """A recipe's reference (recipes before version 7 have none) with the catalogue's IP-Adapter today, which must be
     the one that ran: same name, same hashes (else another picture would come out). Refused("<refusal>: why")."""
-    recorded = recipe.get("reference")
-    if recorded is None:
+    reference = recipe_reference_choice(recipe, refusal=refusal)
+    if reference is None:
         return None
-    if not isinstance(recorded, dict):
-        raise Refused(f"{refusal}: reference should be a table, got {recorded!r}.")
-    sha256, scale = recorded.get("sha256"), recorded.get("scale")
-    if not isinstance(sha256, str) or not isinstance(scale, int | float) or isinstance(scale, bool):
-        raise Refused(f"{refusal}: its reference needs an image sha256 and a numeric scale, got {recorded!r}.")
-    reference = ReferenceImage(sha256, float(scale))
+    recorded = recipe["reference"]
     adapter = ip_adapter_ref(catalogue, reference, family=family, model=model, settings=settings)
     then = (recorded.get("ip_adapter"), recorded.get("ip_adapter_sha256"), recorded.get("image_encoder_sha256"))
     if then != (adapter.name, adapter.sha256, adapter.encoder_sha256):
@@ -149,6 +144,19 @@ def recipe_reference(
             f"now ({adapter.name!r}, or its files changed), so it would not give the same picture. Nothing was charged."
         )
     return reference, adapter
+
+
+def recipe_reference_choice(recipe: dict[str, Any], *, refusal: str) -> ReferenceImage | None:
+    """A recipe's `reference` ({sha256, scale, …}) as the ReferenceImage a form shows, type-checked (Refused: why)."""
+    recorded = recipe.get("reference")
+    if recorded is None:
+        return None
+    if not isinstance(recorded, dict):
+        raise Refused(f"{refusal}: reference should be a table, got {recorded!r}.")
+    sha256, scale = recorded.get("sha256"), recorded.get("scale")
+    if not _is_sha256(sha256) or not isinstance(scale, int | float) or isinstance(scale, bool):
+        raise Refused(f"{refusal}: its reference needs an image sha256 and a numeric scale, got {recorded!r}.")
+    return ReferenceImage(sha256, float(scale))
 
 
 def _is_sha256(text: object) -> bool:

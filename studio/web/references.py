@@ -17,6 +17,7 @@ from studio.media.library import library_items
 from studio.media.storage import sha256_hex
 from studio.media.validation import ValidatedImage
 from studio.web import app, refusals, widgets
+from studio.web.library import new_upload
 from studio.web.text import plain
 
 DEFAULT_SCALE = 0.6  # IP-Adapter's authors suggest ~0.5 with a text prompt; 1.0 follows the image only
@@ -68,19 +69,8 @@ def reference_settings(
 
 def _upload(prefix: str, image_key: str) -> None:
     """A newly uploaded file becomes the reference; one that is refused is explained and changes nothing."""
-    uploaded = st.file_uploader(
-        "Reference image — JPG, PNG or WebP · 256–4096 px per side · up to 10 MB",
-        type=["jpg", "jpeg", "png", "webp"],
-        key=f"{prefix}.reference_upload",
-    )
-    seen_key = f"{prefix}.reference_upload_seen"
-    if uploaded is None or st.session_state.get(seen_key) == uploaded.file_id:
-        return  # nothing new: a library pick made since this upload stays the reference
-    data = uploaded.getvalue()
-    image = refusals.attempt(lambda: widgets.validated_upload(data))
-    if image is not None:
-        st.session_state[seen_key] = uploaded.file_id
-        st.session_state[image_key] = image
+    if (new := new_upload("Reference image", key=f"{prefix}.reference_upload")) is not None:
+        st.session_state[image_key] = new[0]
 
 
 def _library(prefix: str, image_key: str, user: User) -> None:

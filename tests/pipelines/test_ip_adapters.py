@@ -22,18 +22,13 @@ from pipelines.ip_adapters import (
     ensure_preview_ip_adapter,
 )
 from pipelines.loras import file_sha256
-from pipelines.params import LIMITS, Img2ImgParams
+from pipelines.params import LIMITS
 from pipelines.registry import ModelRef, ensure_preview_model, resolve_model
 from tests.pipelines.conftest import XL_SOURCE_SIZE
+from tests.pipelines.test_loras import PARAMS, preview
 from tests.support import gradient
 
-PARAMS = Img2ImgParams(prompt="a red sneaker", strength=0.75, steps=4, guidance=7.5, seed=3)
-
-
-@pytest.fixture(scope="module")
-def preview(shared_models_dir: Path) -> ModelRef:
-    ensure_preview_model(shared_models_dir)
-    return resolve_model("preview", models_dir=shared_models_dir)
+__all__ = ["preview"]  # the fixture, shared with the LoRA tests
 
 
 @pytest.fixture(scope="module")

@@ -71,6 +71,7 @@ def test_upload_a_reference_run_history_names_it_and_remix_brings_it_back(studio
     at.slider(key="transform.steps").set_value(4)
     at.file_uploader(key="transform.reference_upload").set_value(("ref.png", REFERENCE_PNG, "image/png")).run()
     at.slider(key="transform.reference_scale").set_value(LIMITS["ip_adapter_scale"][1]).run()
+    assert any("Presets do not keep a reference image yet" in caption for caption in texts(at.caption))
     at.button(key="transform_button").click().run()
     assert not at.exception, at.exception
     assert not at.error, texts(at.error)

@@ -22,12 +22,13 @@ from studio.db.tables import Asset, Job, JobStatus, utcnow
 from studio.errors import Refused
 from studio.jobs.batching import batch_key
 from studio.jobs.retention import purge_expired
-from studio.jobs.submit import quote, submit_job, submit_sweep
+from studio.jobs.submit import quote, submit_sweep
 from studio.jobs.worker import Worker
 from studio.media.storage import sha256_hex
 from studio.media.validation import validate_image_bytes
 from tests.studio.jobs.test_loras import state
 from tests.studio.jobs.test_toolbox import _result_sha, box_mask, env
+from tests.studio.jobs.test_toolbox import submit as toolbox_submit
 from tests.support import png_bytes
 
 __all__ = ["env"]  # the fixture, shared with the toolbox tests
@@ -46,18 +47,8 @@ def request(env, ref: ReferenceImage | None = None, *, style: str = "artistic", 
 
 
 def submit(env, job_request: JobRequest, *, image=None, mask=None, size=(256, 320)) -> Job:
-    with write_session(env["settings"].database_url) as session:
-        return submit_job(
-            session=session,
-            store=env["store"],
-            settings=env["settings"],
-            user=env["user"],
-            upload=validate_image_bytes(png_bytes(*size)),
-            original_name="shoe.png",
-            request=job_request,
-            mask=mask,
-            reference_image=image,
-        )
+    upload = validate_image_bytes(png_bytes(*size))
+    return toolbox_submit(env, job_request, upload=upload, mask=mask, reference_image=image)
 
 
 def run_png(env, job_request: JobRequest, **inputs) -> tuple[Job, np.ndarray, bytes]:

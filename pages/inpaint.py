@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from studio.web import app, auth, form, jobs, library, masks, presets, recipes, styles, submit, widgets
+from studio.web import app, auth, form, jobs, library, masks, presets, recipes, references, styles, submit, widgets
 
 PREFIX = "inpaint"
 JOB_KEY = "inpaint.last_job_id"
@@ -27,11 +27,20 @@ with source_col:
     inpaint = masks.mask_options(PREFIX)
     control = form.control_settings(PREFIX, source, seed=params.seed)
     loras = form.lora_settings(PREFIX, catalogue, config, style)
+    reference_image, reference = references.reference_settings(PREFIX, catalogue, config, style, user)
 
     request = None
     if source is not None and mask is not None:
         request = submit.make_request(
-            config, catalogue, style, params, quality, control=control, inpaint=inpaint, loras=loras
+            config,
+            catalogue,
+            style,
+            params,
+            quality,
+            control=control,
+            inpaint=inpaint,
+            loras=loras,
+            reference=reference,
         )
     presets.preset_bar(PREFIX, user, catalogue, request)
     if request is not None:
@@ -45,7 +54,7 @@ with source_col:
 
 with result_col:
     if inpaint_clicked:
-        submit.submit(config, user, source, request, mask=mask, job_key=JOB_KEY)
+        submit.submit(config, user, source, request, mask=mask, reference_image=reference_image, job_key=JOB_KEY)
     if job_id := st.session_state.get(JOB_KEY):
         jobs.job_panel(job_id=job_id, user_id=user.id)
     else:

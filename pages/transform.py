@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from studio.web import app, auth, form, jobs, library, presets, recipes, styles, submit, widgets
+from studio.web import app, auth, form, jobs, library, presets, recipes, references, styles, submit, widgets
 
 PREFIX = "transform"
 JOB_KEY = "transform.last_job_id"
@@ -26,11 +26,22 @@ with source_col:
     upscaling = style is not None and style.task.upscale_factor is not None
     control = None if upscaling else form.control_settings(PREFIX, source, seed=params.seed)
     loras = () if upscaling else form.lora_settings(PREFIX, catalogue, config, style)
+    reference_image, reference = None, None
+    if not upscaling:
+        reference_image, reference = references.reference_settings(PREFIX, catalogue, config, style, user)
 
     request = None
     if source is not None:
         request = submit.make_request(
-            config, catalogue, style, params, quality, noise_level=noise_level, control=control, loras=loras
+            config,
+            catalogue,
+            style,
+            params,
+            quality,
+            noise_level=noise_level,
+            control=control,
+            loras=loras,
+            reference=reference,
         )
     presets.preset_bar(PREFIX, user, catalogue, request)
     if request is not None:
@@ -45,7 +56,7 @@ with source_col:
 
 with result_col:
     if transform_clicked:
-        submit.submit(config, user, source, request, job_key=JOB_KEY)
+        submit.submit(config, user, source, request, reference_image=reference_image, job_key=JOB_KEY)
     if job_id := st.session_state.get(JOB_KEY):
         jobs.job_panel(job_id=job_id, user_id=user.id)
     else:

@@ -10,13 +10,14 @@ from typing import Any
 from diffusers import DiffusionPipeline
 from PIL import Image
 
-from pipelines.adapters import applied_loras
+from pipelines.adapters import applied_adapters, ip_adapter_call
 from pipelines.cache import get_base_pipeline, get_controlnet, in_use, request_pipeline
 from pipelines.denoise import Img2ImgResult, denoise, describe_run
 from pipelines.denoise import library_versions as library_versions  # re-exported: studio.jobs reads it from here
 from pipelines.errors import PipelineInputError
 from pipelines.families import Family, get_family
 from pipelines.guides import make_guide
+from pipelines.ip_adapters import ImagePrompt, check_ip_adapter
 from pipelines.loras import LoraRef, check_loras
 from pipelines.params import ControlParams, Img2ImgParams, Task
 from pipelines.registry import ModelRef
@@ -29,6 +30,7 @@ class Img2ImgRequest:
     max_side: int = 1024  # cap on the output's long side (with the family's own cap: Family.output_size)
     control: ControlParams | None = None  # structure guidance through a ControlNet
     loras: tuple[LoraRef, ...] = ()  # applied on the model at their weights (pipelines.adapters)
+    image_prompt: ImagePrompt | None = None  # a reference image, through an IP-Adapter at its scale
 
 
 def check_source(image: Image.Image, family: Family, ref: ModelRef) -> None:
@@ -82,6 +84,8 @@ def run_img2img(
     family.check_params(params, model=ref.name)
     check_control(request.control, control_ref, ref)
     check_loras(request.loras, family=ref.family, model=ref.name)
+    if request.image_prompt is not None:
+        check_ip_adapter(request.image_prompt.adapter, family=ref.family, model=ref.name)
     source = request.image
     check_source(source, family, ref)
     width, height = family.output_size(source.width, source.height, request.max_side)
@@ -115,9 +119,17 @@ def run_img2img(
 
         # 4. Denoise
         steps = family.denoising_steps(params.steps, params.strength)
-        loras = applied_loras(base, request.loras)  # entered under the run lock: the base's layers are shared
+        # Entered under the run lock: the base's layers are shared.
+        adapters = applied_adapters(base, pipe, request.loras, request.image_prompt)
+        call |= ip_adapter_call(request.image_prompt)
         image, seconds = denoise(
-            pipe, params, call | conditioning, total=steps, on_step=on_step, should_stop=should_stop, inside_lock=loras
+            pipe,
+            params,
+            call | conditioning,
+            total=steps,
+            on_step=on_step,
+            should_stop=should_stop,
+            inside_lock=adapters,
         )
 
     # 5. Report what ran

@@ -24,13 +24,14 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img impo
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from pipelines.adapters import applied_loras
+from pipelines.adapters import applied_adapters, ip_adapter_call
 from pipelines.cache import get_base_pipeline, get_controlnet, in_use, request_pipeline
 from pipelines.denoise import Img2ImgResult, denoise, describe_run, encode_image
 from pipelines.errors import PipelineInputError
 from pipelines.families import Family, get_family
 from pipelines.guides import make_guide
 from pipelines.img2img import check_control, check_source
+from pipelines.ip_adapters import ImagePrompt, check_ip_adapter
 from pipelines.loras import LoraRef, check_loras
 from pipelines.masks import (
     check_mask,
@@ -56,6 +57,7 @@ class InpaintRequest:
     max_side: int = 1024  # the working resolution's long side cap (the whole image, or the masked crop)
     control: ControlParams | None = None
     loras: tuple[LoraRef, ...] = ()  # applied on the model at their weights (pipelines.adapters)
+    image_prompt: ImagePrompt | None = None  # a reference image, through an IP-Adapter at its scale
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,8 @@ def run_inpaint(
     check_inpaint(request, family, ref)
     check_control(request.control, control_ref, ref)
     check_loras(request.loras, family=ref.family, model=ref.name)
+    if request.image_prompt is not None:
+        check_ip_adapter(request.image_prompt.adapter, family=ref.family, model=ref.name)
 
     # 2. Choose the region to render and its working size
     region = inpaint_region(request, family)
@@ -247,12 +251,13 @@ def run_inpaint(
         generated, seconds = denoise(
             pipe,
             params,
-            call | conditioning,
+            call | conditioning | ip_adapter_call(request.image_prompt),
             total=steps,
             on_step=on_step,
             should_stop=should_stop,
             on_latents=on_latents,
-            inside_lock=applied_loras(base, request.loras),  # under the run lock: the base's layers are shared
+            # Under the run lock: the base's layers are shared.
+            inside_lock=applied_adapters(base, pipe, request.loras, request.image_prompt),
         )
 
     # 5. Put the result back at the source's size

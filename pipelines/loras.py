@@ -71,20 +71,26 @@ def weights_file(location: str, *, name: str) -> Path:
         raise ModelUnavailableError(f"LoRA '{name}': the folder {location} has no {WEIGHTS_NAME}.")
     if location.startswith((".", "/", "~")) or location.count("/") != 1:
         raise ModelUnavailableError(f"LoRA '{name}': there is no file or folder {location} on this machine.")
+    return hub_file(location, WEIGHTS_NAME, what=f"LoRA '{name}'")
+
+
+def hub_file(repo: str, filename: str, *, what: str) -> Path:
+    """The file `filename` of the hub repo `repo`: read from the local Hugging Face cache, else downloaded once unless
+    HF_HUB_OFFLINE is set. ModelUnavailableError (saying how to get it, `what`: whose file) when it cannot be had."""
     from huggingface_hub import hf_hub_download, try_to_load_from_cache  # torch-free
     from huggingface_hub.errors import HTTPError
 
     # The cached file first: a page asks on every rerun, and hf_hub_download would ask the hub each time.
-    cached = try_to_load_from_cache(location, WEIGHTS_NAME)
+    cached = try_to_load_from_cache(repo, filename)
     if isinstance(cached, str):
         return Path(cached)
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
     try:
-        return Path(hf_hub_download(location, WEIGHTS_NAME, local_files_only=offline))
+        return Path(hf_hub_download(repo, filename, local_files_only=offline))
     except (OSError, HTTPError) as exc:
         raise ModelUnavailableError(
-            f"LoRA '{name}' ({location}) is not available on this machine: download it once where the hub is "
-            f"reachable (`hf download {location} {WEIGHTS_NAME}`), or point its location at a local file."
+            f"{what} ({repo}) is not available on this machine: download it once where the hub is "
+            f"reachable (`hf download {repo} {filename}`), or point its location at a local file."
         ) from exc
 
 
@@ -105,8 +111,14 @@ def ensure_preview_lora(models_dir: Path, family: str) -> Path:
             f"There is no preview LoRA for the {family} family; preview LoRAs exist for {', '.join(PREVIEW_LORAS)}."
         )
     folder = Path(models_dir) / PREVIEW_LORAS[family]
-    if (folder / WEIGHTS_NAME).is_file():
-        return folder / WEIGHTS_NAME
+    return build_preview_folder(folder, WEIGHTS_NAME, "save_tiny_lora") / WEIGHTS_NAME
+
+
+def build_preview_folder(folder: Path, marker: str, builder: str, *args: object) -> Path:
+    """`folder`, built by pipelines.tiny's function `builder` (called with the folder and `args`) unless its file
+    `marker` is there: in a temporary folder renamed into place (as pipelines.registry.ensure_preview_model)."""
+    if (folder / marker).is_file():
+        return folder
 
     from pipelines import import_model_stack
 
@@ -116,11 +128,11 @@ def ensure_preview_lora(models_dir: Path, family: str) -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        tiny.save_tiny_lora(staging)
+        getattr(tiny, builder)(staging, *args)
         os.rename(staging, folder)  # atomic; fails if another process put a complete folder there first
     except OSError as exc:
-        if not (folder / WEIGHTS_NAME).is_file():
-            raise ModelUnavailableError(f"Could not build the preview LoRA in '{folder}'.") from exc
+        if not (folder / marker).is_file():
+            raise ModelUnavailableError(f"Could not build the preview files in '{folder}'.") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return folder / WEIGHTS_NAME
+    return folder

@@ -46,6 +46,9 @@ MAX_SEAM = 64
 # LoRAs: how many one run applies, and how strongly each may (negative weights push away from what it learnt).
 MAX_LORAS = 3
 MAX_LORA_WEIGHT = 2.0
+# IP-Adapter reference images: past ~1 the reference overrides the prompt; 1.5 leaves room to push it.
+MAX_IP_ADAPTER_SCALE = 1.5
+IP_ADAPTER_SCALE_STEP = 0.05  # the scale slider's step
 DEFAULT_NOISE_LEVEL = 20
 
 # Every numeric setting a run carries (a recipe's key, also in its `control`, `inpaint` and `outpaint` tables), with the
@@ -63,6 +66,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "padding": (0, MAX_MASK_PADDING),
     "seam": (0, MAX_SEAM),
     "lora_weight": (-MAX_LORA_WEIGHT, MAX_LORA_WEIGHT),  # each of a recipe's `loras`
+    "ip_adapter_scale": (0.0, MAX_IP_ADAPTER_SCALE),  # a recipe's `reference` scale; 0 gives the base's pixels
 }
 
 

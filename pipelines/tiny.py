@@ -40,6 +40,8 @@ from transformers import (
     CLIPTextModel,
     CLIPTextModelWithProjection,
     CLIPTokenizer,
+    CLIPVisionConfig,
+    CLIPVisionModelWithProjection,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
     Qwen2Tokenizer,
@@ -56,6 +58,7 @@ from pipelines.registry import PREVIEW_BUILDERS
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
 MAX_TOKENS = 77
+TINY_IMAGE_EMBEDS = 16  # the tiny image encoder's projection width
 
 
 def build_tiny_tokenizer() -> CLIPTokenizer:
@@ -573,6 +576,55 @@ def save_tiny_lora(folder: Path, seed: int = 1) -> Path:
     layers = get_peft_model_state_dict(unet)
     StableDiffusionImg2ImgPipeline.save_lora_weights(Path(folder), unet_lora_layers=layers, safe_serialization=True)
     return Path(folder) / "pytorch_lora_weights.safetensors"
+
+
+def build_tiny_image_encoder(seed: int = 0) -> CLIPVisionModelWithProjection:
+    """A 2-layer, 32-wide CLIP vision encoder on 32 px images, projecting to TINY_IMAGE_EMBEDS (an IP-Adapter's
+    image-embedding width is its encoder's projection_dim)."""
+    torch.manual_seed(seed)
+    config = CLIPVisionConfig(
+        hidden_size=32,
+        projection_dim=TINY_IMAGE_EMBEDS,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        image_size=32,
+        patch_size=4,
+    )
+    return CLIPVisionModelWithProjection(config).eval()
+
+
+def tiny_ip_adapter_weights(unet: UNet2DConditionModel, seed: int = 2) -> dict[str, torch.Tensor]:
+    """An IP-Adapter for `unet` in the original layout: the image projection (image embeds → 4 tokens of the UNet's
+    cross-attention width) and, per cross-attention layer in diffusers' order (keys 1, 3, 5, …), the key and
+    value projections of those tokens. Random, as a trained adapter's, so a reference visibly changes the result."""
+    torch.manual_seed(seed)
+    width, channels = unet.config.cross_attention_dim, unet.config.block_out_channels
+    weights = {
+        "image_proj.proj.weight": torch.randn(width * 4, TINY_IMAGE_EMBEDS) * 0.5,
+        "image_proj.proj.bias": torch.randn(width * 4) * 0.1,
+        "image_proj.norm.weight": torch.ones(width),
+        "image_proj.norm.bias": torch.zeros(width),
+    }
+    cross_attention = [name for name in unet.attn_processors if not name.endswith("attn1.processor")]
+    for index, name in enumerate(cross_attention):
+        level = int(name.split(".")[1]) if not name.startswith("mid_block") else -1
+        hidden = list(reversed(channels))[level] if name.startswith("up_blocks") else channels[level]
+        for projection in ("to_k_ip", "to_v_ip"):
+            weights[f"ip_adapter.{2 * index + 1}.{projection}.weight"] = torch.randn(hidden, width) * 0.3
+    return weights
+
+
+def save_tiny_ip_adapter(folder: Path, family: str, seed: int = 2) -> Path:
+    """The tiny IP-Adapter of `family`'s preview models (sd15, sdxl) as a user's would be laid out: folder/
+    ip-adapter.safetensors and its image encoder in folder/image_encoder/. The same seed gives the same files."""
+    from safetensors.torch import save_file
+
+    unet = {"sd15": lambda: build_tiny_sd_pipeline().unet, "sdxl": build_tiny_sdxl_unet}[family]()
+    folder = Path(folder)
+    build_tiny_image_encoder(seed).save_pretrained(folder / "image_encoder", safe_serialization=True)
+    save_file(tiny_ip_adapter_weights(unet, seed), folder / "ip-adapter.safetensors")
+    return folder
 
 
 def save_tiny_model(name: str, folder: Path) -> Path:

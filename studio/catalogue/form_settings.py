@@ -27,6 +27,7 @@ from pipelines.params import (
 from studio.billing.pricing import QUALITY_TIERS, Quality
 from studio.catalogue.loras import recipe_lora_choices
 from studio.catalogue.presets import PresetSettings
+from studio.catalogue.references import ReferenceImage, recipe_reference_choice
 from studio.catalogue.requests import read_recipe_spec, recipe_text
 from studio.catalogue.styles import Catalogue, Style
 from studio.errors import Refused
@@ -49,6 +50,7 @@ class FormSettings:
     inpaint: InpaintParams | None = None  # None: the form's own mask options stay as they are
     outpaint: OutpaintParams | None = None  # the format (Expand); None: the form's own stays as it is
     loras: tuple[tuple[str, float], ...] = ()  # catalogue LoRAs by name, with their weights
+    reference: ReferenceImage | None = None  # an image an IP-Adapter reads (Transform and Inpaint)
 
     @classmethod
     def from_recipe(cls, recipe: dict[str, Any], catalogue: Catalogue) -> FormSettings:
@@ -79,13 +81,14 @@ class FormSettings:
             inpaint=spec.inpaint,
             outpaint=spec.outpaint,
             loras=tuple((name, weight) for name, weight, _ in recipe_lora_choices(recipe, refusal=CANNOT_LOAD)),
+            reference=recipe_reference_choice(recipe, refusal=CANNOT_LOAD),
         )
 
     @classmethod
     def from_preset(cls, preset: PresetSettings) -> FormSettings:
         # A preset holds every setting of the form but mask options and the format (it also pins the model and a seed
         # policy).
-        options = ("control", "inpaint", "outpaint", "loras")
+        options = ("control", "inpaint", "outpaint", "loras", "reference")
         same = {field.name: getattr(preset, field.name) for field in fields(cls) if field.name not in options}
         return cls(**same, control=preset.control_params())
 
@@ -118,6 +121,8 @@ class FormSettings:
         try:
             spec.check_ranges()
             self._check_loras(catalogue, style)
+            if self.reference is not None:
+                check_limit("ip_adapter_scale", self.reference.scale, "The reference image's scale")
         except PipelineInputError as exc:
             raise Refused(f"{CANNOT_LOAD}: {exc}") from exc
 

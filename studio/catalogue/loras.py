@@ -35,20 +35,26 @@ def lora_file(entry: LoraEntry, settings: Settings) -> Path:
 def lora_sha256(entry: LoraEntry, settings: Settings) -> str:
     """The SHA-256 of the LoRA's file as it is now (computed once per version of the file)."""
     path = lora_file(entry, settings).resolve()
-    stat = path.stat()
-    with _hash_lock:
-        known = _hashes.get(path)
-    if known is not None and known[:2] == (stat.st_size, stat.st_mtime_ns):
-        sha256 = known[2]
-    else:
-        sha256 = file_sha256(path)
-        with _hash_lock:
-            _hashes[path] = (stat.st_size, stat.st_mtime_ns, sha256)
+    sha256 = cached_sha256(path)
     if entry.sha256 and sha256 != entry.sha256 and not settings.uses_preview_model:
         raise Refused(
             f"LoRA '{entry.name}' changed: its file {path} no longer has the SHA-256 the catalogue records "
             f"({entry.sha256[:12]}…). Ask an admin to check it and record the new hash."
         )
+    return sha256
+
+
+def cached_sha256(path: Path) -> str:
+    """The SHA-256 of the file at `path`, computed once per version of it (by size and modification time)."""
+    path = path.resolve()
+    stat = path.stat()
+    with _hash_lock:
+        known = _hashes.get(path)
+    if known is not None and known[:2] == (stat.st_size, stat.st_mtime_ns):
+        return known[2]
+    sha256 = file_sha256(path)
+    with _hash_lock:
+        _hashes[path] = (stat.st_size, stat.st_mtime_ns, sha256)
     return sha256
 
 

@@ -13,7 +13,9 @@ RECIPE_CHUNK = "img2img-studio:recipe"
 # 4: the model's family and the conditioning it ran with (Family.recipe: SDXL's sizes), its CPU offload
 # 5: outpainting's format, placement, fill and seam (`outpaint`, written only for those runs)
 # 6: the LoRAs a run applied (`loras`: [{name, sha256, weight}], written only for runs with LoRAs)
-RECIPE_VERSION = 6
+# 7: the reference image an IP-Adapter read (`reference`: {sha256, scale, ip_adapter, ip_adapter_sha256,
+#    image_encoder_sha256}, written only for runs with one)
+RECIPE_VERSION = 7
 
 
 def png_with_recipe(image: Image.Image, recipe: dict) -> bytes:

@@ -15,6 +15,7 @@ from typing import Any
 
 from pipelines.errors import PipelineInputError
 from pipelines.families import DEFAULT_FAMILY, FAMILIES, preview_family
+from pipelines.ip_adapters import IpAdapterRef
 from pipelines.loras import LoraRef, check_loras
 from pipelines.outpaint import canvas_size
 from pipelines.params import (
@@ -28,6 +29,7 @@ from pipelines.params import (
 )
 from studio.billing.pricing import QUALITY_TIERS, Quality, configured_model_credits
 from studio.catalogue.loras import lora_ref, recipe_loras
+from studio.catalogue.references import ReferenceImage, ip_adapter_ref, recipe_reference, reference_job_params
 from studio.catalogue.styles import STUDIO_TASKS, Catalogue, CatalogueError, ModelEntry, ModelKind
 from studio.config import Settings
 from studio.errors import Refused
@@ -54,6 +56,10 @@ class JobRequest:
     references: tuple[str, ...] = ()
     # LoRAs applied on the model at their weights, with the hash of the file they run from (studio.catalogue.loras).
     loras: tuple[LoraRef, ...] = ()
+    # A reference image (by the sha256 of its PNG, stored as the user's asset by submit_job) and the IP-Adapter that
+    # reads it at the reference's scale (studio.catalogue.references); both or neither.
+    reference: ReferenceImage | None = None
+    ip_adapter: IpAdapterRef | None = None
 
     @property
     def task(self) -> Task:
@@ -104,6 +110,9 @@ class JobRequest:
             what = "expanding to a format" if self.spec.outpaint is not None else self.task.label
             raise PipelineInputError(f"LoRAs apply to image-to-image and inpainting runs for now, not {what}.")
         check_loras(self.loras, family=self.family, model=self.catalogue_model or self.model)
+        if self.reference is not None and (self.task not in (Task.img2img, Task.inpaint) or self.spec.outpaint):
+            what = "expanding to a format" if self.spec.outpaint is not None else self.task.label
+            raise PipelineInputError(f"A reference image steers image-to-image and inpainting runs, not {what}.")
         params.check(uses_strength=False)  # the prompt and its length; the step count by the family, below
         family.check_params(params, model=self.catalogue_model or self.model)
         if self.denoising_steps < 1:
@@ -150,6 +159,7 @@ class JobRequest:
             }
             | ({"references": list(self.references)} if self.references else {})
             | ({"loras": [lora_job_params(lora) for lora in self.loras]} if self.loras else {})
+            | ({"reference": reference_job_params(self.reference, self.ip_adapter)} if self.reference else {})
         )
 
 
@@ -201,11 +211,12 @@ def custom_request(
     catalogue: Catalogue | None = None,
     outpaint: OutpaintParams | None = None,
     loras: Sequence[tuple[str, float]] = (),
+    reference: ReferenceImage | None = None,
 ) -> JobRequest:
     """The user's own prompt and settings on the configured model (STUDIO_MODEL).
 
-    A ControlNet comes from the catalogue's [controlnets], a LoRA (`loras`: name and weight) from its [loras] (so
-    `catalogue` is needed with either).
+    A ControlNet comes from the catalogue's [controlnets], a LoRA (`loras`: name and weight) from its [loras], the
+    IP-Adapter that reads a `reference` image from its [ip_adapters] (so `catalogue` is needed with any of them).
     """
     if task.upscale_factor is not None:
         raise Refused("Upscaling runs through the Upscale styles of the catalogue.")
@@ -225,7 +236,20 @@ def custom_request(
         user_prompt=params.prompt,
         user_negative_prompt=params.negative_prompt,
         loras=resolve_loras(catalogue, loras, settings),
+        **_reference(catalogue, reference, settings, family=family, model=settings.model),
     )
+
+
+def _reference(
+    catalogue: Catalogue | None, reference: ReferenceImage | None, settings: Settings, *, family: str, model: str
+) -> dict[str, Any]:
+    """A request's `reference` and `ip_adapter` fields for a reference image on a model of `family` (Refused: why)."""
+    if reference is None:
+        return {}
+    return {
+        "reference": reference,
+        "ip_adapter": ip_adapter_ref(catalogue, reference, family=family, model=model, settings=settings),
+    }
 
 
 def style_request(
@@ -241,6 +265,7 @@ def style_request(
     outpaint: OutpaintParams | None = None,
     references: tuple[str, ...] = (),
     loras: Sequence[tuple[str, float]] = (),
+    reference: ReferenceImage | None = None,
 ) -> JobRequest:
     """A catalogue style: `params` hold the user's own prompt and negative prompt (the style's template and
     negative prompt are applied here) and the strength, steps, guidance and seed the user settled on.
@@ -248,7 +273,8 @@ def style_request(
     An img2img style with `inpaint` options runs as inpainting (with `outpaint`, expanding to a format).
     Refuses a model that is not available on this machine (saying how to get it), a quality tier the style does
     not offer, and a ControlNet made for another model family. An edit style's `references` name its reference
-    images by sha256; `loras` are (name, weight) pairs of the catalogue's [loras].
+    images by sha256; `loras` are (name, weight) pairs of the catalogue's [loras]; a `reference` image (img2img and
+    inpaint) is read by the catalogue's IP-Adapter of the model's family, refused for a family without one.
     """
     try:
         style = catalogue.style(style_id)
@@ -289,6 +315,7 @@ def style_request(
         user_negative_prompt=params.negative_prompt,
         references=references,
         loras=resolve_loras(catalogue, loras, settings),
+        **_reference(catalogue, reference, settings, family=entry.family, model=entry.name),
     )
 
 
@@ -334,7 +361,15 @@ def recipe_request(*, settings: Settings, catalogue: Catalogue, recipe: dict[str
         ),
         references=recipe_references(recipe, refusal=CANNOT_RERUN),
         loras=recipe_loras(catalogue, recipe, settings, refusal=CANNOT_RERUN),
+        **_recipe_reference(catalogue, recipe, settings, family=family, model=entry.name if entry else model),
     )
+
+
+def _recipe_reference(
+    catalogue: Catalogue, recipe: dict[str, Any], settings: Settings, *, family: str, model: str
+) -> dict[str, Any]:
+    found = recipe_reference(catalogue, recipe, settings, family=family, model=model, refusal=CANNOT_RERUN)
+    return {} if found is None else {"reference": found[0], "ip_adapter": found[1]}
 
 
 def recipe_references(recipe: dict[str, Any], *, refusal: str) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from pipelines.families import BASE, CONTROLNET, DEFAULT_FAMILY, FAMILIES, Family
+from pipelines.ip_adapters import IP_ADAPTER_FAMILIES
 from pipelines.params import MAX_GUIDANCE, Guide, Task
 from pipelines.registry import OFFLOAD_MODES, PREVIEW_MODELS
 from studio.billing.pricing import Quality
@@ -111,6 +112,21 @@ class LoraEntry:
 
 
 @dataclass(frozen=True)
+class IpAdapterEntry:
+    """An IP-Adapter that reads users' reference images on runs of models of its family (studio.catalogue.references:
+    its files and hashes): a weights file and a CLIP image encoder, in a local folder or a hub repo."""
+
+    name: str
+    location: str  # a local folder or a hub id holding both
+    weight_name: str  # the weights file's path inside it, e.g. models/ip-adapter_sd15.safetensors
+    image_encoder: str  # the image encoder folder's path inside it, e.g. models/image_encoder
+    family: str  # the pipelines.families name of the models it was trained on
+    about: str = ""
+    sha256: str = ""  # of the weights file, pinned by an admin ("": recorded per use)
+    encoder_sha256: str = ""  # of the image encoder's model.safetensors, pinned by an admin ("": recorded per use)
+
+
+@dataclass(frozen=True)
 class Availability:
     ready: bool
     note: str  # "" when ready; otherwise what is missing and how to make it available
@@ -149,6 +165,11 @@ class Catalogue:
     styles: dict[str, Style]  # in file order
     controlnets: dict[Guide, dict[str, str]]  # guide → family → ModelEntry name (at most one per family)
     loras: dict[str, LoraEntry] = field(default_factory=dict)  # in file order
+    ip_adapters: dict[str, IpAdapterEntry] = field(default_factory=dict)  # at most one per family
+
+    def ip_adapter_for(self, family: str) -> IpAdapterEntry | None:
+        """The IP-Adapter that reads reference images for models of `family` (None: they take none)."""
+        return next((entry for entry in self.ip_adapters.values() if entry.family == family), None)
 
     def loras_for(self, family: str) -> list[LoraEntry]:
         """The LoRAs a model of `family` takes."""
@@ -243,7 +264,55 @@ def parse_catalogue(text: str, *, source: str = "catalogue") -> Catalogue:
     if not styles:
         raise CatalogueError(f"{source} has no [styles.*] entries.")
     loras = {name: _lora(name, entry, source) for name, entry in _table(data, "loras", source, required=False).items()}
-    return Catalogue(models=models, styles=styles, controlnets=controlnets, loras=loras)
+    adapters = {
+        name: _ip_adapter(name, entry, source)
+        for name, entry in _table(data, "ip_adapters", source, required=False).items()
+    }
+    for family in {entry.family for entry in adapters.values()}:
+        names = [name for name, entry in adapters.items() if entry.family == family]
+        if len(names) > 1:
+            raise CatalogueError(f"{source}: the {family} family has several IP-Adapters ({', '.join(names)}).")
+    return Catalogue(models=models, styles=styles, controlnets=controlnets, loras=loras, ip_adapters=adapters)
+
+
+def _ip_adapter(name: str, entry: object, source: str) -> IpAdapterEntry:
+    where = f"{source} [ip_adapters.{name}]"
+    if not isinstance(entry, dict):
+        raise CatalogueError(f"{where} should be a table.")
+    location = _field(entry, "location", str, where).strip()
+    if location.startswith((".", "/", "~")) and not Path(location).expanduser().is_dir():
+        raise CatalogueError(f"{where}: {name!r} names the folder {location}, which does not exist on this machine.")
+    family = _family_field(entry, where, what=f"IP-Adapter {name!r}")
+    if family not in IP_ADAPTER_FAMILIES:
+        raise CatalogueError(
+            f"{where}: the studio attaches IP-Adapters to {', '.join(IP_ADAPTER_FAMILIES)} models, not {family}."
+        )
+    return IpAdapterEntry(
+        name,
+        location,
+        _field(entry, "weight_name", str, where).strip(),
+        _field(entry, "image_encoder", str, where).strip(),
+        family,
+        _field(entry, "about", str, where, ""),
+        _sha256_field(entry, "sha256", where),
+        _sha256_field(entry, "encoder_sha256", where),
+    )
+
+
+def _family_field(entry: dict, where: str, *, what: str) -> str:
+    family = _field(entry, "family", str, where)
+    if family not in FAMILIES:
+        raise CatalogueError(
+            f"{where}: {what} names the unknown family {family!r}; the known families are {', '.join(STUDIO_FAMILIES)}."
+        )
+    return family
+
+
+def _sha256_field(entry: dict, key: str, where: str) -> str:
+    sha256 = _field(entry, key, str, where, "").strip().lower()
+    if sha256 and (len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256)):
+        raise CatalogueError(f"{where}: `{key}` should be 64 hex digits, got {sha256!r}.")
+    return sha256
 
 
 def _lora(name: str, entry: object, source: str) -> LoraEntry:
@@ -255,15 +324,8 @@ def _lora(name: str, entry: object, source: str) -> LoraEntry:
         raise CatalogueError(f"{where}: `location` is empty.")
     if location.startswith((".", "/", "~")) and not Path(location).expanduser().exists():
         raise CatalogueError(f"{where}: LoRA {name!r} names the file {location}, which does not exist on this machine.")
-    family = _field(entry, "family", str, where)
-    if family not in FAMILIES:
-        raise CatalogueError(
-            f"{where}: LoRA {name!r} names the unknown family {family!r}; the known families are "
-            f"{', '.join(STUDIO_FAMILIES)}."
-        )
-    sha256 = _field(entry, "sha256", str, where, "").strip().lower()
-    if sha256 and (len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256)):
-        raise CatalogueError(f"{where}: `sha256` should be 64 hex digits, got {sha256!r}.")
+    family = _family_field(entry, where, what=f"LoRA {name!r}")
+    sha256 = _sha256_field(entry, "sha256", where)
     return LoraEntry(name, location, family, _field(entry, "about", str, where, ""), sha256)
 
 

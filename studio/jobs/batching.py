@@ -2,8 +2,8 @@
 
 Torch-free: the claim decides from the job rows and their sources' sizes. Jobs share a loop when they run the
 same model (so the same family and scheduler) with the same offload, are plain image-to-image runs (no mask,
-ControlNet, sweep, reference images or LoRAs) of the same step count, and render at the same output size. Prompts,
-sources, strengths, seeds, guidance and users may differ.
+ControlNet, sweep, reference images, IP-Adapter or LoRAs) of the same step count, and render at the same output
+size. Prompts, sources, strengths, seeds, guidance and users may differ.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ def batch_key(job: Job, source: Asset | None, *, max_side: int, models_dir: Path
         family = get_family(ref.family, model=ref.name)
     except (PipelineInputError, KeyError, TypeError, ValueError):
         return None  # a job its run will refuse: alone, so its message is its own
-    # LoRAs are switched on for the whole pipeline a loop runs on (pipelines.adapters): such a job runs alone.
-    if spec.control is not None or job.params.get("references") or job.params.get("loras"):
+    # LoRAs and an IP-Adapter are attached to the whole pipeline a loop runs on (pipelines.adapters): such a job
+    # runs alone.
+    if spec.control is not None or any(job.params.get(key) for key in ("references", "loras", "reference")):
         return None
     size = family.output_size(source.width, source.height, max_side)
     return (ref.name, ref.family, offload, spec.params.steps, size)

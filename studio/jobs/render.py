@@ -14,6 +14,7 @@ from pipelines import import_model_stack
 from pipelines.errors import PipelineInputError
 from pipelines.params import InpaintParams, RunSpec, Task
 from studio.catalogue.recipes import RECIPE_VERSION, png_with_recipe
+from studio.catalogue.references import job_ip_adapter, reference_recipe
 from studio.catalogue.requests import job_loras
 from studio.config import Settings
 from studio.db.tables import Asset, AssetKind, Job
@@ -40,19 +41,31 @@ def render_job(
     mask_png: bytes | None = None,
     mask_sha256: str | None = None,
     references_png: Sequence[bytes] = (),
+    reference_png: bytes | None = None,
     sweep: dict | None = None,
     on_step: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Rendered:
     """Run a job's spec on its source (and mask, and an edit's reference images, in the order of
-    job.params["references"]); `sweep`: the sweep it is a cell of, for its recipe. Raises what the pipeline raises
-    (the worker decides)."""
+    job.params["references"], or the reference image an IP-Adapter reads, job.params["reference"]); `sweep`: the
+    sweep it is a cell of, for its recipe. Raises what the pipeline raises (the worker decides)."""
     _load_model_stack(settings)
     spec = RunSpec.from_dict(job.params)
     source = Image.open(io.BytesIO(source_png)).convert("RGB")
     mask = Image.open(io.BytesIO(mask_png)).convert("L") if mask_png is not None else None
     references = tuple(Image.open(io.BytesIO(png)).convert("RGB") for png in references_png)
-    result = _run(spec, job, source, mask, settings, references=references, on_step=on_step, should_stop=should_stop)
+    reference = Image.open(io.BytesIO(reference_png)).convert("RGB") if reference_png is not None else None
+    result = _run(
+        spec,
+        job,
+        source,
+        mask,
+        settings,
+        references=references,
+        reference=reference,
+        on_step=on_step,
+        should_stop=should_stop,
+    )
     ran = _ran(result, source_sha256=source_sha256, mask_sha256=mask_sha256)
     if references := job.params.get("references"):
         ran["references"] = list(references)  # sha256 of each reference PNG, in the user's assets
@@ -138,6 +151,8 @@ def render_sweep(
     specs = [RunSpec.from_dict(job.params) for job in jobs]
     if any(job.params.get("loras") for job in jobs):
         raise PipelineInputError("Sweeps do not apply LoRAs yet: run each setting on its own.")
+    if any(job.params.get("reference") for job in jobs):
+        raise PipelineInputError("Sweeps do not take a reference image yet: run each setting on its own.")
     if specs[0].task == Task.edit:
         inputs = dict(source_png=source_png, source_sha256=source_sha256, mask_png=mask_png, mask_sha256=mask_sha256)
         return [
@@ -193,6 +208,7 @@ def _rendered(job: Job, spec: RunSpec, image: Image.Image, ran: dict) -> Rendere
     from pipelines.img2img import library_versions
 
     loras = [{key: lora[key] for key in ("name", "sha256", "weight")} for lora in job.params.get("loras", [])]
+    reference = reference_recipe(job.params)
     recipe = {
         "recipe_version": RECIPE_VERSION,
         "model": job.model,
@@ -206,6 +222,7 @@ def _rendered(job: Job, spec: RunSpec, image: Image.Image, ran: dict) -> Rendere
         "user_negative_prompt": job.params.get("user_negative_prompt", spec.params.negative_prompt),
         **ran,
         **({"loras": loras} if loras else {}),  # by catalogue name and file hash: re-runs check both
+        **({"reference": reference} if reference else {}),  # the image by hash, the IP-Adapter by name and hashes
         "versions": library_versions(),
     }
     png = png_with_recipe(image, recipe)
@@ -238,19 +255,27 @@ def _run(
     settings: Settings,
     *,
     references: tuple[Image.Image, ...],
+    reference: Image.Image | None,
     on_step: ProgressCallback | None,
     should_stop: Callable[[], bool] | None,
 ):
     """Hand the spec to the pipeline of its task."""
     ref = model_ref(job, settings)
     control_ref = model_ref(job, settings, spec.control.model) if spec.control else None
-    loras = job_loras(job.params, job.params.get("family"))  # image to image and inpainting take them
+    # Image to image and inpainting take LoRAs and a reference image.
+    loras = job_loras(job.params, job.params.get("family"))
+    image_prompt = _image_prompt(job, reference)
     progress = {"on_step": on_step, "should_stop": should_stop}
     if spec.task == Task.img2img:
         from pipelines.img2img import Img2ImgRequest, run_img2img
 
         request = Img2ImgRequest(
-            source, spec.params, max_side=settings.max_output_side, control=spec.control, loras=loras
+            source,
+            spec.params,
+            max_side=settings.max_output_side,
+            control=spec.control,
+            loras=loras,
+            image_prompt=image_prompt,
         )
         return run_img2img(ref, request, control_ref=control_ref, **progress)
     if spec.task == Task.inpaint:
@@ -262,7 +287,9 @@ def _run(
         elif mask is None:
             raise PipelineInputError("This inpainting job has no mask (it may have been deleted by retention).")
         else:
-            request = InpaintRequest(source, mask, spec.params, spec.inpaint, **options, loras=loras)
+            request = InpaintRequest(
+                source, mask, spec.params, spec.inpaint, **options, loras=loras, image_prompt=image_prompt
+            )
         return run_inpaint(ref, request, control_ref=control_ref, **progress)
     if spec.task == Task.edit:
         from pipelines.edit import EditRequest, run_edit
@@ -273,3 +300,15 @@ def _run(
 
     request = UpscaleRequest(source, spec.params, factor=spec.task.upscale_factor, noise_level=spec.noise_level)
     return run_upscale(ref, request, **progress)
+
+
+def _image_prompt(job: Job, reference: Image.Image | None):
+    """The job's reference image with the IP-Adapter that reads it (pipelines.ip_adapters.ImagePrompt), or None."""
+    adapter = job_ip_adapter(job.params, job.params.get("family") or "")
+    if adapter is None:
+        return None
+    if reference is None:
+        raise PipelineInputError("This job's reference image is missing (it may have been deleted by retention).")
+    from pipelines.ip_adapters import ImagePrompt
+
+    return ImagePrompt(adapter, reference)

@@ -41,8 +41,11 @@ def purge_expired(*, session: Session, store: AssetStore, days: int, now: dateti
         for asset_id in (job.source_asset_id, job.mask_asset_id, job.result_asset_id)
         if asset_id is not None
     }
-    # An edit names its reference images by hash (job.params["references"]): the worker reads them from the store.
-    referenced = {sha256 for job in unfinished for sha256 in (job.params or {}).get("references", [])}
+    # An edit names its reference images by hash (job.params["references"]), as does a run with an IP-Adapter's
+    # reference image (job.params["reference"]): the worker reads them from the store.
+    referenced = {sha256 for job in unfinished for sha256 in (job.params or {}).get("references", [])} | {
+        job.params["reference"]["sha256"] for job in unfinished if (job.params or {}).get("reference")
+    }
     assets = files = 0
     while True:
         expired = session.exec(

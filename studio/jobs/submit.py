@@ -73,6 +73,7 @@ def submit_job(
     request: JobRequest,
     mask: Image.Image | None = None,
     references: Sequence[ValidatedImage] = (),
+    reference_image: ValidatedImage | None = None,
     idempotency_key: str | None = None,
     now: datetime | None = None,
 ) -> Job:
@@ -80,13 +81,26 @@ def submit_job(
 
     `mask` ("L", the upload's size, 255 = repaint; see pipelines.masks) goes with an inpaint request, or with an
     edit on an editor that restricts edits to a mask. `references` are an edit's reference images, the ones
-    `request.references` names by hash; they are stored as the user's assets.
+    `request.references` names by hash; they are stored as the user's assets. `reference_image` is the image
+    `request.reference` names for its IP-Adapter (validated as uploads are), stored as the user's asset; without
+    it, that image must already be in the store (a brand kit's, a re-run's).
     The same idempotency key returns the job it created the first time, charging nothing again.
     A refused submit (bad parameters or mask, a source too big to upscale, not enough credits)
     leaves no row, no file and no charge.
     """
     [job] = _submit(
-        session, store, settings, user, upload, original_name, [request], mask, idempotency_key, now, references
+        session,
+        store,
+        settings,
+        user,
+        upload,
+        original_name,
+        [request],
+        mask,
+        idempotency_key,
+        now,
+        references,
+        reference_image,
     )
     return job
 
@@ -115,6 +129,8 @@ def submit_sweep(
     if any(request.spec.outpaint is not None for request in requests):
         # Its one-pass engine (pipelines.sweep) renders the source as it is, not a canvas.
         raise Refused("A sweep does not expand to a format: expand on the Expand page. Nothing was charged.")
+    if any(request.reference is not None for request in requests):
+        raise Refused("A sweep takes no reference image yet: remove it to sweep. Nothing was charged.")
     return _submit(
         session, store, settings, user, upload, original_name, requests, mask, idempotency_key, now, sweep=True
     )
@@ -132,6 +148,7 @@ def _submit(
     idempotency_key: str | None,
     now: datetime | None,
     references: Sequence[ValidatedImage] = (),
+    reference_image: ValidatedImage | None = None,
     *,
     sweep: bool = False,
 ) -> list[Job]:
@@ -151,6 +168,7 @@ def _submit(
     refuse_hidden(session=session, requests=requests)
     mask_png = _checked_mask_png(requests[0], mask, upload)
     reference_files = _checked_references(requests[0], references)
+    ip_reference = _checked_reference(store, requests[0], reference_image)
     prices = [quote(settings=settings, request=r, width=upload.width, height=upload.height).credits for r in requests]
     cost = sum(prices)
 
@@ -173,6 +191,10 @@ def _submit(
         # Sources of the user's library: a recipe names them by hash, and a re-run finds them there.
         session.add(_asset(user, AssetKind.source, file, image.width, image.height, now, f"reference {number}"))
     files += reference_files
+    if ip_reference is not None:
+        file, image = ip_reference
+        session.add(_asset(user, AssetKind.source, file, image.width, image.height, now, "reference image"))
+        files.append(file)
     session.flush()
     sweep_id = uuid.uuid4().hex if sweep else None
     interactive = queue_lane(priority=queue_priority(user), batch=False)
@@ -235,6 +257,7 @@ def submit_batch(
         request.check()
         if request.references:
             raise Refused("A batch applies one recipe to many images; edits with reference images run one at a time.")
+        _checked_reference(store, request, None)  # a batch's reference image is one already stored (a brand kit's)
         _check_batch_mask(image, masks[index] if masks is not None else None, request)
         try:
             request.check_source(image.width, image.height)
@@ -388,6 +411,25 @@ def _checked_references(request: JobRequest, references: Sequence[ValidatedImage
         except PipelineInputError as exc:
             raise Refused(f"Reference image {number}: {exc} Nothing was charged.") from exc
     return files
+
+
+def _checked_reference(
+    store: AssetStore, request: JobRequest, image: ValidatedImage | None
+) -> tuple[_InMemory, ValidatedImage] | None:
+    """The reference image an IP-Adapter reads, as a file to store (None: nothing to store), after checking it is the
+    one the request names; without the image, the one it names must already be stored."""
+    if request.reference is None:
+        if image is not None:
+            raise Refused("A reference image goes with a request that names it. Nothing was charged.")
+        return None
+    if image is None:
+        if not store.exists(request.reference.image_sha256):
+            raise Refused("The reference image is no longer stored here: upload it again. Nothing was charged.")
+        return None
+    file = _InMemory(image.png_bytes)
+    if file.sha256 != request.reference.image_sha256:
+        raise Refused("The reference image sent is not the one this request names. Nothing was charged.")
+    return file, image
 
 
 def _checked_mask_png(request: JobRequest, mask: Image.Image | None, upload: ValidatedImage) -> bytes | None:

@@ -196,6 +196,8 @@ class Worker:
             with session_for(url) as session:
                 source = session.get(Asset, job.source_asset_id)
                 mask = session.get(Asset, job.mask_asset_id) if job.mask_asset_id is not None else None
+            # An IP-Adapter's reference image, by its hash (studio.catalogue.references).
+            reference = job.params.get("reference")
             rendered = render_job(
                 job,
                 source_png=self.store.read(source.sha256),
@@ -203,6 +205,7 @@ class Worker:
                 mask_png=self.store.read(mask.sha256) if mask is not None else None,
                 mask_sha256=mask.sha256 if mask is not None else None,
                 references_png=[self.store.read(sha256) for sha256 in job.params.get("references", [])],
+                reference_png=self.store.read(reference["sha256"]) if reference else None,
                 settings=self.settings,
                 on_step=keeper.record,
                 should_stop=keeper.should_stop,

@@ -149,6 +149,8 @@ def job_summary(job: Job) -> str:
     parts.append(f"seed {spec.params.seed}")
     if loras := params.get("loras"):
         parts.append("LoRA " + ", ".join(f"{lora['name']} × {lora['weight']:g}" for lora in loras))
+    if reference := params.get("reference"):
+        parts.append(f"reference image × {reference['scale']:g}")
     return " · ".join(parts)
 
 

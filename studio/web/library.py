@@ -15,6 +15,7 @@ import streamlit as st
 from studio.catalogue.recipes import read_recipe
 from studio.db.tables import User
 from studio.media.library import LibraryItem, library_items, user_result_item
+from studio.media.validation import ValidatedImage
 from studio.web import app, refusals, widgets
 from studio.web.sources import Source
 from studio.web.text import plain
@@ -77,20 +78,28 @@ def pick_source(prefix: str, user: User, *, preview: bool = True) -> Source | No
 
 def _upload(prefix: str, user: User) -> None:
     """A newly uploaded file becomes the current source; one that is refused is explained and changes nothing."""
+    new = new_upload("Source image", key=f"{prefix}.source_upload")
+    if new is not None:
+        upload, name, data = new
+        choose(user.id, Source(upload=upload, name=name, recipe=read_recipe(data)))
+
+
+def new_upload(what: str, *, key: str) -> tuple[ValidatedImage, str, bytes] | None:
+    """A file uploader for `what`: a file uploaded since the last rerun, validated (its image, name and bytes); None
+    when nothing new was uploaded (a library pick made since the last upload stays chosen) or it was refused (the
+    reason shown)."""
     uploaded = st.file_uploader(
-        "Source image — JPG, PNG or WebP · 256–4096 px per side · up to 10 MB",
-        type=["jpg", "jpeg", "png", "webp"],
-        key=f"{prefix}.source_upload",
+        f"{what} — JPG, PNG or WebP · 256–4096 px per side · up to 10 MB", type=["jpg", "jpeg", "png", "webp"], key=key
     )
-    seen_key = f"{prefix}.source_upload_seen"
+    seen_key = f"{key}_seen"
     if uploaded is None or st.session_state.get(seen_key) == uploaded.file_id:
-        return  # nothing new: a library pick made since this upload stays the source
+        return None
     data = uploaded.getvalue()
     upload = refusals.attempt(lambda: widgets.validated_upload(data))
     if upload is None:
-        return
+        return None
     st.session_state[seen_key] = uploaded.file_id
-    choose(user.id, Source(upload=upload, name=uploaded.name, recipe=read_recipe(data)))
+    return upload, uploaded.name, data
 
 
 def _library(prefix: str, user: User) -> None:

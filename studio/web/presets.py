@@ -59,7 +59,10 @@ def preset_bar(prefix: str, user: User, catalogue: Catalogue, current: JobReques
         with_loras = current is not None and bool(current.loras)
         if with_loras:
             st.caption("Presets do not keep LoRAs yet: remove the LoRAs to save these settings as a preset.")
-        disabled = current is None or not name.strip() or with_loras
+        with_reference = current is not None and current.reference is not None
+        if with_reference:
+            st.caption("Presets do not keep a reference image yet: remove it to save these settings as a preset.")
+        disabled = current is None or not name.strip() or with_loras or with_reference
         if st.button("Save preset", key=f"{prefix}.preset_save", disabled=disabled):
             preset = PresetSettings.from_request(current, seed_policy=policy)
             _preset_change(lambda s: save_preset(session=s, owner=user, name=name, preset=preset, shared=shared))

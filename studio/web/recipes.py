@@ -22,7 +22,8 @@ from studio.web.styles import OWN_SETTINGS, _load_refused_key, offered_styles
 from studio.web.submit import submit
 from studio.web.text import plain
 
-# The pages whose form offers LoRAs (studio.web.form.lora_settings): settings with LoRAs load only there.
+# The pages whose form offers LoRAs (studio.web.form.lora_settings) and a reference image (studio.web.references):
+# settings with either load only there.
 LORA_PAGES = ("transform", "inpaint")
 
 
@@ -120,6 +121,7 @@ def load_into_form(prefix: str, settings: FormSettings, catalogue: Catalogue) ->
         settings.check(catalogue, offered_styles(catalogue, prefix))
         if settings.loras and prefix not in LORA_PAGES:
             raise Refused("These settings use LoRAs, which only the Transform and Inpaint pages offer for now.")
+        reference = _reference_image(prefix, settings)
     except Refused as exc:
         state[_load_refused_key(prefix)] = str(exc)
         return False
@@ -148,7 +150,25 @@ def load_into_form(prefix: str, settings: FormSettings, catalogue: Catalogue) ->
     state[f"{prefix}.loras"] = [name for name, _ in settings.loras]
     for name, weight in settings.loras:
         state[f"{prefix}.lora_weight.{name}"] = weight
+    if settings.reference is not None:
+        state[f"{prefix}.reference_image"] = reference
+        state[f"{prefix}.reference_scale"] = settings.reference.scale
+    else:
+        state.pop(f"{prefix}.reference_image", None)
     return True
+
+
+def _reference_image(prefix: str, settings: FormSettings) -> ValidatedImage | None:
+    """The settings' reference image from the store (None without one); Refused on a page without the expander, or
+    when the image is no longer stored."""
+    if settings.reference is None:
+        return None
+    if prefix not in LORA_PAGES:
+        raise Refused("These settings use a reference image, which only the Transform and Inpaint pages offer.")
+    store = app.asset_store()
+    if not store.exists(settings.reference.image_sha256):
+        raise Refused("These settings' reference image is no longer stored (retention): they cannot be loaded.")
+    return validate_image_bytes(store.read(settings.reference.image_sha256))
 
 
 def load_recipe_into_form(prefix: str, recipe: dict, catalogue: Catalogue) -> bool:

@@ -16,6 +16,7 @@ from pipelines.params import (
 )
 from studio.billing.credits import spendable
 from studio.billing.pricing import Quality
+from studio.catalogue.references import ReferenceImage
 from studio.catalogue.requests import JobRequest, custom_request, style_request
 from studio.catalogue.styles import Catalogue, Style
 from studio.config import Settings
@@ -40,9 +41,11 @@ def make_request(
     outpaint: OutpaintParams | None = None,
     references: Sequence[ValidatedImage] = (),
     loras: Sequence[tuple[str, float]] = (),
+    reference: ReferenceImage | None = None,
 ) -> JobRequest | None:
     """The request of a form (`outpaint` with `inpaint`: expanding to a format; `references`: an edit's reference
-    images; `loras`: catalogue LoRAs by name, with their weights), or None with the refusal shown."""
+    images; `loras`: catalogue LoRAs by name, with their weights; `reference`: an image an IP-Adapter reads), or
+    None with the refusal shown."""
     if style is None:
         return refusals.attempt(
             lambda: custom_request(
@@ -55,6 +58,7 @@ def make_request(
                 catalogue=catalogue,
                 outpaint=outpaint,
                 loras=loras,
+                reference=reference,
             )
         )
     return refusals.attempt(
@@ -70,6 +74,7 @@ def make_request(
             outpaint=outpaint,
             references=tuple(sha256_hex(reference.png_bytes) for reference in references),
             loras=loras,
+            reference=reference,
         )
     )
 
@@ -92,9 +97,11 @@ def submit(
     *,
     mask: Image.Image | None = None,
     references: Sequence[ValidatedImage] = (),
+    reference_image: ValidatedImage | None = None,
     job_key: str,
 ) -> None:
-    """Queue the job (the page then shows it under `job_key`), or show why it was refused."""
+    """Queue the job (the page then shows it under `job_key`), or show why it was refused. `reference_image`: the
+    image `request.reference` names, to store with it."""
     key_recipe = request.job_params() | {"model": request.model, "quality": request.quality.value}
     submitted = refusals.attempt(
         lambda: jobs.submit_from_page(
@@ -106,6 +113,7 @@ def submit(
             key_recipe=key_recipe,
             request=request,
             references=list(references),
+            reference_image=reference_image,
         )
     )
     if submitted is not None:

@@ -344,6 +344,7 @@ WIDGETS = {
     "padding": "padding",
     "seam": "seam",  # the Expand page's (a recipe's `outpaint` table: not loaded into a form)
     "lora_weight": "lora_weight",  # per LoRA ("transform.lora_weight.<name>"): tests/web/test_lora_page.py
+    "ip_adapter_scale": "reference_scale",  # with a reference image (a recipe's `reference` table): test_reference_page
 }
 
 

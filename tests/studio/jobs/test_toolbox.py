@@ -45,7 +45,8 @@ def env(studio, studio_settings):
     }
 
 
-def submit(env, request: JobRequest, *, upload=None, mask=None) -> Job:
+def submit(env, request: JobRequest, *, upload=None, mask=None, **inputs) -> Job:
+    """Submit `request` on a 256×320 upload (or `upload`); `inputs`: submit_job's other inputs."""
     with write_session(env["settings"].database_url) as session:
         return submit_job(
             session=session,
@@ -56,6 +57,7 @@ def submit(env, request: JobRequest, *, upload=None, mask=None) -> Job:
             original_name="shoe.png",
             request=request,
             mask=mask,
+            **inputs,
         )
 
 

@@ -3,7 +3,8 @@ what ran out, on the pipelines of the model's family (pipelines.families)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ from pipelines.denoise import Img2ImgResult, denoise, describe_run
 from pipelines.denoise import library_versions as library_versions  # re-exported: studio.jobs reads it from here
 from pipelines.errors import PipelineInputError
 from pipelines.families import Family, get_family
+from pipelines.footprint import measuring
 from pipelines.guides import make_guide
 from pipelines.loras import LoraRef, check_loras
 from pipelines.params import ControlParams, Img2ImgParams, Task
@@ -115,12 +117,33 @@ def run_img2img(
 
         # 4. Denoise
         steps = family.denoising_steps(params.steps, params.strength)
-        loras = applied_loras(base, request.loras)  # entered under the run lock: the base's layers are shared
+        # Under the run lock: the base's layers are shared. A run as a batch runs it (no ControlNet, no LoRA) is
+        # measured: its footprint sizes batches on a GPU (pipelines.footprint).
+        plain = request.control is None and not request.loras
+        inside_lock = _entered(
+            applied_loras(base, request.loras),
+            measuring(ref.name, pixels=width * height, images=1) if plain else nullcontext(),
+        )
         image, seconds = denoise(
-            pipe, params, call | conditioning, total=steps, on_step=on_step, should_stop=should_stop, inside_lock=loras
+            pipe,
+            params,
+            call | conditioning,
+            total=steps,
+            on_step=on_step,
+            should_stop=should_stop,
+            inside_lock=inside_lock,
         )
 
     # 5. Report what ran
     return describe_run(
         pipe, image, denoising_steps=steps, seconds=seconds, guide=guide, recipe=family.recipe(conditioning)
     )
+
+
+@contextmanager
+def _entered(*managers: AbstractContextManager[None]) -> Iterator[None]:
+    """Enter each of `managers` in order for the block (exited in reverse)."""
+    with ExitStack() as stack:
+        for manager in managers:
+            stack.enter_context(manager)
+        yield

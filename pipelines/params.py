@@ -36,6 +36,9 @@ SOURCE_MULTIPLE = {2: 32, 4: SIZE_MULTIPLE}
 MIN_SOURCE_SIDE = {2: 64, 4: SIZE_MULTIPLE}
 MAX_SWEEP_MEMBERS = 12  # cells of one strength sweep
 MAX_BATCH_JOBS = 16  # jobs in one batched denoising loop (pipelines.batch; STUDIO_BATCH_MAX)
+# The share of a GPU's free memory batches may fill when STUDIO_BATCH_MAX is unset (choose_batch_max): the rest
+# absorbs what the footprint measured at one size misses at another (allocator fragmentation, cuDNN workspaces).
+BATCH_MEMORY_SHARE = 0.8
 MAX_MASK_BLUR = 64
 MAX_MASK_PADDING = 256
 MAX_NOISE_LEVEL = 350  # the 4× upscaler's max_noise_level
@@ -441,3 +444,13 @@ class MemoryBudget:
     def bytes_of(self, total: int) -> int:
         """The budget in bytes on a device with `total` bytes of memory."""
         return self.limit if self.limit is not None else int(total * self.fraction)
+
+
+def choose_batch_max(*, free_bytes: int, per_image_bytes: int | None, share: float = BATCH_MEMORY_SHARE) -> int:
+    """The most jobs one batched loop takes on a GPU with `free_bytes` free when each image of the batch adds
+    `per_image_bytes` at its peak (its latents, activations and decode; measured by pipelines.footprint): as many as
+    fit in `share` of the free memory, 1 to MAX_BATCH_JOBS. 1 while the footprint is unknown (the first run of a
+    model at a size measures it)."""
+    if per_image_bytes is None or per_image_bytes <= 0:
+        return 1
+    return max(1, min(MAX_BATCH_JOBS, int(free_bytes * share) // per_image_bytes))

@@ -76,9 +76,9 @@ class Settings:
     admin_plan: Plan = Plan.pro_monthly
     admin_credits: int = 1000
     # Jobs a worker claims together and runs in one batched denoising loop (STUDIO_BATCH_MAX; studio.jobs.batching).
-    # 1: one at a time. On a CPU batching saves nothing; on a GPU choose it by memory (each job adds its latents and
-    # activations: 4 at 512² fits easily on 24 GB).
-    batch_max: int = 1
+    # 1: one at a time. None (unset): 1 on a CPU, where batching saves nothing; on a GPU as many as its free memory
+    # holds at the model's measured footprint per image (studio.jobs.batching.batch_limit).
+    batch_max: int | None = None
 
     @property
     def assets_dir(self) -> Path:
@@ -163,11 +163,13 @@ def load_settings(environ: dict[str, str] | None = None, secrets_path: Path | No
         raise ConfigError(
             f"STUDIO_ADMIN_CREDITS must be a whole number of credits 0–{MAX_ADMIN_CREDITS}, got {admin_credits!r}"
         )
-    batch_max = get("batch_max", "1")
-    if not (batch_max.isascii() and batch_max.isdigit()) or not 1 <= int(batch_max) <= MAX_BATCH_JOBS:
+    batch_max = get("batch_max")
+    if batch_max is not None and (
+        not (batch_max.isascii() and batch_max.isdigit()) or not 1 <= int(batch_max) <= MAX_BATCH_JOBS
+    ):
         raise ConfigError(
             f"STUDIO_BATCH_MAX must be a whole number 1–{MAX_BATCH_JOBS} (jobs one worker runs in one loop; 1: one at "
-            f"a time), got {batch_max!r}"
+            f"a time; unset: by memory on a GPU), got {batch_max!r}"
         )
     return Settings(
         data_dir=data_dir,
@@ -196,7 +198,7 @@ def load_settings(environ: dict[str, str] | None = None, secrets_path: Path | No
         poll_max_seconds=float(poll_max),
         admin_plan=Plan(admin_plan),
         admin_credits=int(admin_credits),
-        batch_max=int(batch_max),
+        batch_max=None if batch_max is None else int(batch_max),
     )
 
 

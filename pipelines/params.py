@@ -36,6 +36,25 @@ SOURCE_MULTIPLE = {2: 32, 4: SIZE_MULTIPLE}
 MIN_SOURCE_SIDE = {2: 64, 4: SIZE_MULTIPLE}
 MAX_SWEEP_MEMBERS = 12  # cells of one strength sweep
 MAX_BATCH_JOBS = 16  # jobs in one batched denoising loop (pipelines.batch; STUDIO_BATCH_MAX)
+# STUDIO_ATTENTION: the attention backends of diffusers 0.42 (diffusers.models.attention_dispatch.AttentionBackendName)
+# a studio may select, with the Python package each needs beyond torch (None: torch's own scaled-dot-product attention,
+# which may pick flash, memory-efficient, cuDNN or math kernels itself; the _native_* names force one). The *_hub
+# backends download kernels at run time and are left out: a worker must not need the network.
+ATTENTION_BACKENDS: dict[str, str | None] = {
+    "native": None,
+    "_native_flash": None,
+    "_native_efficient": None,
+    "_native_cudnn": None,
+    "_native_math": None,
+    "flex": None,
+    "flash": "flash_attn",
+    "flash_varlen": "flash_attn",
+    "_flash_3": "flash_attn_interface",
+    "_flash_varlen_3": "flash_attn_interface",
+    "sage": "sageattention",
+    "sage_varlen": "sageattention",
+    "xformers": "xformers",
+}
 # The share of a GPU's free memory batches may fill when STUDIO_BATCH_MAX is unset (choose_batch_max): the rest
 # absorbs what the footprint measured at one size misses at another (allocator fragmentation, cuDNN workspaces).
 BATCH_MEMORY_SHARE = 0.8

@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 
-from pipelines import import_model_stack, model_stack_ready, set_cpu_threads
+from pipelines import model_stack_ready, set_cpu_threads
 from pipelines.errors import ModelUnavailableError, PipelineInputError, RunCancelled
 from pipelines.params import RunSpec
 from studio.catalogue.requests import denoising_steps
@@ -33,7 +33,7 @@ from studio.jobs.leases import (
     reap_expired,
     renew_lease,
 )
-from studio.jobs.render import Rendered, render_batch, render_job, render_sweep
+from studio.jobs.render import Rendered, load_model_stack, render_batch, render_job, render_sweep
 from studio.jobs.retention import purge_expired
 from studio.media.storage import AssetStore
 
@@ -149,7 +149,7 @@ class Worker:
         if self.threads is not None:
             set_cpu_threads(self.threads)
         try:
-            import_model_stack()
+            load_model_stack(self.settings)
             from pipelines.cache import get_base_pipeline
             from pipelines.registry import resolve_model
 

@@ -132,6 +132,7 @@ def run_img2img(
             on_step=on_step,
             should_stop=should_stop,
             inside_lock=inside_lock,
+            output_size=(width, height),
         )
 
     # 5. Report what ran

@@ -253,6 +253,7 @@ def run_inpaint(
             should_stop=should_stop,
             on_latents=on_latents,
             inside_lock=applied_loras(base, request.loras),  # under the run lock: the base's layers are shared
+            output_size=(width, height),
         )
 
     # 5. Put the result back at the source's size

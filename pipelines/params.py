@@ -23,9 +23,14 @@ MAX_CONTROL_SCALE = 2.0  # ControlNet conditioning scale
 MAX_CANNY_THRESHOLD = 255
 # The VAE maps 8×8 pixels to one latent, so both sides must be multiples of 8.
 SIZE_MULTIPLE = 8
-# Upscalers decode the whole output at once; beyond this long side the VAE decode of a real
-# upscaler needs more memory than a 24 GB GPU has. 2× takes sources up to 1024 px, 4× up to 512 px.
-MAX_UPSCALED_SIDE = 2048
+# The longest side an upscale makes: the studio's largest image (studio.media.validation.MAX_SIDE). 2× takes sources up
+# to 2048 px, 4× up to 1024 px. Decoding a whole 4096² output at once needs more memory than a 24 GB GPU has: outputs
+# above VAE_TILING_PIXELS decode in tiles (pipelines.denoise.vae_tiling).
+MAX_UPSCALED_SIDE = 4096
+# Outputs with more pixels than this encode and decode through the VAE in overlapping tiles (and a batch of them one
+# image at a time): memory stays that of a tile, at a small cost in time and seams blended over the overlap. Up to
+# 2048² (every size the studio made before 4096-px upscales), the VAE works on the whole image: pixels unchanged.
+VAE_TILING_PIXELS = 2048 * 2048
 UPSCALE_FACTORS = (2, 4)
 # What each upscaler's models take, px per side: sides a multiple of SOURCE_MULTIPLE, at least MIN_SOURCE_SIDE.
 # 2×: the source is encoded to latents at 1/8, doubled, then halved three times by the K-UNet, whose
@@ -397,7 +402,7 @@ def check_upscale_size(width: int, height: int, factor: int) -> None:
     if max(width, height) > limit:
         raise PipelineInputError(
             f"Upscale {factor}× takes sources up to {limit} px on the long side (output up to "
-            f"{MAX_UPSCALED_SIDE} px, what a 24 GB GPU decodes); this one is {width}×{height}. "
+            f"{MAX_UPSCALED_SIDE} px, the studio's largest image); this one is {width}×{height}. "
             "Resize it first, or use a smaller factor."
         )
 

@@ -37,8 +37,9 @@ from typing import Any, TypeVar
 
 import torch
 from diffusers import ControlNetModel, DiffusionPipeline
-from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0, XFormersAttnProcessor
+from diffusers.models.attention_processor import AttnProcessor2_0, XFormersAttnProcessor
 from huggingface_hub.errors import HTTPError as HubHTTPError
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from pipelines.errors import ModelUnavailableError
 from pipelines.families import DEFAULT_FAMILY, Family, get_family
@@ -322,9 +323,28 @@ def _apply_speed_options(loaded: Any, speed: SpeedOptions) -> None:
         denoiser.compile()  # nn.Module.compile: in place, so the pipeline and its derived ones call the compiled one
 
 
+class SdpaKernelProcessor(AttnProcessor2_0):
+    """A UNet's default attention (torch's scaled-dot-product attention) held to one of torch's kernels."""
+
+    def __init__(self, kernel: SDPBackend) -> None:
+        super().__init__()
+        self.kernel = kernel
+
+    def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        with sdpa_kernel(self.kernel):
+            return super().__call__(*args, **kwargs)
+
+
 # UNets (SD 1.5, SDXL, the upscalers) call their attention processors' own kernels, not diffusers' dispatcher: the
-# backends they can take, as processors (AttnProcessor2_0 is torch's scaled-dot-product attention, their default).
-_UNET_PROCESSORS = {"native": AttnProcessor2_0, "_native_math": AttnProcessor, "xformers": XFormersAttnProcessor}
+# backends they can take, as processors (AttnProcessor2_0, torch's scaled-dot-product attention, is their default).
+_UNET_PROCESSORS: dict[str, Callable[[], Any]] = {
+    "native": AttnProcessor2_0,
+    "_native_flash": lambda: SdpaKernelProcessor(SDPBackend.FLASH_ATTENTION),
+    "_native_efficient": lambda: SdpaKernelProcessor(SDPBackend.EFFICIENT_ATTENTION),
+    "_native_cudnn": lambda: SdpaKernelProcessor(SDPBackend.CUDNN_ATTENTION),
+    "_native_math": lambda: SdpaKernelProcessor(SDPBackend.MATH),
+    "xformers": XFormersAttnProcessor,
+}
 
 
 def _set_attention(denoiser: torch.nn.Module, backend: str) -> None:

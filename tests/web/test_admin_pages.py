@@ -109,31 +109,15 @@ def test_the_models_page_lists_the_workers_with_device_job_and_models(studio, st
 def test_the_models_page_shows_the_jobs_each_live_worker_runs_in_one_loop(studio, studio_settings, mia):
     """The jobs come from the leases (ids, owners, style, model, step), the limit and its reason from the heartbeat;
     a silent worker's batch is not shown as running."""
-    from pipelines.params import Img2ImgParams
-    from studio.catalogue.requests import custom_request
     from studio.db.engine import write_session
     from studio.jobs.batching import claim_key
     from studio.jobs.heartbeats import STALE_AFTER_SECONDS, beat
     from studio.jobs.leases import claim_batch
-    from studio.jobs.submit import submit_job
-    from studio.media.storage import AssetStore
-    from studio.media.validation import validate_image_bytes
-    from tests.support import png_bytes
+    from tests.support import queue_job
 
     with write_session(studio_settings.database_url) as session:
-        owners = [session.exec(select(User).where(User.username == name)).one() for name in ("admin", "mia")]
-        for owner in owners:
-            submit_job(
-                session=session,
-                store=AssetStore(studio_settings.assets_dir),
-                settings=studio_settings,
-                user=owner,
-                upload=validate_image_bytes(png_bytes(256, 256)),
-                original_name="a.png",
-                request=custom_request(
-                    settings=studio_settings, params=Img2ImgParams(prompt="x", strength=0.5, steps=2)
-                ),
-            )
+        for owner in ("admin", "mia"):
+            queue_job(session, studio_settings, username=owner, original_name="a.png")
     with write_session(studio_settings.database_url) as session:
         held = claim_batch(
             session=session,

@@ -94,7 +94,8 @@ def claim_batch(
             .with_for_update(skip_locked=True)
         ).all()
     elif (
-        batch_key is not None
+        (callable(batch_max) or batch_max > 1)
+        and batch_key is not None
         and (key := batch_key(job)) is not None
         and (limit := batch_max(key) if callable(batch_max) else batch_max) > 1
     ):

@@ -24,6 +24,7 @@ from pipelines.cache import RUN_LOCK, get_base_pipeline, in_use, request_pipelin
 from pipelines.denoise import Img2ImgResult, describe_run
 from pipelines.errors import PipelineInputError, RunCancelled
 from pipelines.families import Family, get_family
+from pipelines.footprint import measuring
 from pipelines.img2img import Img2ImgRequest, check_img2img_model, check_source, run_img2img
 from pipelines.params import MAX_BATCH_JOBS, Img2ImgParams, Task
 from pipelines.registry import ModelRef
@@ -109,7 +110,8 @@ def run_batch(
             return member in left
 
         # 3. One pass for every job
-        with RUN_LOCK:
+        width, height = render_size
+        with RUN_LOCK, measuring(ref.name, pixels=width * height, images=len(jobs)):
             if all(stopped(m) for m in range(len(jobs))):
                 raise RunCancelled("Every job of the batch was cancelled before it started.")
             started = time.perf_counter()

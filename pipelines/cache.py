@@ -37,11 +37,13 @@ from typing import Any, TypeVar
 
 import torch
 from diffusers import ControlNetModel, DiffusionPipeline
+from diffusers.models.attention_processor import AttnProcessor2_0, XFormersAttnProcessor
 from huggingface_hub.errors import HTTPError as HubHTTPError
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from pipelines.errors import ModelUnavailableError
 from pipelines.families import DEFAULT_FAMILY, Family, get_family
-from pipelines.params import MemoryBudget, Task
+from pipelines.params import ATTENTION_BACKENDS, MemoryBudget, Task
 from pipelines.registry import ModelRef, ensure_preview_model
 
 log = logging.getLogger(__name__)
@@ -68,10 +70,25 @@ class _Entry:
     pins: int = 0  # runs using it now (in_use blocks): never evicted while above 0
 
 
-# (class name, location, device, dtype, offload) → the entry, least recently used first
-_CacheKey = tuple[str, str, str, torch.dtype, str]
+# (class name, location, device, dtype, offload, speed options) → the entry, least recently used first
+_CacheKey = tuple[str, str, str, torch.dtype, str, "SpeedOptions"]
 _loaded: OrderedDict[_CacheKey, _Entry] = OrderedDict()
 _budget = MemoryBudget()
+
+
+@dataclass(frozen=True)
+class SpeedOptions:
+    """Opt-in speed-ups applied to a pipeline's denoiser (its UNet or transformer) once, when it loads.
+
+    `compile`: torch.compile it (STUDIO_COMPILE=1): the first run at each new shape compiles (seconds to minutes),
+    later runs reuse the kernels for as long as the model stays in the cache. `attention`: the attention backend of
+    diffusers' dispatcher (STUDIO_ATTENTION; pipelines.params.ATTENTION_BACKENDS), None: diffusers' default."""
+
+    compile: bool = False
+    attention: str | None = None
+
+
+_speed = SpeedOptions()
 _holds = threading.local()  # per thread: a stack of lists of the entries each open in_use() block pinned
 
 
@@ -160,6 +177,16 @@ def set_memory_budget(budget: MemoryBudget | str | None) -> None:
         _budget = budget
 
 
+def set_speed_options(options: SpeedOptions) -> None:
+    """The speed options models loaded from now on get (loaded ones keep theirs: the options are in the cache key,
+    so a model is never compiled twice, nor used with options other than those it was loaded with)."""
+    global _speed
+    if options.attention is not None and options.attention not in ATTENTION_BACKENDS:
+        raise ValueError(f"Unknown attention backend {options.attention!r}: one of {', '.join(ATTENTION_BACKENDS)}")
+    with _LOAD_LOCK:
+        _speed = options
+
+
 def device_memory(device: str) -> int:
     """Bytes of memory on `device`: a CUDA device's own, else the machine's RAM (CPU, and MPS's unified memory)."""
     parsed = torch.device(device)
@@ -230,7 +257,7 @@ def get_pipeline(
     # anything on the CPU stay where they are.
     offloads = issubclass(cls, DiffusionPipeline) and torch.device(device).type != "cpu"
     offload = ref.offload if offloads else "none"
-    key = (cls.__name__, ref.location, device, dtype, offload)
+    key = (cls.__name__, ref.location, device, dtype, offload, _speed)
     # One lock for all loads: two callers asking for a model at once load it once, and a big
     # model is never loaded twice side by side.
     with _LOAD_LOCK:
@@ -253,7 +280,7 @@ def _load(
     components: Callable[..., dict[str, Any]] | None,
 ) -> _Entry:
     """Load to RAM, count its bytes, make room on the device, then place it there (called under _LOAD_LOCK)."""
-    _, _, device, dtype, offload = key
+    _, _, device, dtype, offload, speed = key
     if ref.is_preview:
         # Preview folders are models_dir/<name> (resolve_model); build on first use.
         ensure_preview_model(Path(ref.location).parent, ref.name)
@@ -277,9 +304,65 @@ def _load(
         loaded = loaded.to(device)
     if hasattr(loaded, "set_progress_bar_config"):
         loaded.set_progress_bar_config(disable=True)
+    _apply_speed_options(loaded, speed)
     entry = _Entry(loaded, ref, cls.__name__, device, dtype, offload, total, on_device)
     _loaded[key] = entry
     return entry
+
+
+def _apply_speed_options(loaded: Any, speed: SpeedOptions) -> None:
+    """Set the attention backend of, and compile, a pipeline's denoiser in place: every request pipeline derived
+    from it (request_pipeline) shares the module, so it is compiled once per loaded model."""
+    components = getattr(loaded, "components", {})
+    denoiser = components.get("unet") or components.get("transformer")
+    if denoiser is None:
+        return
+    if speed.attention is not None:
+        _set_attention(denoiser, speed.attention)
+    if speed.compile:
+        denoiser.compile()  # nn.Module.compile: in place, so the pipeline and its derived ones call the compiled one
+
+
+class SdpaKernelProcessor(AttnProcessor2_0):
+    """A UNet's default attention (torch's scaled-dot-product attention) held to one of torch's kernels."""
+
+    def __init__(self, kernel: SDPBackend) -> None:
+        super().__init__()
+        self.kernel = kernel
+
+    def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        with sdpa_kernel(self.kernel):
+            return super().__call__(*args, **kwargs)
+
+
+# UNets (SD 1.5, SDXL, the upscalers) call their attention processors' own kernels, not diffusers' dispatcher: the
+# backends they can take, as processors (AttnProcessor2_0, torch's scaled-dot-product attention, is their default).
+_UNET_PROCESSORS: dict[str, Callable[[], Any]] = {
+    "native": AttnProcessor2_0,
+    "_native_flash": lambda: SdpaKernelProcessor(SDPBackend.FLASH_ATTENTION),
+    "_native_efficient": lambda: SdpaKernelProcessor(SDPBackend.EFFICIENT_ATTENTION),
+    "_native_cudnn": lambda: SdpaKernelProcessor(SDPBackend.CUDNN_ATTENTION),
+    "_native_math": lambda: SdpaKernelProcessor(SDPBackend.MATH),
+    "xformers": XFormersAttnProcessor,
+}
+
+
+def _set_attention(denoiser: torch.nn.Module, backend: str) -> None:
+    """Select `backend` on a denoiser: through diffusers' attention dispatcher where its processors use it (FLUX.1,
+    SD3, Qwen-Image transformers: ModelMixin.set_attention_backend), else as a UNet's attention processor."""
+    processors = [module.processor for module in denoiser.modules() if hasattr(module, "processor")]
+    try:
+        if any(hasattr(processor, "_attention_backend") for processor in processors):
+            denoiser.set_attention_backend(backend)
+        elif backend in _UNET_PROCESSORS:
+            denoiser.set_attn_processor(_UNET_PROCESSORS[backend]())
+        else:
+            raise ModelUnavailableError(
+                f"STUDIO_ATTENTION={backend} applies to transformer models (FLUX.1, SD3, Qwen-Image); "
+                f"{type(denoiser).__name__} takes {', '.join(_UNET_PROCESSORS)}."
+            )
+    except (RuntimeError, ImportError, ValueError) as exc:  # its package is missing or too old
+        raise ModelUnavailableError(f"STUDIO_ATTENTION={backend}: {exc}") from exc
 
 
 def _parameter_bytes(loaded: Any, offload: str) -> tuple[int, int]:

@@ -20,7 +20,7 @@ from PIL import Image
 from pipelines.cache import RUN_LOCK
 from pipelines.errors import RunCancelled
 from pipelines.families import Family
-from pipelines.params import Img2ImgParams
+from pipelines.params import VAE_TILING_PIXELS, Img2ImgParams
 
 # on_latents(pipe, step_index, latents) → latents: a change to the latents after each step (soft inpainting)
 LatentsHook = Callable[[DiffusionPipeline, int, torch.Tensor], torch.Tensor]
@@ -54,6 +54,7 @@ def denoise(
     should_stop: Callable[[], bool] | None,
     on_latents: LatentsHook | None = None,
     inside_lock: AbstractContextManager[None] | None = None,
+    output_size: tuple[int, int] | None = None,
 ) -> tuple[Image.Image, float]:
     """Run `pipe` with the prompt, steps, guidance and seed of `params` plus the task's `call` arguments,
     one run at a time per process; returns the image and the seconds the call took.
@@ -61,7 +62,7 @@ def denoise(
     `total` is the number of denoising steps the run takes (for progress). The noise comes from a CPU
     generator seeded with params.seed, so the pixels do not depend on the device. `on_latents` may replace
     the latents after each step (before progress is reported); `inside_lock` is entered around the call, under
-    the lock (Family.run_context).
+    the lock (Family.run_context). `output_size`: the size the VAE decodes; above VAE_TILING_PIXELS it tiles.
     """
 
     def after_step(step_index: int) -> None:
@@ -89,7 +90,8 @@ def denoise(
         # The upscale pipelines (diffusers 0.42) only call the older `callback(step, timestep, latents)`.
         progress = {"callback": legacy_callback, "callback_steps": 1}
 
-    with RUN_LOCK, inside_lock or nullcontext():
+    pixels = output_size[0] * output_size[1] if output_size is not None else 0
+    with RUN_LOCK, inside_lock or nullcontext(), vae_tiling(pipe, pixels=pixels):
         # The caller may have given up while waiting for the lock.
         if should_stop is not None and should_stop():
             raise RunCancelled(f"Cancelled before step 1 of {total}.")
@@ -140,6 +142,25 @@ def library_versions() -> dict[str, str]:
         "diffusers": diffusers.__version__,
         "transformers": transformers.__version__,
     }
+
+
+@contextmanager
+def vae_tiling(pipe: DiffusionPipeline, *, pixels: int, images: int = 1) -> Iterator[bool]:
+    """Run the block with the VAE tiled when an image has more than VAE_TILING_PIXELS `pixels`, and slicing a batch
+    (one image at a time) when `images` of them together do; yields whether it tiles. The VAE is shared by every
+    pipeline derived from the cached base: callers hold RUN_LOCK, and the previous settings come back after."""
+    vae = getattr(pipe, "vae", None)
+    tile = pixels > VAE_TILING_PIXELS and hasattr(vae, "use_tiling")
+    split = images > 1 and pixels * images > VAE_TILING_PIXELS and hasattr(vae, "use_slicing")
+    if not (tile or split):
+        yield False
+        return
+    before = (vae.use_tiling, vae.use_slicing)
+    vae.use_tiling, vae.use_slicing = before[0] or tile, before[1] or split
+    try:
+        yield tile
+    finally:
+        vae.use_tiling, vae.use_slicing = before
 
 
 @contextmanager

@@ -115,6 +115,7 @@ def run_edit(
             on_step=on_step,
             should_stop=should_stop,
             inside_lock=family.run_context(preview=ref.is_preview),
+            output_size=(width, height),
         )
 
     # 5. Outside the mask, the source's own pixels

@@ -3,7 +3,8 @@ what ran out, on the pipelines of the model's family (pipelines.families)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ from pipelines.denoise import Img2ImgResult, denoise, describe_run
 from pipelines.denoise import library_versions as library_versions  # re-exported: studio.jobs reads it from here
 from pipelines.errors import PipelineInputError
 from pipelines.families import Family, get_family
+from pipelines.footprint import measuring
 from pipelines.guides import make_guide
 from pipelines.ip_adapters import ImagePrompt, check_ip_adapter
 from pipelines.loras import LoraRef, check_loras
@@ -119,9 +121,14 @@ def run_img2img(
 
         # 4. Denoise
         steps = family.denoising_steps(params.steps, params.strength)
-        # Entered under the run lock: the base's layers are shared.
-        adapters = applied_adapters(base, pipe, request.loras, request.image_prompt)
         call |= ip_adapter_call(request.image_prompt)
+        # Under the run lock: the base's layers are shared. A run as a batch runs it (no ControlNet, no LoRA, no
+        # reference image) is measured: its footprint sizes batches on a GPU (pipelines.footprint).
+        plain = request.control is None and not request.loras and request.image_prompt is None
+        inside_lock = _entered(
+            applied_adapters(base, pipe, request.loras, request.image_prompt),
+            measuring(ref.name, pixels=width * height, images=1) if plain else nullcontext(),
+        )
         image, seconds = denoise(
             pipe,
             params,
@@ -129,10 +136,20 @@ def run_img2img(
             total=steps,
             on_step=on_step,
             should_stop=should_stop,
-            inside_lock=adapters,
+            inside_lock=inside_lock,
+            output_size=(width, height),
         )
 
     # 5. Report what ran
     return describe_run(
         pipe, image, denoising_steps=steps, seconds=seconds, guide=guide, recipe=family.recipe(conditioning)
     )
+
+
+@contextmanager
+def _entered(*managers: AbstractContextManager[None]) -> Iterator[None]:
+    """Enter each of `managers` in order for the block (exited in reverse)."""
+    with ExitStack() as stack:
+        for manager in managers:
+            stack.enter_context(manager)
+        yield

@@ -258,6 +258,7 @@ def run_inpaint(
             on_latents=on_latents,
             # Under the run lock: the base's layers are shared.
             inside_lock=applied_adapters(base, pipe, request.loras, request.image_prompt),
+            output_size=(width, height),
         )
 
     # 5. Put the result back at the source's size

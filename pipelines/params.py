@@ -23,9 +23,14 @@ MAX_CONTROL_SCALE = 2.0  # ControlNet conditioning scale
 MAX_CANNY_THRESHOLD = 255
 # The VAE maps 8×8 pixels to one latent, so both sides must be multiples of 8.
 SIZE_MULTIPLE = 8
-# Upscalers decode the whole output at once; beyond this long side the VAE decode of a real
-# upscaler needs more memory than a 24 GB GPU has. 2× takes sources up to 1024 px, 4× up to 512 px.
-MAX_UPSCALED_SIDE = 2048
+# The longest side an upscale makes: the studio's largest image (studio.media.validation.MAX_SIDE). 2× takes sources up
+# to 2048 px, 4× up to 1024 px. Decoding a whole 4096² output at once needs more memory than a 24 GB GPU has: outputs
+# above VAE_TILING_PIXELS decode in tiles (pipelines.denoise.vae_tiling).
+MAX_UPSCALED_SIDE = 4096
+# Outputs with more pixels than this encode and decode through the VAE in overlapping tiles (and a batch of them one
+# image at a time): memory stays that of a tile, at a small cost in time and seams blended over the overlap. Up to
+# 2048² (every size the studio made before 4096-px upscales), the VAE works on the whole image: pixels unchanged.
+VAE_TILING_PIXELS = 2048 * 2048
 UPSCALE_FACTORS = (2, 4)
 # What each upscaler's models take, px per side: sides a multiple of SOURCE_MULTIPLE, at least MIN_SOURCE_SIDE.
 # 2×: the source is encoded to latents at 1/8, doubled, then halved three times by the K-UNet, whose
@@ -36,6 +41,28 @@ SOURCE_MULTIPLE = {2: 32, 4: SIZE_MULTIPLE}
 MIN_SOURCE_SIDE = {2: 64, 4: SIZE_MULTIPLE}
 MAX_SWEEP_MEMBERS = 12  # cells of one strength sweep
 MAX_BATCH_JOBS = 16  # jobs in one batched denoising loop (pipelines.batch; STUDIO_BATCH_MAX)
+# STUDIO_ATTENTION: the attention backends of diffusers 0.42 (diffusers.models.attention_dispatch.AttentionBackendName)
+# a studio may select, with the Python package each needs beyond torch (None: torch's own scaled-dot-product attention,
+# which may pick flash, memory-efficient, cuDNN or math kernels itself; the _native_* names force one). The *_hub
+# backends download kernels at run time and are left out: a worker must not need the network.
+ATTENTION_BACKENDS: dict[str, str | None] = {
+    "native": None,
+    "_native_flash": None,
+    "_native_efficient": None,
+    "_native_cudnn": None,
+    "_native_math": None,
+    "flex": None,
+    "flash": "flash_attn",
+    "flash_varlen": "flash_attn",
+    "_flash_3": "flash_attn_interface",
+    "_flash_varlen_3": "flash_attn_interface",
+    "sage": "sageattention",
+    "sage_varlen": "sageattention",
+    "xformers": "xformers",
+}
+# The share of a GPU's free memory batches may fill when STUDIO_BATCH_MAX is unset (choose_batch_max): the rest
+# absorbs what the footprint measured at one size misses at another (allocator fragmentation, cuDNN workspaces).
+BATCH_MEMORY_SHARE = 0.8
 MAX_MASK_BLUR = 64
 MAX_MASK_PADDING = 256
 MAX_NOISE_LEVEL = 350  # the 4× upscaler's max_noise_level
@@ -379,7 +406,7 @@ def check_upscale_size(width: int, height: int, factor: int) -> None:
     if max(width, height) > limit:
         raise PipelineInputError(
             f"Upscale {factor}× takes sources up to {limit} px on the long side (output up to "
-            f"{MAX_UPSCALED_SIDE} px, what a 24 GB GPU decodes); this one is {width}×{height}. "
+            f"{MAX_UPSCALED_SIDE} px, the studio's largest image); this one is {width}×{height}. "
             "Resize it first, or use a smaller factor."
         )
 
@@ -445,3 +472,13 @@ class MemoryBudget:
     def bytes_of(self, total: int) -> int:
         """The budget in bytes on a device with `total` bytes of memory."""
         return self.limit if self.limit is not None else int(total * self.fraction)
+
+
+def choose_batch_max(*, free_bytes: int, per_image_bytes: int | None, share: float = BATCH_MEMORY_SHARE) -> int:
+    """The most jobs one batched loop takes on a GPU with `free_bytes` free when each image of the batch adds
+    `per_image_bytes` at its peak (its latents, activations and decode; measured by pipelines.footprint): as many as
+    fit in `share` of the free memory, 1 to MAX_BATCH_JOBS. 1 while the footprint is unknown (the first run of a
+    model at a size measures it)."""
+    if per_image_bytes is None or per_image_bytes <= 0:
+        return 1
+    return max(1, min(MAX_BATCH_JOBS, int(free_bytes * share) // per_image_bytes))

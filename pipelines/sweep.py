@@ -36,7 +36,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from pipelines.cache import RUN_LOCK, get_base_pipeline, in_use, request_pipeline
-from pipelines.denoise import encode_image, vae_in_float32
+from pipelines.denoise import encode_image, vae_in_float32, vae_tiling
 from pipelines.errors import PipelineInputError, RunCancelled
 from pipelines.families import Family, get_family
 from pipelines.img2img import Img2ImgRequest, check_img2img_model, check_source, run_img2img
@@ -445,7 +445,8 @@ def one_pass(
     kept = [m for m in range(len(members)) if m not in dropped]
     images: list[Image.Image | None] = [None] * len(members)
     if kept:
-        with vae_in_float32(pipe, family) as vae_dtype:
+        height, width = sources[0].height, sources[0].width
+        with vae_in_float32(pipe, family) as vae_dtype, vae_tiling(pipe, pixels=width * height, images=len(kept)):
             batch = torch.cat([latents[m] for m in kept]).to(vae_dtype) / scaling
             decoded = pipe.vae.decode(batch, return_dict=False)[0]
         made = pipe.image_processor.postprocess(decoded, output_type="pil", do_denormalize=[True] * len(kept))

@@ -85,7 +85,15 @@ def run_upscale(
             call["noise_level"] = request.noise_level
 
         # 4. Denoise: every step runs (an upscale has no strength)
-        image, seconds = denoise(pipe, params, call, total=params.steps, on_step=on_step, should_stop=should_stop)
+        image, seconds = denoise(
+            pipe,
+            params,
+            call,
+            total=params.steps,
+            on_step=on_step,
+            should_stop=should_stop,
+            output_size=(width * factor, height * factor),
+        )
 
     # 5. Report what ran
     return describe_run(pipe, image, denoising_steps=params.steps, seconds=seconds)

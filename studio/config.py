@@ -7,6 +7,7 @@ without touching files; secrets.toml keys are the same names in lower case witho
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import tomllib
@@ -15,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from pipelines.errors import PipelineInputError
-from pipelines.params import MAX_BATCH_JOBS, MemoryBudget
+from pipelines.params import ATTENTION_BACKENDS, MAX_BATCH_JOBS, MemoryBudget
 from studio.db.tables import Plan
 from studio.errors import ConfigError
 
@@ -76,9 +77,14 @@ class Settings:
     admin_plan: Plan = Plan.pro_monthly
     admin_credits: int = 1000
     # Jobs a worker claims together and runs in one batched denoising loop (STUDIO_BATCH_MAX; studio.jobs.batching).
-    # 1: one at a time. On a CPU batching saves nothing; on a GPU choose it by memory (each job adds its latents and
-    # activations: 4 at 512² fits easily on 24 GB).
-    batch_max: int = 1
+    # 1: one at a time. None (unset): 1 on a CPU, where batching saves nothing; on a GPU as many as its free memory
+    # holds at the model's measured footprint per image (studio.jobs.batching.batch_limit).
+    batch_max: int | None = None
+    # Opt-in speed options for a GPU (pipelines.cache.SpeedOptions): torch.compile each loaded model's denoiser
+    # (STUDIO_COMPILE=1), and the attention backend (STUDIO_ATTENTION, one of pipelines.params.ATTENTION_BACKENDS;
+    # None: diffusers' default, torch's scaled-dot-product attention).
+    compile: bool = False
+    attention: str | None = None
 
     @property
     def assets_dir(self) -> Path:
@@ -163,12 +169,17 @@ def load_settings(environ: dict[str, str] | None = None, secrets_path: Path | No
         raise ConfigError(
             f"STUDIO_ADMIN_CREDITS must be a whole number of credits 0–{MAX_ADMIN_CREDITS}, got {admin_credits!r}"
         )
-    batch_max = get("batch_max", "1")
-    if not (batch_max.isascii() and batch_max.isdigit()) or not 1 <= int(batch_max) <= MAX_BATCH_JOBS:
+    batch_max = get("batch_max")
+    if batch_max is not None and (
+        not (batch_max.isascii() and batch_max.isdigit()) or not 1 <= int(batch_max) <= MAX_BATCH_JOBS
+    ):
         raise ConfigError(
             f"STUDIO_BATCH_MAX must be a whole number 1–{MAX_BATCH_JOBS} (jobs one worker runs in one loop; 1: one at "
-            f"a time), got {batch_max!r}"
+            f"a time; unset: by memory on a GPU), got {batch_max!r}"
         )
+    attention = get("attention")
+    if attention is not None:
+        _check_attention(attention.strip().lower())
     return Settings(
         data_dir=data_dir,
         models_dir=Path(get("models_dir", str(data_dir / "models"))).expanduser().resolve(),
@@ -196,8 +207,23 @@ def load_settings(environ: dict[str, str] | None = None, secrets_path: Path | No
         poll_max_seconds=float(poll_max),
         admin_plan=Plan(admin_plan),
         admin_credits=int(admin_credits),
-        batch_max=int(batch_max),
+        batch_max=None if batch_max is None else int(batch_max),
+        compile=_flag(get("compile", "0")),
+        attention=None if attention is None else attention.strip().lower(),
     )
+
+
+def _check_attention(backend: str) -> None:
+    """Refuse an attention backend diffusers 0.42 lacks, or one whose package is not installed, naming the choices."""
+    if backend not in ATTENTION_BACKENDS:
+        raise ConfigError(f"STUDIO_ATTENTION must be one of {', '.join(ATTENTION_BACKENDS)}; got {backend!r}")
+    package = ATTENTION_BACKENDS[backend]
+    if package is not None and importlib.util.find_spec(package) is None:
+        torch_own = ", ".join(name for name, needs in ATTENTION_BACKENDS.items() if needs is None)
+        raise ConfigError(
+            f"STUDIO_ATTENTION={backend} needs the Python package {package!r}, which is not installed; install it "
+            f"or choose one of torch's own: {torch_own}"
+        )
 
 
 def _model_memory(value: str) -> MemoryBudget:

@@ -13,7 +13,7 @@ from studio.jobs.heartbeats import (
     memory_summary,
     workers,
 )
-from studio.web import app, auth, models
+from studio.web import app, auth, models, worker_batches
 
 admin = auth.require_user(Role.admin)
 
@@ -54,6 +54,7 @@ else:
         hide_index=True,
         width="stretch",
     )
+    worker_batches.show(states)
     st.caption(
         "Each worker keeps its loaded models within its budget (`STUDIO_MODEL_MEMORY`, default 90 % of the device's "
         "memory): loading one more evicts the least recently used first; a model in use by a run is never evicted."

@@ -441,6 +441,10 @@ class WorkerHeartbeat(SQLModel, table=True):
     started_at: datetime = Field(default_factory=utcnow)
     last_seen: datetime = Field(default_factory=utcnow, index=True)
     stopped_at: datetime | None = Field(default=None)  # a graceful stop; a crash just stops the beats
+    # The most jobs it runs in one batched loop, as it last decided (STUDIO_BATCH_MAX, or chosen by memory on a GPU:
+    # studio.jobs.batching.batch_limit), and why; None before its first claim. The jobs it holds are the leases'.
+    batch_max: int | None = Field(default=None)
+    batch_basis: str | None = Field(default=None, max_length=200)
 
 
 class HiddenModel(SQLModel, table=True):

@@ -8,11 +8,13 @@ size. Prompts, sources, strengths, seeds, guidance and users may differ.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from sqlmodel import Session
 
+from pipelines import model_stack_ready
 from pipelines.errors import PipelineInputError
 from pipelines.families import get_family
 from pipelines.params import RunSpec, Task
@@ -50,3 +52,17 @@ def claim_key(*, session: Session, settings: Settings) -> Callable[[Job], BatchK
         return batch_key(job, source, max_side=settings.max_output_side, models_dir=settings.models_dir)
 
     return key
+
+
+def batch_limit(settings: Settings, key: BatchKey) -> tuple[int, str]:
+    """(the most jobs of `key`'s kind one loop takes, why): STUDIO_BATCH_MAX when set; unset, 1 on a CPU and on a GPU
+    as many as its free memory holds at the model's measured footprint (pipelines.footprint.chosen_batch_max).
+
+    Reads the footprint only once a job has loaded the model stack (so an idle worker never imports torch for a
+    claim); before that no footprint exists yet anyway, and the first job runs alone."""
+    if settings.batch_max is not None:
+        return settings.batch_max, "STUDIO_BATCH_MAX"
+    if not model_stack_ready() or "pipelines.footprint" not in sys.modules:
+        return 1, "one at a time until a run has loaded the model stack"
+    model, _family, _offload, _steps, (width, height) = key
+    return sys.modules["pipelines.footprint"].chosen_batch_max(model, width * height)

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from sqlmodel import Session, col, select
 
-from studio.db.tables import WorkerHeartbeat, utcnow
+from studio.db.tables import Job, JobStatus, User, WorkerHeartbeat, utcnow
 
 HEARTBEAT_SECONDS = 5.0
 STALE_AFTER_SECONDS = 3 * HEARTBEAT_SECONDS
@@ -29,16 +29,20 @@ def beat(
     loaded_models: list[str],
     started_at: datetime,
     memory: dict | None = None,
+    batch_max: int | None = None,
+    batch_basis: str | None = None,
     now: datetime | None = None,
 ) -> None:
     """Insert or refresh this worker's row (the caller's session; committed here). `memory` is the model cache's
-    report (pipelines.cache.MemoryReport.to_dict()), None before the worker loaded its model stack."""
+    report (pipelines.cache.MemoryReport.to_dict()), None before the worker loaded its model stack; `batch_max` the
+    most jobs it runs in one loop as it last decided, and `batch_basis` why (studio.jobs.batching.batch_limit)."""
     now = now or utcnow()
     row = session.get(WorkerHeartbeat, name) or WorkerHeartbeat(
         name=name, host=socket.gethostname(), pid=os.getpid(), device=device, started_at=started_at
     )
     row.host, row.pid, row.device = socket.gethostname(), os.getpid(), device
     row.current_job_id, row.loaded_models, row.memory = current_job_id, list(loaded_models), memory
+    row.batch_max, row.batch_basis = batch_max, batch_basis[:200] if batch_basis else None
     row.started_at, row.last_seen, row.stopped_at = started_at, now, None
     session.add(row)
     session.commit()
@@ -70,6 +74,33 @@ def workers(*, session: Session, now: datetime | None = None) -> list[WorkerStat
         status = "stopped" if row.stopped_at else ("alive" if since <= STALE_AFTER_SECONDS else "silent")
         states.append(WorkerState(row, status, since))
     return states
+
+
+def current_batches(*, session: Session, names: list[str]) -> dict[str, list[dict[str, object]]]:
+    """The jobs each named worker holds now, oldest claim first: one row per job with its owner, style and model.
+
+    Read from the leases (processing jobs whose `worker` is the name), not from the heartbeat: a lease changes in
+    the transaction that claims or ends the job, so the list is exact at the moment it is read, while a heartbeat
+    is up to HEARTBEAT_SECONDS old. A sweep's cells share one pass too, and are listed as its batch.
+    """
+    rows = session.exec(
+        select(Job, User.username)
+        .join(User, col(User.id) == col(Job.user_id))
+        .where(Job.status == JobStatus.processing, col(Job.worker).in_(names))
+        .order_by(col(Job.started_at), col(Job.id))
+    ).all()
+    batches: dict[str, list[dict[str, object]]] = {name: [] for name in names}
+    for job, username in rows:
+        batches[job.worker].append(
+            {
+                "job": job.id,
+                "user": username,
+                "style": job.style or "own settings",
+                "model": job.model,
+                "step": f"{job.progress_step}/{job.progress_total}" if job.progress_total else None,  # None: starting
+            }
+        )
+    return batches
 
 
 def memory_summary(state: WorkerState) -> dict[str, str]:

@@ -62,11 +62,12 @@ def claim_batch(
     worker: str,
     lease_seconds: float = LEASE_SECONDS,
     now: datetime | None = None,
-    batch_max: int = 1,
+    batch_max: int | Callable[[object], int] = 1,
     batch_key: Callable[[Job], object | None] | None = None,
 ) -> list[Job]:
     """Take the head of the queue as claim_next does and, up to `batch_max` jobs in all, the queued jobs right
-    behind it that share its `batch_key` (studio.jobs.batching; None: runs alone), in one transaction.
+    behind it that share its `batch_key` (studio.jobs.batching; None: runs alone), in one transaction. `batch_max`
+    may be a function of the head's key (the jobs of a model and size a GPU's memory holds: batching.batch_limit).
 
     Only the unbroken run of compatible jobs at the head is taken: the first incompatible job ends the batch, so no
     job ever runs ahead of one that comes before it in the queue's order (an older or higher-priority job). Rows
@@ -92,12 +93,17 @@ def claim_batch(
             .where(Job.sweep_id == job.sweep_id, Job.status == JobStatus.queued, Job.id != job.id)
             .with_for_update(skip_locked=True)
         ).all()
-    elif batch_max > 1 and batch_key is not None and (key := batch_key(job)) is not None:
+    elif (
+        (callable(batch_max) or batch_max > 1)
+        and batch_key is not None
+        and (key := batch_key(job)) is not None
+        and (limit := batch_max(key) if callable(batch_max) else batch_max) > 1
+    ):
         behind = session.exec(
             select(Job)
             .where(Job.status == JobStatus.queued, Job.id != job.id)
             .order_by(*claim_order())
-            .limit(batch_max - 1)
+            .limit(limit - 1)
             .with_for_update(skip_locked=True)
         ).all()
         for other in behind:

@@ -49,7 +49,7 @@ def render_job(
     """Run a job's spec on its source (and mask, and an edit's reference images, in the order of
     job.params["references"], or the reference image an IP-Adapter reads, job.params["reference"]); `sweep`: the
     sweep it is a cell of, for its recipe. Raises what the pipeline raises (the worker decides)."""
-    _load_model_stack(settings)
+    load_model_stack(settings)
     spec = RunSpec.from_dict(job.params)
     source = Image.open(io.BytesIO(source_png)).convert("RGB")
     mask = Image.open(io.BytesIO(mask_png)).convert("L") if mask_png is not None else None
@@ -101,7 +101,7 @@ def render_batch(
     """Run compatible img2img jobs (studio.jobs.batching) in one batched loop (pipelines.batch), one result per job
     (None: stopped by its should_stop(index)). on_step(index, step, total) counts each job's own steps. Raises
     RunCancelled when every job was stopped, and what the pipeline raises."""
-    _load_model_stack(settings)
+    load_model_stack(settings)
     from pipelines.batch import BatchJob, run_batch
 
     specs = [RunSpec.from_dict(job.params) for job in jobs]
@@ -145,7 +145,7 @@ def render_sweep(
     cells share no schedule (they differ in seed or guidance, every step runs): they run one after another, and
     on_step counts the running cell's steps.
     """
-    _load_model_stack(settings)
+    load_model_stack(settings)
     from pipelines.sweep import SEPARATE, SweepRequest, run_sweep
 
     specs = [RunSpec.from_dict(job.params) for job in jobs]
@@ -195,12 +195,14 @@ def render_sweep(
     return rendered
 
 
-def _load_model_stack(settings: Settings) -> None:
-    """Import torch and diffusers (once) and keep the model cache to the configured memory budget."""
+def load_model_stack(settings: Settings) -> None:
+    """Import torch and diffusers (once) and keep the model cache to the configured memory budget, loading models with
+    the configured speed options (STUDIO_COMPILE, STUDIO_ATTENTION)."""
     import_model_stack()
-    from pipelines.cache import set_memory_budget
+    from pipelines.cache import SpeedOptions, set_memory_budget, set_speed_options
 
     set_memory_budget(settings.model_memory)
+    set_speed_options(SpeedOptions(compile=settings.compile, attention=settings.attention))
 
 
 def _rendered(job: Job, spec: RunSpec, image: Image.Image, ran: dict) -> Rendered:

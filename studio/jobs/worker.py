@@ -14,14 +14,14 @@ import threading
 import time
 import uuid
 
-from pipelines import import_model_stack, model_stack_ready, set_cpu_threads
+from pipelines import model_stack_ready, set_cpu_threads
 from pipelines.errors import ModelUnavailableError, PipelineInputError, RunCancelled
 from pipelines.params import RunSpec
 from studio.catalogue.requests import denoising_steps
 from studio.config import Settings
 from studio.db.engine import session_for, write_session
 from studio.db.tables import Asset, Job, utcnow
-from studio.jobs.batching import claim_key
+from studio.jobs.batching import BatchKey, batch_limit, claim_key
 from studio.jobs.heartbeats import HEARTBEAT_SECONDS, beat, mark_stopped
 from studio.jobs.leases import (
     LEASE_SECONDS,
@@ -33,7 +33,7 @@ from studio.jobs.leases import (
     reap_expired,
     renew_lease,
 )
-from studio.jobs.render import Rendered, render_batch, render_job, render_sweep
+from studio.jobs.render import Rendered, load_model_stack, render_batch, render_job, render_sweep
 from studio.jobs.retention import purge_expired
 from studio.media.storage import AssetStore
 
@@ -138,6 +138,9 @@ class Worker:
         self.store = AssetStore(settings.assets_dir)
         self.next_purge = 0.0  # monotonic time of the next retention run
         self.current_job_id: int | None = None  # for the heartbeat (the admin Models page)
+        # The most jobs one loop takes, as last decided, and why (the heartbeat; batching.batch_limit).
+        self.batch_max: int | None = settings.batch_max
+        self.batch_basis: str | None = "STUDIO_BATCH_MAX" if settings.batch_max is not None else None
         self.started_at = utcnow()
         self.threads = threads  # torch CPU threads for this worker's runs; None: torch's choice
 
@@ -146,7 +149,7 @@ class Worker:
         if self.threads is not None:
             set_cpu_threads(self.threads)
         try:
-            import_model_stack()
+            load_model_stack(self.settings)
             from pipelines.cache import get_base_pipeline
             from pipelines.registry import resolve_model
 
@@ -164,7 +167,7 @@ class Worker:
                 session=session,
                 worker=self.name,
                 lease_seconds=self.lease_seconds,
-                batch_max=self.settings.batch_max,
+                batch_max=self._batch_limit,
                 batch_key=claim_key(session=session, settings=self.settings),
             )
             job = jobs[0] if jobs else None
@@ -186,6 +189,11 @@ class Worker:
         finally:
             self.current_job_id = None
         return job
+
+    def _batch_limit(self, key: BatchKey) -> int:
+        """The claim's batch size for jobs of `key`'s kind, remembered for the heartbeat."""
+        self.batch_max, self.batch_basis = batch_limit(self.settings, key)
+        return self.batch_max
 
     def process(self, job: Job, keeper: _LeaseKeeper | None = None) -> None:
         """Run one job (`keeper`: its lease keeper, already running, when a failed batch hands it over)."""
@@ -357,6 +365,8 @@ class Worker:
                 current_job_id=self.current_job_id,
                 loaded_models=cache.loaded_models() if cache is not None else [],
                 memory=cache.memory_report().to_dict() if cache is not None else None,
+                batch_max=self.batch_max,
+                batch_basis=self.batch_basis,
                 started_at=self.started_at,
             )
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from pipelines.cache import clear_cache, pick_device, pick_dtype
 from pipelines.errors import PipelineInputError, RunCancelled
-from pipelines.params import Img2ImgParams
+from pipelines.params import MAX_UPSCALED_SIDE, Img2ImgParams
 from pipelines.registry import ModelRef, ensure_preview_model, resolve_model
 from pipelines.upscale import UpscaleRequest, run_upscale
 
@@ -103,7 +103,10 @@ def test_should_stop_cancels_between_steps(models_dir: Path, factor: int) -> Non
         run_upscale(ref(models_dir, factor), request(factor), should_stop=lambda: True)
 
 
-@pytest.mark.parametrize(("factor", "size", "limit"), [(2, (1040, 64), "1024 px"), (4, (64, 520), "512 px")])
+@pytest.mark.parametrize(
+    ("factor", "size", "limit"),
+    [(2, (MAX_UPSCALED_SIDE // 2 + 16, 64), "2048 px"), (4, (64, MAX_UPSCALED_SIDE // 4 + 8), "1024 px")],
+)
 def test_too_large_source_is_refused_with_the_limit(
     models_dir: Path, factor: int, size: tuple[int, int], limit: str
 ) -> None:

@@ -86,7 +86,11 @@ def test_the_models_page_lists_the_workers_with_device_job_and_models(studio, st
         )
     at = signed_in_page("admin/models", "admin")
     assert not at.exception, at.exception
-    catalogue, table, models = at.dataframe  # the catalogue's models first (tests/studio/catalogue/test_visibility.py)
+    # The catalogue's models first (tests/studio/catalogue/test_visibility.py), the live workers' batches third.
+    catalogue, table, batches, models = at.dataframe
+    assert batches.value.to_dict("records") == [
+        {"worker": "gpu-host:0", "batch size": 0, "STUDIO_BATCH_MAX": None, "chosen by": "—", "jobs": "idle"}
+    ]
     assert len(catalogue.value) > 0
     row = table.value.iloc[0]
     assert (row["worker"], row["status"], row["device"], row["current job"]) == ("gpu-host:0", "alive", "cuda:0", 42)
@@ -100,6 +104,52 @@ def test_the_models_page_lists_the_workers_with_device_job_and_models(studio, st
         "model",
         True,
     )
+
+
+def test_the_models_page_shows_the_jobs_each_live_worker_runs_in_one_loop(studio, studio_settings, mia):
+    """The jobs come from the leases (ids, owners, style, model, step), the limit and its reason from the heartbeat;
+    a silent worker's batch is not shown as running."""
+    from studio.db.engine import write_session
+    from studio.jobs.batching import claim_key
+    from studio.jobs.heartbeats import STALE_AFTER_SECONDS, beat
+    from studio.jobs.leases import claim_batch
+    from tests.support import queue_job
+
+    with write_session(studio_settings.database_url) as session:
+        for owner in ("admin", "mia"):
+            queue_job(session, studio_settings, username=owner, original_name="a.png")
+    with write_session(studio_settings.database_url) as session:
+        held = claim_batch(
+            session=session,
+            worker="gpu-host:0",
+            batch_max=4,
+            batch_key=claim_key(session=session, settings=studio_settings),
+        )
+        ids = [job.id for job in held]
+    long_ago = utcnow() - timedelta(seconds=STALE_AFTER_SECONDS + 5)
+    with session_for(studio_settings.database_url) as session:
+        for name, seen in (("gpu-host:0", utcnow()), ("gpu-host:1", long_ago)):
+            beat(
+                session=session,
+                name=name,
+                device="cuda:0",
+                current_job_id=ids[0],
+                loaded_models=[],
+                started_at=long_ago,
+                batch_max=6,
+                batch_basis="memory: 30.00 GiB free × 80% / 4.00 GiB per preview image",
+                now=seen,
+            )
+    at = signed_in_page("admin/models", "admin")
+    assert not at.exception, at.exception
+    [row] = at.dataframe[2].value.to_dict("records")
+    assert row == {
+        "worker": "gpu-host:0",
+        "batch size": 2,
+        "STUDIO_BATCH_MAX": 6,
+        "chosen by": "memory: 30.00 GiB free × 80% / 4.00 GiB per preview image",
+        "jobs": f"#{ids[0]} admin (own settings, preview, starting); #{ids[1]} mia (own settings, preview, starting)",
+    }
 
 
 def test_the_analytics_page_draws_every_chart_with_its_csv_and_follows_the_filters(studio, studio_settings):

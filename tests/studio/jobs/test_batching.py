@@ -23,6 +23,7 @@ from studio.db.engine import session_for, write_session
 from studio.db.tables import Asset, CreditKind, Job, JobStatus, utcnow
 from studio.errors import ConfigError
 from studio.jobs.batching import claim_key
+from studio.jobs.heartbeats import current_batches, workers
 from studio.jobs.leases import cancel_job, claim_batch, reap_expired, renew_lease
 from studio.jobs.submit import submit_job
 from studio.jobs.worker import Worker
@@ -84,8 +85,8 @@ def ledger(env, job) -> dict[CreditKind, int]:
     return job_ledger(env["settings"], job)
 
 
-@pytest.mark.parametrize(("value", "expected"), [(None, 1), ("4", 4), ("16", 16)])
-def test_batch_max_defaults_to_one_job_at_a_time(tmp_path, value, expected):
+@pytest.mark.parametrize(("value", "expected"), [(None, None), ("4", 4), ("16", 16)])
+def test_batch_max_is_read_and_unset_means_chosen_by_the_device(tmp_path, value, expected):
     environ = {"STUDIO_DATA_DIR": str(tmp_path)} | ({"STUDIO_BATCH_MAX": value} if value else {})
     assert load_settings(environ, secrets_path=Path("/nonexistent")).batch_max == expected
 
@@ -95,6 +96,48 @@ def test_a_bad_batch_max_is_refused_by_name(tmp_path, value):
     environ = {"STUDIO_DATA_DIR": str(tmp_path), "STUDIO_BATCH_MAX": value}
     with pytest.raises(ConfigError, match="STUDIO_BATCH_MAX must be a whole number 1–16"):
         load_settings(environ, secrets_path=Path("/nonexistent"))
+
+
+@pytest.mark.both_databases
+def test_the_models_page_batch_is_the_jobs_a_worker_holds_with_its_limit(env, monkeypatch):
+    """While a batch runs, its worker's heartbeat carries its STUDIO_BATCH_MAX and the leases name its jobs and their
+    owners; once the batch ends the worker holds none."""
+    ann, bob = env["users"]
+    jobs = [submit(env, ann), submit(env, bob, replace(PARAMS, prompt="a cat"))]
+    worker = Worker(env["settings"], name="gpu-0", heartbeat_seconds=0.02)
+    real = studio.jobs.worker.render_batch
+    seen: list = []
+
+    def look_while_running(batch, **kwargs):
+        worker.beat()
+        with session_for(env["settings"].database_url) as session:
+            [state] = workers(session=session)
+            seen.append((state.row.batch_max, state.row.batch_basis, current_batches(session=session, names=["gpu-0"])))
+        return real(batch, **kwargs)
+
+    monkeypatch.setattr(studio.jobs.worker, "render_batch", look_while_running)
+    worker.run_once()
+    [(batch_max, basis, batches)] = seen
+    assert (batch_max, basis) == (4, "STUDIO_BATCH_MAX")
+    assert [(row["job"], row["user"], row["style"], row["model"]) for row in batches["gpu-0"]] == [
+        (jobs[0].id, "ann", "own settings", "preview"),
+        (jobs[1].id, "bob", "own settings", "preview"),
+    ]
+    with session_for(env["settings"].database_url) as session:
+        assert current_batches(session=session, names=["gpu-0", "idle"]) == {"gpu-0": [], "idle": []}
+
+
+def test_unset_on_a_cpu_a_worker_runs_one_job_at_a_time_and_says_why(env):
+    ann, bob = env["users"]
+    first, second = submit(env, ann), submit(env, bob)
+    worker = Worker(replace(env["settings"], batch_max=None), name="cpu-0", heartbeat_seconds=0.02)
+    assert worker.run_once().id == first.id
+    assert (reload(env, first).status, reload(env, second).status) == (JobStatus.complete, JobStatus.queued)
+    worker.beat()
+    with session_for(env["settings"].database_url) as session:
+        [state] = workers(session=session)
+    assert state.row.batch_max == 1
+    assert state.row.batch_basis.startswith(("cpu: one at a time", "one at a time until a run"))
 
 
 @pytest.mark.both_databases

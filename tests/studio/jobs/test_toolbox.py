@@ -146,7 +146,7 @@ def test_refused_submits_store_nothing_and_charge_nothing(env):
         (inpaint, {"mask": Image.new("L", (256, 320), 0)}, "The mask is empty"),
         (inpaint, {"mask": box_mask(size=(128, 160))}, "the source's size \\(256×320\\)"),
         (img2img, {"mask": box_mask()}, "only inpainting takes one"),
-        (upscale4, {"upload": validate_image_bytes(png_bytes(600, 400))}, "up to 512 px on the long side"),
+        (upscale4, {"upload": validate_image_bytes(png_bytes(1100, 400))}, "up to 1024 px on the long side"),
     ]
     for request, kwargs, message in cases:
         with pytest.raises(Refused, match=message):

@@ -23,7 +23,7 @@ from studio.web.submit import submit
 from studio.web.text import plain
 
 # The pages whose form offers LoRAs (studio.web.form.lora_settings): settings with LoRAs load only there.
-LORA_PAGES = ("transform", "inpaint")
+LORA_PAGES = ("transform", "inpaint", "sweep", "edit")
 
 
 def recipe_offer(
@@ -119,7 +119,7 @@ def load_into_form(prefix: str, settings: FormSettings, catalogue: Catalogue) ->
     try:
         settings.check(catalogue, offered_styles(catalogue, prefix))
         if settings.loras and prefix not in LORA_PAGES:
-            raise Refused("These settings use LoRAs, which only the Transform and Inpaint pages offer for now.")
+            raise Refused("These settings use LoRAs, which the Transform, Inpaint, Sweep and Edit pages offer.")
     except Refused as exc:
         state[_load_refused_key(prefix)] = str(exc)
         return False

@@ -87,6 +87,9 @@ def _axis_inputs(
     prefix: str, label: str, choices: list[str], loras: Sequence[tuple[str, float]]
 ) -> tuple[SecondAxis | None, tuple[float, ...], str]:
     """The second axis ("none" among `choices`: none), its values, and the LoRA a LoRA-weight axis varies."""
+    for key, offered in ((f"{prefix}.axis", choices), (f"{prefix}.axis_lora", [name for name, _ in loras])):
+        if key in st.session_state and st.session_state[key] not in offered:
+            del st.session_state[key]  # its LoRA was taken off the run since it was picked
     axis_name = st.selectbox(
         label,
         choices,

@@ -28,11 +28,12 @@ with source_col:
     style = styles.style_picker(PREFIX, catalogue, config, own_settings=False)
     params, quality, _ = form.run_settings(PREFIX, style)
     references = edit.reference_uploader(PREFIX, style)
+    loras = form.lora_settings(PREFIX, catalogue, config, style) if style is not None else ()
     mask = edit.edit_mask(PREFIX, source, style)
 
     request = None
     if source is not None and style is not None:
-        request = submit.make_request(config, catalogue, style, params, quality, references=references)
+        request = submit.make_request(config, catalogue, style, params, quality, references=references, loras=loras)
     if request is not None:
         submit.price_caption(config, user, request, source.upload)
     edit_clicked = st.button(
@@ -42,8 +43,8 @@ with source_col:
         key="edit_button",
     )
     cells, sweep_clicked = None, False
-    with st.expander("Sweep: the same edit over several seeds or guidance scales"):
-        plan = sweeps.edit_plan_inputs(PREFIX)
+    with st.expander("Sweep: the same edit over several seeds, guidance scales or LoRA weights"):
+        plan = sweeps.edit_plan_inputs(PREFIX, loras)
         if request is not None and request.references:
             st.caption("A sweep takes no reference images: remove them to sweep.")
         elif request is not None and plan is not None:

@@ -1,4 +1,5 @@
-"""Sweep: one source through several strengths (and seeds or guidance scales) in one pass, as a grid."""
+"""Sweep: one source through several strengths (and seeds, guidance scales or a LoRA's weights) in one pass (one per
+LoRA weight), as a grid."""
 
 import streamlit as st
 
@@ -28,11 +29,12 @@ with settings_col:
             inpaint = masks.mask_options(PREFIX)
     style = styles.style_picker(PREFIX, catalogue, config)
     params, quality, _ = form.run_settings(PREFIX, style, with_strength=False)
-    plan = sweeps.plan_inputs(PREFIX)
+    loras = form.lora_settings(PREFIX, catalogue, config, style)
+    plan = sweeps.plan_inputs(PREFIX, loras)
 
     cells = request = None
     if source is not None and plan is not None and (inpaint is None or mask is not None):
-        request = submit.make_request(config, catalogue, style, params, quality, inpaint=inpaint)
+        request = submit.make_request(config, catalogue, style, params, quality, inpaint=inpaint, loras=loras)
         if request is not None:
             cells = refusals.attempt(lambda: sweep_cells(request, plan))
     presets.preset_bar(PREFIX, user, catalogue, request if inpaint is None else None)

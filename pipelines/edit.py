@@ -6,17 +6,21 @@ Plus also reads reference images the instruction names."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from diffusers import DiffusionPipeline
 from PIL import Image
 
+from pipelines.adapters import applied_loras
 from pipelines.cache import get_base_pipeline, in_use, request_pipeline
 from pipelines.denoise import Img2ImgResult, denoise, describe_run
 from pipelines.errors import PipelineInputError
 from pipelines.families import Family, get_family
 from pipelines.img2img import check_source
+from pipelines.loras import LoraRef, check_loras
 from pipelines.masks import check_mask, feathered, keep_unmasked
 from pipelines.params import Img2ImgParams, InpaintParams, Task
 from pipelines.registry import ModelRef
@@ -35,6 +39,7 @@ class EditRequest:
     # take them (Family.max_images)
     references: tuple[Image.Image, ...] = ()
     inpaint: InpaintParams = field(default_factory=InpaintParams)  # mask_blur and keep_unmasked apply
+    loras: tuple[LoraRef, ...] = ()  # applied on the editor's transformer at their weights (pipelines.adapters)
 
 
 def check_edit(request: EditRequest, family: Family, ref: ModelRef) -> None:
@@ -57,6 +62,7 @@ def check_edit(request: EditRequest, family: Family, ref: ModelRef) -> None:
     if request.mask is not None and family.pipelines.masked_edit is None:
         raise PipelineInputError(f"Model '{ref.name}' ({family.label}) edits the whole image only: remove the mask.")
     check_source(request.image, family, ref)
+    check_loras(request.loras, family=ref.family, model=ref.name)
     if request.mask is not None:
         if request.mask.mode != "L" or request.mask.size != request.image.size:
             raise PipelineInputError(
@@ -114,7 +120,7 @@ def run_edit(
             total=steps,
             on_step=on_step,
             should_stop=should_stop,
-            inside_lock=family.run_context(preview=ref.is_preview),
+            inside_lock=_edit_context(family, ref, base, request.loras),
             output_size=(width, height),
         )
 
@@ -126,3 +132,11 @@ def run_edit(
 
     # 6. Report what ran
     return describe_run(pipe, image, denoising_steps=steps, seconds=seconds, recipe=family.recipe(conditioning))
+
+
+@contextmanager
+def _edit_context(family: Family, ref: ModelRef, base: DiffusionPipeline, loras: tuple[LoraRef, ...]) -> Iterator[None]:
+    """What the edit runs inside, under the run lock: the family's own context and the request's LoRAs on the base
+    pipeline (the masked editor shares its transformer, so they apply there too)."""
+    with family.run_context(preview=ref.is_preview), applied_loras(base, loras):
+        yield

@@ -35,6 +35,7 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img impo
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
+from pipelines.adapters import applied_loras
 from pipelines.cache import RUN_LOCK, get_base_pipeline, in_use, request_pipeline
 from pipelines.denoise import encode_image, vae_in_float32, vae_tiling
 from pipelines.errors import PipelineInputError, RunCancelled
@@ -50,6 +51,7 @@ from pipelines.inpaint import (
     soft_noise,
     source_latents,
 )
+from pipelines.loras import LoraRef, check_loras
 from pipelines.masks import latent_strengths, soft_pipeline_mask
 from pipelines.params import MAX_SWEEP_MEMBERS, Img2ImgParams, InpaintParams, Task
 from pipelines.registry import ModelRef
@@ -67,6 +69,8 @@ class SweepRequest:
     max_side: int = 1024
     mask: Image.Image | None = None  # inpainting: "L", the source's size, 255 = repaint (grey: inpaint.soft)
     inpaint: InpaintParams = field(default_factory=InpaintParams)
+    # Applied on the model for every cell (adapters are set on the whole model, so cells of one pass share them)
+    loras: tuple[LoraRef, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,7 @@ def run_sweep(
     check_sweep(members)
     family.check_params(members[0], model=ref.name)  # members share the prompts it checks
     check_source(request.image, family, ref)
+    check_loras(request.loras, family=ref.family, model=ref.name)
     inpainting = request.mask is not None
     if inpainting:
         check_inpaint(_single_inpaint(request, members[0]), family, ref)
@@ -168,8 +173,8 @@ def run_sweep(
             strengths = latent_strengths(work_mask, pipe.vae_scale_factor)
             work_mask = soft_pipeline_mask(work_mask, pipe.unet.config.in_channels)
 
-        # 4. One pass for every cell
-        with RUN_LOCK:
+        # 4. One pass for every cell (with the sweep's LoRAs on the shared model)
+        with RUN_LOCK, applied_loras(base, request.loras):
             if should_stop is not None and should_stop():
                 raise RunCancelled("Cancelled before the sweep started.")
             started = time.perf_counter()
@@ -228,7 +233,9 @@ def fitted_source(image: Image.Image, family: Family, max_side: int) -> Image.Im
 
 
 def _single_inpaint(request: SweepRequest, member: Img2ImgParams) -> InpaintRequest:
-    return InpaintRequest(request.image, request.mask, member, request.inpaint, max_side=request.max_side)
+    return InpaintRequest(
+        request.image, request.mask, member, request.inpaint, max_side=request.max_side, loras=request.loras
+    )
 
 
 @dataclass(frozen=True)
@@ -478,7 +485,7 @@ def _run_separately(
         if request.mask is not None:
             result = run_inpaint(ref, _single_inpaint(request, member), on_step=member_step, should_stop=should_stop)
         else:
-            single = Img2ImgRequest(image=request.image, params=member, max_side=request.max_side)
+            single = Img2ImgRequest(image=request.image, params=member, max_side=request.max_side, loras=request.loras)
             result = run_img2img(ref, single, on_step=member_step, should_stop=should_stop)
         results.append(result)
         done += steps

@@ -562,19 +562,34 @@ def save_tiny_sd_pipeline(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
-def save_tiny_lora(folder: Path, seed: int = 1) -> Path:
-    """A rank-4 LoRA on the tiny SD 1.x UNet's attention projections, saved as a user's LoRA file would be
-    (diffusers' save_lora_weights: folder/pytorch_lora_weights.safetensors). Random, not zero, up-projections (a
-    trained LoRA's), so it visibly changes the result; the same seed gives the same file."""
+# The tiny model a preview LoRA is shaped for, by family, and the denoiser its layers go on (pipelines.loras)
+TINY_LORA_BASES = {
+    "sd15": ("build_tiny_sd_pipeline", "unet"),
+    "flux-kontext": ("build_tiny_flux_kontext_pipeline", "transformer"),
+    "qwen-image-edit": ("build_tiny_qwen_image_edit_pipeline", "transformer"),
+    "qwen-image-edit-plus": ("build_tiny_qwen_image_edit_plus_pipeline", "transformer"),
+}
+
+
+def save_tiny_lora(folder: Path, seed: int = 1, *, family: str = "sd15") -> Path:
+    """A rank-4 LoRA on the attention projections of `family`'s tiny denoiser (the SD 1.x UNet, or the FLUX.1
+    Kontext / Qwen-Image-Edit transformer), saved as a user's LoRA file would be (diffusers' save_lora_weights:
+    folder/pytorch_lora_weights.safetensors). Random, not zero, up-projections (a trained LoRA's), so it visibly
+    changes the result; the same seed gives the same file."""
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
-    unet = build_tiny_sd_pipeline().unet
+    builder, part = TINY_LORA_BASES[family]
+    pipe = globals()[builder]()
+    denoiser = getattr(pipe, part)
     torch.manual_seed(seed)
     config = LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False)
-    unet.add_adapter(config)
-    layers = get_peft_model_state_dict(unet)
-    StableDiffusionImg2ImgPipeline.save_lora_weights(Path(folder), unet_lora_layers=layers, safe_serialization=True)
+    denoiser.add_adapter(config)
+    # The transformers' few tiny layers barely move the pixels at peft's initial scale: up-projections 4× larger
+    gain = 1.0 if part == "unet" else 4.0
+    state = get_peft_model_state_dict(denoiser)
+    layers = {key: value * gain if "lora_B" in key else value for key, value in state.items()}
+    type(pipe).save_lora_weights(Path(folder), **{f"{part}_lora_layers": layers}, safe_serialization=True)
     return Path(folder) / "pytorch_lora_weights.safetensors"
 
 

@@ -1,5 +1,6 @@
 """Admin · Models: the catalogue's models (licence, price, memory settings) with a switch that takes one out of
-production; the queue workers — alive or not, their device, the job in hand, the models they loaded with their
+production; the LoRAs users may add, registering new ones and removing registered ones; the queue workers — alive
+or not, their device, the job in hand, the models they loaded with their
 sizes, and the model memory budget each keeps to."""
 
 import pandas as pd
@@ -19,6 +20,7 @@ admin = auth.require_user(Role.admin)
 
 st.title("Models")
 models.catalogue_models(admin)
+models.loras(admin)
 
 st.subheader("Workers")
 st.caption(

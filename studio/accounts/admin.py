@@ -29,7 +29,9 @@ from sqlmodel import Session, col, select
 from studio.accounts.sessions import revoke_all
 from studio.accounts.users import add_user, hash_password
 from studio.billing.credits import Account, add_credits, adjust
+from studio.catalogue.loras import checked_lora_file
 from studio.catalogue.styles import Catalogue, ModelKind
+from studio.config import Settings
 from studio.db.limits import bounded_text
 from studio.db.tables import (
     DEFAULT_ALERT_PERCENT,
@@ -41,6 +43,7 @@ from studio.db.tables import (
     CreditKind,
     HiddenModel,
     Plan,
+    RegisteredLora,
     Role,
     Team,
     User,
@@ -50,6 +53,7 @@ from studio.errors import Forbidden, NotFound, Refused
 
 TEMPORARY_PASSWORD_BYTES = 12  # token_urlsafe: 16 characters
 OPERATOR_MARK = {"by": "operator"}  # in the details of every audit entry the operator wrote
+MAX_LORA_NAME, MAX_LORA_LOCATION, MAX_LORA_ABOUT = 120, 1000, 255  # RegisteredLora's columns
 
 
 @dataclass(frozen=True)
@@ -497,3 +501,64 @@ def set_model_hidden(
             session.add(HiddenModel(name=model, hidden_by=actor.id, hidden_at=now))
         elif not hidden and row is not None:
             session.delete(row)
+
+
+def register_lora(
+    *,
+    session: Session,
+    actor: User,
+    catalogue: Catalogue,
+    settings: Settings,
+    name: str,
+    location: str,
+    family: str,
+    about: str = "",
+    now: datetime | None = None,
+) -> RegisteredLora:
+    """Register the LoRA at `location` (a local file or folder, a hub id, "owner/repo/file.safetensors") for models
+    of `family` under `name`: the file must be there and be a LoRA of that family (studio.catalogue.loras
+    .checked_lora_file), and its SHA-256 is recorded. Refused, changing nothing, for a bad file or a name already
+    taken (by the catalogue's [loras] or another registered LoRA)."""
+    now = now or utcnow()
+    name, location = name.strip(), location.strip()
+    with _audited(session, actor, AuditAction.lora_register, now) as entry:
+        if not name or len(name) > MAX_LORA_NAME:
+            raise Refused(f"Give the LoRA a name of 1 to {MAX_LORA_NAME} characters. Nothing was changed.")
+        if name in catalogue.loras or session.get(RegisteredLora, name) is not None:
+            raise Refused(f"There is already a LoRA named {name!r}; choose another name. Nothing was changed.")
+        if not location:
+            raise Refused("Give the LoRA's location: a local file or folder, or a hub id. Nothing was changed.")
+        if len(about.strip()) > MAX_LORA_ABOUT or len(location) > MAX_LORA_LOCATION:
+            raise Refused(
+                f"The location holds up to {MAX_LORA_LOCATION} characters and the description up to "
+                f"{MAX_LORA_ABOUT}. Nothing was changed."
+            )
+        _, sha256 = checked_lora_file(location, family, settings)
+        row = RegisteredLora(
+            name=name,
+            location=location,
+            family=family,
+            sha256=sha256,
+            about=about.strip(),
+            registered_by=actor.id,
+            registered_at=now,
+        )
+        session.add(row)
+        entry.target = f"LoRA {name}"
+        entry.details = {"after": {"location": location, "family": family, "sha256": sha256}}
+    session.refresh(row)
+    return row
+
+
+def remove_lora(*, session: Session, actor: User, name: str, now: datetime | None = None) -> str:
+    """Remove a registered LoRA: it is no longer offered and new runs and re-runs naming it are refused. Jobs
+    already queued keep running from the file and SHA-256 they recorded (the worker checks the file still hashes to
+    it). The catalogue's own [loras] are changed in its file, not here."""
+    with _audited(session, actor, AuditAction.lora_remove, now or utcnow()) as entry:
+        row = session.get(RegisteredLora, name)
+        if row is None:
+            raise Refused(f"There is no registered LoRA {name!r} (the catalogue's own LoRAs are removed in its file).")
+        entry.target = f"LoRA {name}"
+        entry.details = {"before": {"location": row.location, "family": row.family, "sha256": row.sha256}}
+        session.delete(row)
+    return name

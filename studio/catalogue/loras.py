@@ -1,6 +1,9 @@
 """The catalogue's LoRAs as a run takes them: each registered LoRA's weights file and SHA-256, and the
 pipelines.loras.LoraRef a request carries (name, location, family, hash, weight).
 
+Admins also register LoRAs on the Models page (RegisteredLora rows, `with_registered_loras`): they are offered beside
+the catalogue's and resolve the same way, their SHA-256 pinned when registered.
+
 The hash is computed from the file when a LoRA is first used and again whenever the file changes (by size and
 modification time), so a request and its recipe always record the bytes that run. An entry may pin `sha256` in
 the catalogue: a file that no longer matches it is refused. In preview mode every LoRA of a family with a preview
@@ -10,12 +13,17 @@ LoRA runs as that tiny file (pipelines.loras.PREVIEW_LORAS), built on first use.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 
-from pipelines.errors import ModelUnavailableError
-from pipelines.loras import LoraRef, ensure_preview_lora, file_sha256, weights_file
+from sqlmodel import Session, col, select
+
+from pipelines.errors import ModelUnavailableError, PipelineInputError
+from pipelines.families import FAMILIES
+from pipelines.loras import LoraRef, check_lora_file, ensure_preview_lora, file_sha256, weights_file
 from studio.catalogue.styles import Catalogue, LoraEntry
 from studio.config import Settings
+from studio.db.tables import RegisteredLora
 from studio.errors import Refused
 
 _hash_lock = threading.Lock()
@@ -98,3 +106,34 @@ def recipe_loras(catalogue: Catalogue, recipe: dict, settings: Settings, *, refu
             )
         loras.append(ref)
     return tuple(loras)
+
+
+def registered_loras(*, session: Session) -> dict[str, LoraEntry]:
+    """The LoRAs admins registered on the Models page, by name in registration order, as catalogue entries (their
+    SHA-256 pinned)."""
+    rows = session.exec(select(RegisteredLora).order_by(col(RegisteredLora.registered_at)))
+    return {row.name: LoraEntry(row.name, row.location, row.family, row.about, row.sha256) for row in rows}
+
+
+def with_registered_loras(catalogue: Catalogue, *, session: Session) -> Catalogue:
+    """The catalogue with the registered LoRAs after its own [loras] (the catalogue's win a name clash, which
+    registering refuses anyway)."""
+    registered = registered_loras(session=session)
+    if not registered:
+        return catalogue
+    extra = {name: entry for name, entry in registered.items() if name not in catalogue.loras}
+    return replace(catalogue, loras=catalogue.loras | extra)
+
+
+def checked_lora_file(location: str, family: str, settings: Settings) -> tuple[Path, str]:
+    """The weights file at `location` and its SHA-256, once it is known to be a LoRA for models of `family`
+    (pipelines.loras.check_lora_file: its layers, read from the safetensors header); Refused, saying why, when it is
+    absent or is not one."""
+    if family not in FAMILIES:
+        raise Refused(f"There is no model family {family!r}; the families are {', '.join(FAMILIES)}.")
+    try:
+        path = weights_file(location.strip(), name=location.strip())
+        check_lora_file(path, family, preview=settings.uses_preview_model)
+    except (ModelUnavailableError, PipelineInputError) as exc:
+        raise Refused(f"This LoRA cannot be registered: {exc} Nothing was changed.") from exc
+    return path, file_sha256(path)

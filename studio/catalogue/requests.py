@@ -106,9 +106,9 @@ class JobRequest:
                 )
         elif self.references:
             raise PipelineInputError("Reference images go with an edit.")
-        if self.loras and (self.task not in (Task.img2img, Task.inpaint) or self.spec.outpaint is not None):
+        if self.loras and (self.task not in (Task.img2img, Task.inpaint, Task.edit) or self.spec.outpaint is not None):
             what = "expanding to a format" if self.spec.outpaint is not None else self.task.label
-            raise PipelineInputError(f"LoRAs apply to image-to-image and inpainting runs for now, not {what}.")
+            raise PipelineInputError(f"LoRAs apply to image-to-image, inpainting and edits, not {what}.")
         check_loras(self.loras, family=self.family, model=self.catalogue_model or self.model)
         if self.reference is not None and (self.task not in (Task.img2img, Task.inpaint) or self.spec.outpaint):
             what = "expanding to a format" if self.spec.outpaint is not None else self.task.label

@@ -373,6 +373,8 @@ class AuditAction(StrEnum):
     password_change = "password_change"
     sessions_revoke = "sessions_revoke"
     model_production = "model_production"  # a catalogue model taken out of production, or offered again
+    lora_register = "lora_register"  # a LoRA registered on the Models page (RegisteredLora)
+    lora_remove = "lora_remove"  # a registered LoRA removed
 
 
 class AuditEntry(SQLModel, table=True):
@@ -454,6 +456,21 @@ class HiddenModel(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=120)  # its [models.NAME] in the catalogue
     hidden_by: int | None = Field(default=None, foreign_key="user.id")
     hidden_at: datetime = Field(default_factory=utcnow)
+
+
+class RegisteredLora(SQLModel, table=True):
+    """A LoRA an admin registered on the Models page (studio.catalogue.loras): offered beside the catalogue's
+    [loras] for runs of models of its family, and resolved the same way. Its file was checked to be a LoRA of that
+    family when registered, and `sha256` pins it: a file that changed since is refused. Removing it deletes the row
+    (jobs already queued keep the file and hash they recorded)."""
+
+    name: str = Field(primary_key=True, max_length=120)  # unique beside the catalogue's [loras.NAME]
+    location: str = Field(max_length=1000)  # a local file or folder, a hub id, or "owner/repo/file.safetensors"
+    family: str = Field(max_length=40)  # the pipelines.families name of the models it was trained on
+    sha256: str = Field(max_length=64)
+    about: str = Field(default="", max_length=255)
+    registered_by: int | None = Field(default=None, foreign_key="user.id")
+    registered_at: datetime = Field(default_factory=utcnow)
 
 
 class LoginSession(SQLModel, table=True):

@@ -128,6 +128,9 @@ def render_batch(
     return rendered
 
 
+ProgressOfCells = Callable[[int, int, Sequence[int]], None]
+
+
 def render_sweep(
     jobs: list[Job],
     *,
@@ -136,36 +139,80 @@ def render_sweep(
     settings: Settings,
     mask_png: bytes | None = None,
     mask_sha256: str | None = None,
-    on_step: ProgressCallback | None = None,
+    on_step: ProgressOfCells | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> list[Rendered]:
-    """Run the cells of one sweep together (pipelines.sweep: one denoising pass), one result per job.
+    """Run the cells of one sweep, one result per job, in job order.
 
-    on_step(step, total) counts the shared loop's steps; see pipelines.sweep.run_sweep for each cell's own. An edit's
-    cells share no schedule (they differ in seed or guidance, every step runs): they run one after another, and
-    on_step counts the running cell's steps.
+    Cells with the same LoRAs at the same weights run together (pipelines.sweep: one denoising pass); adapters are
+    set on the whole model, so each other set of LoRA weights (a LoRA-weight axis: one per row) runs as a pass of its
+    own. on_step(step, total, cells) counts a pass's loop steps for the indices of the cells in that pass (see
+    pipelines.sweep.run_sweep for each cell's own). An edit's cells share no schedule (they differ in seed, guidance
+    or LoRA weight, every step runs): they run one after another, and on_step counts the running cell's steps.
     """
     load_model_stack(settings)
-    from pipelines.sweep import SEPARATE, SweepRequest, run_sweep
-
-    specs = [RunSpec.from_dict(job.params) for job in jobs]
-    if any(job.params.get("loras") for job in jobs):
-        raise PipelineInputError("Sweeps do not apply LoRAs yet: run each setting on its own.")
     if any(job.params.get("reference") for job in jobs):
         raise PipelineInputError("Sweeps do not take a reference image yet: run each setting on its own.")
+    specs = [RunSpec.from_dict(job.params) for job in jobs]
+    passes: dict[tuple, list[int]] = {}  # the cells' LoRAs (name, hash, weight) → their indices, in job order
+    for index, job in enumerate(jobs):
+        key = tuple((lora["name"], lora["sha256"], lora["weight"]) for lora in job.params.get("loras", []))
+        passes.setdefault(key, []).append(index)
+    rendered: list[Rendered | None] = [None] * len(jobs)
     if specs[0].task == Task.edit:
+        from pipelines.sweep import SEPARATE
+
         inputs = dict(source_png=source_png, source_sha256=source_sha256, mask_png=mask_png, mask_sha256=mask_sha256)
-        return [
-            render_job(
+        for index, job in enumerate(jobs):
+            rendered[index] = render_job(
                 job,
                 **inputs,
                 settings=settings,
                 sweep={"id": job.sweep_id, "cells": len(jobs), "mode": SEPARATE},
-                on_step=on_step,
+                on_step=_cells_progress(on_step, [index]),
                 should_stop=should_stop,
             )
-            for job in jobs
-        ]
+        return rendered
+    for indices in passes.values():
+        results = _sweep_pass(
+            [jobs[i] for i in indices],
+            [specs[i] for i in indices],
+            source_png=source_png,
+            source_sha256=source_sha256,
+            mask_png=mask_png,
+            mask_sha256=mask_sha256,
+            settings=settings,
+            on_step=_cells_progress(on_step, indices),
+            should_stop=should_stop,
+            passes=len(passes),
+            cells=len(jobs),
+        )
+        for index, result in zip(indices, results, strict=True):
+            rendered[index] = result
+    return rendered
+
+
+def _cells_progress(on_step: ProgressOfCells | None, indices: list[int]) -> ProgressCallback | None:
+    return None if on_step is None else lambda step, total: on_step(step, total, indices)
+
+
+def _sweep_pass(
+    jobs: list[Job],
+    specs: list[RunSpec],
+    *,
+    source_png: bytes,
+    source_sha256: str,
+    mask_png: bytes | None,
+    mask_sha256: str | None,
+    settings: Settings,
+    on_step: ProgressCallback | None,
+    should_stop: Callable[[], bool] | None,
+    passes: int,
+    cells: int,
+) -> list[Rendered]:
+    """One denoising pass over cells that share their LoRAs (pipelines.sweep.run_sweep)."""
+    from pipelines.sweep import SweepRequest, run_sweep
+
     source = Image.open(io.BytesIO(source_png)).convert("RGB")
     mask = Image.open(io.BytesIO(mask_png)).convert("L") if mask_png is not None else None
     request = SweepRequest(
@@ -174,6 +221,7 @@ def render_sweep(
         max_side=settings.max_output_side,
         mask=mask,
         inpaint=specs[0].inpaint or InpaintParams(),
+        loras=job_loras(jobs[0].params, jobs[0].params.get("family")),
     )
     result = run_sweep(model_ref(jobs[0], settings), request, on_step=on_step, should_stop=should_stop)
     rendered = []
@@ -188,8 +236,10 @@ def render_sweep(
             "dtype": result.dtype,
             "source_sha256": source_sha256,
             "mask_sha256": mask_sha256,
-            # Batched with the other cells: pixels within 1/255 of a single run (pipelines.sweep).
-            "sweep": {"id": job.sweep_id, "cells": len(jobs), "mode": result.mode},
+            # Batched with the other cells of its pass: pixels within 1/255 of a single run (pipelines.sweep); a
+            # LoRA-weight axis runs one pass per weight (`passes`).
+            "sweep": {"id": job.sweep_id, "cells": cells, "mode": result.mode}
+            | ({"passes": passes} if passes > 1 else {}),
         }
         rendered.append(_rendered(job, spec, image, ran))
     return rendered
@@ -264,9 +314,8 @@ def _run(
     """Hand the spec to the pipeline of its task."""
     ref = model_ref(job, settings)
     control_ref = model_ref(job, settings, spec.control.model) if spec.control else None
-    # Image to image and inpainting take LoRAs and a reference image.
-    loras = job_loras(job.params, job.params.get("family"))
-    image_prompt = _image_prompt(job, reference)
+    loras = job_loras(job.params, job.params.get("family"))  # image to image, inpainting and edits take them
+    image_prompt = _image_prompt(job, reference)  # image to image and inpainting take a reference image
     progress = {"on_step": on_step, "should_stop": should_stop}
     if spec.task == Task.img2img:
         from pipelines.img2img import Img2ImgRequest, run_img2img
@@ -296,7 +345,9 @@ def _run(
     if spec.task == Task.edit:
         from pipelines.edit import EditRequest, run_edit
 
-        request = EditRequest(source, spec.params, max_side=settings.max_output_side, mask=mask, references=references)
+        request = EditRequest(
+            source, spec.params, max_side=settings.max_output_side, mask=mask, references=references, loras=loras
+        )
         return run_edit(ref, request, **progress)
     from pipelines.upscale import UpscaleRequest, run_upscale
 

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 
 from pipelines import model_stack_ready, set_cpu_threads
 from pipelines.errors import ModelUnavailableError, PipelineInputError, RunCancelled
@@ -236,10 +237,10 @@ class Worker:
         keepers = [self._keeper(cell) for cell in cells]
         steps = [denoising_steps(RunSpec.from_dict(cell.params), cell.params.get("family")) for cell in cells]
 
-        def on_step(step: int, total: int) -> None:
-            # Every cell ends on the pass's last step; one of d steps starts d steps before the end.
-            for keeper, own in zip(keepers, steps, strict=True):
-                keeper.record(max(0, step - (total - own)), own)
+        def on_step(step: int, total: int, indices: Sequence[int]) -> None:
+            # The cells of the running pass: each ends on its last step; one of d steps starts d steps before the end.
+            for index in indices:
+                keepers[index].record(max(0, step - (total - steps[index])), steps[index])
 
         rendered, error = [None] * len(cells), None
         try:

@@ -20,7 +20,7 @@ MANIFEST_HEADER = ("file", "job_id", "status", "strength", "seed", "guidance", "
 def cell_label(sweep: Sweep, cell: Cell) -> str:
     label = f"strength {cell.strength:g}"
     if sweep.axis is not None:
-        label += f" · {sweep.axis.value} {sweep.row_value(cell):g}"
+        label += f" · {sweep.axis_label} {sweep.row_value(cell):g}"
     return label
 
 
@@ -49,7 +49,10 @@ def sweep_zip(sweep: Sweep, store: AssetStore) -> bytes:
         for cell in sweep.cells:
             name = ""
             if cell.result is not None:
-                name = f"cell-{cell.job.id}-strength-{cell.strength:g}-seed-{cell.seed}-guidance-{cell.guidance:g}.png"
+                name = f"cell-{cell.job.id}-strength-{cell.strength:g}-seed-{cell.seed}-guidance-{cell.guidance:g}"
+                if sweep.lora:
+                    name += f"-lora-weight-{cell.lora_weights[sweep.lora]:g}"
+                name += ".png"
                 archive.writestr(name, store.read(cell.result.sha256))
             rows.append(
                 [

@@ -1,7 +1,9 @@
-"""Planning a strength sweep: strengths across, an optional second axis (seed or guidance) down, one request
-per cell. Each cell is its own job (priced, charged and refunded on its own); the cells share a sweep_id, so a
-worker runs them in one denoising pass (pipelines.sweep). An edit has no strength: its sweep is one column (the
-edit's strength, EDIT_SWEEP) down its seeds or guidance scales, run cell after cell.
+"""Planning a strength sweep: strengths across, an optional second axis (seed, guidance or one LoRA's weight) down,
+one request per cell. Each cell is its own job (priced, charged and refunded on its own); the cells share a sweep_id,
+so a worker runs them in one denoising pass (pipelines.sweep). Adapters are set on the whole model, so cells with
+different LoRA weights cannot share a pass: each weight's row runs as a pass of its own. An edit has no strength: its
+sweep is one column (the edit's strength, EDIT_SWEEP) down its seeds, guidance scales or LoRA weights, run cell
+after cell.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from pipelines.params import MAX_GUIDANCE, MAX_SEED, MAX_SWEEP_MEMBERS, Task
+from pipelines.params import LIMITS, MAX_GUIDANCE, MAX_SEED, MAX_SWEEP_MEMBERS, Task
 from studio.catalogue.requests import JobRequest
 from studio.config import Settings
 from studio.errors import Refused
@@ -19,6 +21,11 @@ from studio.jobs.submit import quote
 class SecondAxis(StrEnum):
     seed = "seed"
     guidance = "guidance"
+    lora_weight = "lora_weight"  # the weight of one of the request's LoRAs (SweepPlan.lora)
+
+    @property
+    def label(self) -> str:
+        return "LoRA weight" if self is SecondAxis.lora_weight else self.value
 
 
 # The one "strength" column of an editor's sweep (pipelines.edit.EDIT_STRENGTH: every step runs).
@@ -29,7 +36,8 @@ EDIT_SWEEP = (1.0,)
 class SweepPlan:
     strengths: tuple[float, ...]  # the columns
     axis: SecondAxis | None = None  # the rows, if any
-    values: tuple[float, ...] = ()  # seeds or guidance scales, one per row
+    values: tuple[float, ...] = ()  # seeds, guidance scales or LoRA weights, one per row
+    lora: str = ""  # the LoRA whose weight the lora_weight axis varies
 
     @property
     def cells(self) -> int:
@@ -78,10 +86,16 @@ def check_plan(plan: SweepPlan) -> None:
             raise Refused(f"Seeds are whole numbers from 0 to {MAX_SEED}, got {value:g}.")
         if plan.axis is SecondAxis.guidance and not 0 <= value <= MAX_GUIDANCE:
             raise Refused(f"Guidance is between 0 and {MAX_GUIDANCE:g}, got {value:g}.")
+        low, high = LIMITS["lora_weight"]
+        if plan.axis is SecondAxis.lora_weight and not low <= value <= high:
+            raise Refused(f"LoRA weights are between {low:g} and {high:g}, got {value:g}.")
+    if (plan.axis is SecondAxis.lora_weight) != bool(plan.lora):
+        raise Refused("A LoRA-weight axis names the LoRA it varies (and only that axis names one).")
 
 
 def sweep_cells(request: JobRequest, plan: SweepPlan) -> list[JobRequest]:
-    """One request per cell, row by row: the base request with the cell's strength (and seed or guidance)."""
+    """One request per cell, row by row: the base request with the cell's strength (and seed, guidance or the weight
+    of the LoRA `plan.lora`)."""
     check_plan(plan)
     if request.task not in (Task.img2img, Task.inpaint, Task.edit) or request.spec.control is not None:
         raise Refused(
@@ -89,7 +103,12 @@ def sweep_cells(request: JobRequest, plan: SweepPlan) -> list[JobRequest]:
             "another style."
         )
     if request.task == Task.edit and (plan.strengths != EDIT_SWEEP or request.references):
-        raise Refused("An edit's sweep varies seeds or guidance (an edit has no strength), without reference images.")
+        raise Refused(
+            "An edit's sweep varies seeds, guidance or a LoRA's weight (an edit has no strength), without reference "
+            "images."
+        )
+    if plan.lora and plan.lora not in [lora.name for lora in request.loras]:
+        raise Refused(f"The LoRA-weight axis varies {plan.lora!r}: add that LoRA to the run first.")
     rows = plan.values or (None,)
     cells = []
     for row in rows:
@@ -99,12 +118,19 @@ def sweep_cells(request: JobRequest, plan: SweepPlan) -> list[JobRequest]:
                 params = replace(params, seed=int(row))
             elif plan.axis is SecondAxis.guidance:
                 params = replace(params, guidance=float(row))
-            cells.append(replace(request, spec=replace(request.spec, params=params)))
+            cell = replace(request, spec=replace(request.spec, params=params))
+            if plan.axis is SecondAxis.lora_weight:
+                weight = float(row)
+                cell = replace(
+                    cell, loras=tuple(replace(lo, weight=weight) if lo.name == plan.lora else lo for lo in cell.loras)
+                )
+            cells.append(cell)
     return cells
 
 
 def sweep_cost(*, settings: Settings, cells: list[JobRequest], width: int, height: int) -> int:
-    """What the whole sweep costs: the sum of its cells' prices."""
+    """What the whole sweep costs: the sum of its cells' prices (each cell is charged as the run it is, whether it
+    shares a pass or runs in one of its own; a LoRA's weight does not change a price)."""
     return sum(quote(settings=settings, request=cell, width=width, height=height).credits for cell in cells)
 
 

@@ -27,6 +27,11 @@ class Cell:
     def guidance(self) -> float:
         return self.job.params["guidance"]
 
+    @property
+    def lora_weights(self) -> dict[str, float]:
+        """Each of the cell's LoRAs by name, with its weight."""
+        return {lora["name"]: lora["weight"] for lora in self.job.params.get("loras", [])}
+
 
 @dataclass(frozen=True)
 class Sweep:
@@ -35,6 +40,7 @@ class Sweep:
     strengths: tuple[float, ...]
     axis: SecondAxis | None
     rows: tuple[float, ...]
+    lora: str = ""  # the LoRA whose weight the rows vary (axis lora_weight)
 
     def cell(self, row: float | None, strength: float) -> Cell | None:
         for cell in self.cells:
@@ -47,7 +53,16 @@ class Sweep:
             return cell.seed
         if self.axis is SecondAxis.guidance:
             return cell.guidance
+        if self.axis is SecondAxis.lora_weight:
+            return cell.lora_weights[self.lora]
         return None
+
+    @property
+    def axis_label(self) -> str:
+        """The rows' name in captions: "seed", "guidance", or "LoRA <name> weight"."""
+        if self.axis is SecondAxis.lora_weight:
+            return f"LoRA {self.lora} weight"
+        return self.axis.value if self.axis is not None else ""
 
     @property
     def finished(self) -> bool:
@@ -65,13 +80,18 @@ def get_user_sweep(*, session: Session, user_id: int, sweep_id: str) -> Sweep | 
     strengths = tuple(dict.fromkeys(cell.strength for cell in cells))
     seeds = tuple(dict.fromkeys(cell.seed for cell in cells))
     guidances = tuple(dict.fromkeys(cell.guidance for cell in cells))
+    varied = [name for name in cells[0].lora_weights if len({cell.lora_weights[name] for cell in cells}) > 1]
+    lora = ""
     if len(seeds) > 1:
         axis, rows = SecondAxis.seed, seeds
     elif len(guidances) > 1:
         axis, rows = SecondAxis.guidance, guidances
+    elif varied:
+        lora = varied[0]  # a sweep varies one LoRA's weight (studio.sweeps.plan)
+        axis, rows = SecondAxis.lora_weight, tuple(dict.fromkeys(cell.lora_weights[lora] for cell in cells))
     else:
         axis, rows = None, ()
-    return Sweep(id=sweep_id, cells=cells, strengths=strengths, axis=axis, rows=rows)
+    return Sweep(id=sweep_id, cells=cells, strengths=strengths, axis=axis, rows=rows, lora=lora)
 
 
 # How much structure a cell kept

@@ -22,9 +22,10 @@ from studio.web.styles import OWN_SETTINGS, _load_refused_key, offered_styles
 from studio.web.submit import submit
 from studio.web.text import plain
 
-# The pages whose form offers LoRAs (studio.web.form.lora_settings) and a reference image (studio.web.references):
-# settings with either load only there.
-LORA_PAGES = ("transform", "inpaint")
+# The pages whose form offers LoRAs (studio.web.form.lora_settings) and those offering a reference image
+# (studio.web.references): settings with either load only there.
+LORA_PAGES = ("transform", "inpaint", "sweep", "edit")
+REFERENCE_PAGES = ("transform", "inpaint")
 
 
 def recipe_offer(
@@ -120,7 +121,7 @@ def load_into_form(prefix: str, settings: FormSettings, catalogue: Catalogue) ->
     try:
         settings.check(catalogue, offered_styles(catalogue, prefix))
         if settings.loras and prefix not in LORA_PAGES:
-            raise Refused("These settings use LoRAs, which only the Transform and Inpaint pages offer for now.")
+            raise Refused("These settings use LoRAs, which the Transform, Inpaint, Sweep and Edit pages offer.")
         reference = _reference_image(prefix, settings)
     except Refused as exc:
         state[_load_refused_key(prefix)] = str(exc)
@@ -163,7 +164,7 @@ def _reference_image(prefix: str, settings: FormSettings) -> ValidatedImage | No
     when the image is no longer stored."""
     if settings.reference is None:
         return None
-    if prefix not in LORA_PAGES:
+    if prefix not in REFERENCE_PAGES:
         raise Refused("These settings use a reference image, which only the Transform and Inpaint pages offer.")
     store = app.asset_store()
     if not store.exists(settings.reference.image_sha256):

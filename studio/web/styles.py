@@ -6,6 +6,7 @@ import streamlit as st
 
 from pipelines.params import Task
 from studio.billing.pricing import QUALITY_TIERS, Quality
+from studio.catalogue.loras import with_registered_loras
 from studio.catalogue.styles import Catalogue, CatalogueError, Style, load_catalogue
 from studio.catalogue.visibility import hidden_models, production_styles
 from studio.config import Settings
@@ -18,11 +19,15 @@ EDIT_PAGE = "edit"  # the page of the instruction editors' styles (Task.edit), w
 
 
 def catalogue_or_stop(config: Settings) -> Catalogue:
+    """The style catalogue with the LoRAs admins registered on the Models page beside its own; the page stops with
+    the reason when the catalogue file is broken."""
     try:
-        return load_catalogue(config.catalogue_path)
+        catalogue = load_catalogue(config.catalogue_path)
     except CatalogueError as exc:
         st.error(f"The style catalogue is broken, so styles cannot be offered until an admin fixes it: {exc}")
         st.stop()
+    with app.db_session() as session:
+        return with_registered_loras(catalogue, session=session)
 
 
 def offered_styles(catalogue: Catalogue, prefix: str) -> list[Style]:

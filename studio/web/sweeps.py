@@ -5,6 +5,7 @@ Logic lives in studio.sweeps; this module only draws it.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -34,8 +35,9 @@ RANGE_STEP, MIN_STEP = 0.05, 0.01
 DEFAULT_RANGE, DEFAULT_STEP = (0.2, 0.8), 0.15
 
 
-def plan_inputs(prefix: str) -> SweepPlan | None:
-    """Strengths (a range or a list) and an optional second axis; None (with the reason shown) if unusable."""
+def plan_inputs(prefix: str, loras: Sequence[tuple[str, float]] = ()) -> SweepPlan | None:
+    """Strengths (a range or a list) and an optional second axis (with `loras`, the run's LoRAs and weights: one
+    LoRA's weight may be it); None (with the reason shown) if unusable."""
     try:
         if st.segmented_control("Strengths", ["Range", "List"], default="Range", key=f"{prefix}.mode") == "List":
             text = st.text_input("Strengths", value="0.2, 0.35, 0.5, 0.65, 0.8", key=f"{prefix}.strength_list")
@@ -58,35 +60,54 @@ def plan_inputs(prefix: str) -> SweepPlan | None:
                 key=f"{prefix}.step",
             )
             strengths = strength_range(start, stop, step)
-        axis, values = _axis_inputs(prefix, "Second axis", ["none", *SecondAxis])
-        return SweepPlan(strengths=strengths, axis=axis, values=values)
+        axis, values, lora = _axis_inputs(prefix, "Second axis", ["none", *_axes(loras)], loras)
+        return SweepPlan(strengths=strengths, axis=axis, values=values, lora=lora)
     except Refused as exc:
         st.error(str(exc))
         return None
 
 
-def edit_plan_inputs(prefix: str) -> SweepPlan | None:
-    """An edit's sweep: seeds or guidance scales down one column (an edit has no strength); None with the reason
-    shown if unusable."""
+def edit_plan_inputs(prefix: str, loras: Sequence[tuple[str, float]] = ()) -> SweepPlan | None:
+    """An edit's sweep: seeds, guidance scales or one LoRA's weights down one column (an edit has no strength); None
+    with the reason shown if unusable."""
     try:
-        axis, values = _axis_inputs(prefix, "Vary", list(SecondAxis))
-        return SweepPlan(strengths=EDIT_SWEEP, axis=axis, values=values)
+        axis, values, lora = _axis_inputs(prefix, "Vary", _axes(loras), loras)
+        return SweepPlan(strengths=EDIT_SWEEP, axis=axis, values=values, lora=lora)
     except Refused as exc:
         st.error(str(exc))
         return None
 
 
-def _axis_inputs(prefix: str, label: str, choices: list[str]) -> tuple[SecondAxis | None, tuple[float, ...]]:
-    """The second axis ("none" among `choices`: none) and its values."""
+def _axes(loras: Sequence[tuple[str, float]]) -> list[SecondAxis]:
+    """The second axes a sweep offers: a LoRA's weight only once the run has a LoRA."""
+    return [axis for axis in SecondAxis if axis is not SecondAxis.lora_weight or loras]
+
+
+def _axis_inputs(
+    prefix: str, label: str, choices: list[str], loras: Sequence[tuple[str, float]]
+) -> tuple[SecondAxis | None, tuple[float, ...], str]:
+    """The second axis ("none" among `choices`: none), its values, and the LoRA a LoRA-weight axis varies."""
+    for key, offered in ((f"{prefix}.axis", choices), (f"{prefix}.axis_lora", [name for name, _ in loras])):
+        if key in st.session_state and st.session_state[key] not in offered:
+            del st.session_state[key]  # its LoRA was taken off the run since it was picked
     axis_name = st.selectbox(
-        label, choices, format_func=lambda a: {"none": "None"}.get(a, a.capitalize()), key=f"{prefix}.axis"
+        label,
+        choices,
+        format_func=lambda a: {"none": "None"}.get(a) or SecondAxis(a).label.capitalize(),
+        key=f"{prefix}.axis",
     )
     if axis_name == "none":
-        return None, ()
-    axis = SecondAxis(axis_name)
-    default = "1, 2, 3" if axis is SecondAxis.seed else "5, 7.5, 10"
-    text = st.text_input(f"{axis.value.capitalize()} values", value=default, key=f"{prefix}.axis_values")
-    return axis, parse_values(text, what=axis.value)
+        return None, (), ""
+    axis, lora = SecondAxis(axis_name), ""
+    if axis is SecondAxis.lora_weight:
+        lora = st.selectbox("LoRA", [name for name, _ in loras], key=f"{prefix}.axis_lora")
+        st.caption(
+            "Adapters are set on the whole model, so each LoRA weight runs as a denoising pass of its own (the "
+            "strengths of one weight share a pass). Each cell is charged as one run, as always."
+        )
+    default = {SecondAxis.seed: "1, 2, 3", SecondAxis.guidance: "5, 7.5, 10", SecondAxis.lora_weight: "0, 0.5, 1"}
+    text = st.text_input(f"{axis.label.capitalize()} values", value=default[axis], key=f"{prefix}.axis_values")
+    return axis, parse_values(text, what=axis.label), lora
 
 
 def submit(
@@ -127,7 +148,7 @@ def _panel_body(sweep_id: str, user_id: int, was_live: bool) -> None:
     st.caption(f"Sweep of {len(sweep.cells)} cells · {total} credits · {_mode(sweep)}")
     for row in sweep.rows or (None,):
         if row is not None:
-            st.markdown(f"**{sweep.axis.value} {row:g}**")
+            st.markdown(f"**{sweep.axis_label} {row:g}**")
         for column, strength in zip(st.columns(len(sweep.strengths)), sweep.strengths, strict=True):
             with column:
                 _cell(sweep, sweep.cell(row, strength))
@@ -138,15 +159,18 @@ def _panel_body(sweep_id: str, user_id: int, was_live: bool) -> None:
 def _mode(sweep: Sweep) -> str:
     recipes = [cell.job.recipe for cell in sweep.cells if cell.job.recipe]
     if sweep.cells[0].job.task == Task.edit:
-        return "runs cell by cell (an edit's seeds and guidance scales share no pass)"
+        return "runs cell by cell (an edit's seeds, guidance scales and LoRA weights share no pass)"
+    per_weight = sweep.axis is SecondAxis.lora_weight
     if not recipes:
+        if per_weight:
+            return f"runs one denoising pass per LoRA weight ({len(sweep.rows)}: adapters apply to the whole model)"
         return "runs in one denoising pass when a worker takes it"
     mode = recipes[0].get("sweep", {}).get("mode", "one-pass")
-    return (
-        "ran in one denoising pass"
-        if mode == "one-pass"
-        else "ran cell by cell (this model or scheduler cannot share a pass)"
-    )
+    if mode != "one-pass":
+        return "ran cell by cell (this model or scheduler cannot share a pass)"
+    if per_weight:
+        return f"ran one denoising pass per LoRA weight ({len(sweep.rows)}: adapters apply to the whole model)"
+    return "ran in one denoising pass"
 
 
 def _cell(sweep: Sweep, cell) -> None:
@@ -225,7 +249,7 @@ def _downloads_and_scores(sweep: Sweep) -> None:
     for row in sweep.rows or (None,):
         cells = [c for c in (sweep.cell(row, s) for s in sweep.strengths) if c is not None and c.result is not None]
         scores = [_score(source.sha256, c.result.sha256, str(store.root)) for c in cells]
-        suffix = "" if row is None else f" ({sweep.axis.value} {row:g})"
+        suffix = "" if row is None else f" ({sweep.axis_label} {row:g})"
         strengths = [c.strength for c in cells]
         figure.add_scatter(x=strengths, y=[s[0] for s in scores], mode="lines+markers", name=f"SSIM{suffix}")
         figure.add_scatter(x=strengths, y=[s[1] for s in scores], mode="lines+markers", name=f"edge overlap{suffix}")

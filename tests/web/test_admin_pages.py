@@ -8,6 +8,8 @@ from streamlit.testing.v1 import AppTest
 
 from studio.accounts.users import create_user
 from studio.billing.credits import Account, balance
+from studio.catalogue.styles import load_catalogue
+from studio.config import PROJECT_ROOT
 from studio.db.engine import get_engine, session_for
 from studio.db.tables import AuditAction, AuditEntry, Job, JobStatus, Role, Team, User, utcnow
 from studio.devtools.seed import SeedOptions, seed
@@ -86,12 +88,14 @@ def test_the_models_page_lists_the_workers_with_device_job_and_models(studio, st
         )
     at = signed_in_page("admin/models", "admin")
     assert not at.exception, at.exception
-    # The catalogue's models first (tests/studio/catalogue/test_visibility.py), the live workers' batches third.
-    catalogue, table, batches, models = at.dataframe
+    # The catalogue's models first (tests/studio/catalogue/test_visibility.py), then the LoRAs
+    # (tests/studio/catalogue/test_registered_loras.py), the workers, their batches and the loaded models.
+    catalogue, loras, table, batches, models = at.dataframe
+    shipped = load_catalogue(PROJECT_ROOT / "data" / "styles.toml")
+    assert len(catalogue.value) > 0 and list(loras.value["LoRA"]) == list(shipped.loras)
     assert batches.value.to_dict("records") == [
         {"worker": "gpu-host:0", "batch size": 0, "STUDIO_BATCH_MAX": None, "chosen by": "—", "jobs": "idle"}
     ]
-    assert len(catalogue.value) > 0
     row = table.value.iloc[0]
     assert (row["worker"], row["status"], row["device"], row["current job"]) == ("gpu-host:0", "alive", "cuda:0", 42)
     assert row["loaded models"] == "preview (cuda:0, float16)"

@@ -11,15 +11,15 @@ from PIL import Image, ImageDraw
 from sqlmodel import func, select
 from streamlit.testing.v1 import AppTest
 
-from pipelines.params import Task
+from pipelines.params import LIMITS, Task
 from studio.accounts.bootstrap import bootstrap
 from studio.accounts.users import get_user
-from studio.billing.credits import Account, balance
+from studio.billing.credits import Account, add_credits, balance
 from studio.catalogue.recipes import read_recipe
 from studio.catalogue.styles import load_catalogue
 from studio.config import PROJECT_ROOT, get_settings
-from studio.db.engine import session_for
-from studio.db.tables import Asset, CreditEntry, Job, JobStatus, utcnow
+from studio.db.engine import session_for, write_session
+from studio.db.tables import Asset, CreditEntry, CreditKind, Job, JobStatus, utcnow
 from studio.media.storage import AssetStore
 from studio.web.styles import offered_styles
 from tests.support import APP, TIMEOUT, finish_jobs, png_bytes, sign_in_as, texts
@@ -172,3 +172,50 @@ def test_an_edit_sweep_over_seeds_runs_from_the_page_into_its_grid(small_studio)
     at.run()
     assert not at.exception, at.exception
     assert any("cell by cell" in caption.value for caption in at.caption)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("style", EDIT_STYLES, ids=lambda style: style.id)
+def test_every_editor_style_takes_its_familys_lora_and_sweeps_its_weight_from_the_page(small_studio, style):
+    """The Edit page's LoRA picker offers the catalogue's LoRAs of the editor's family; an edit at the weight's upper
+    limit records it, and a sweep over the weight's limits runs cell by cell, each cell recording its own weight."""
+    offered = [entry.name for entry in CATALOGUE.loras_for(style.family)]
+    assert offered, f"the catalogue has no LoRA for {style.family}: add one so this path is testable"
+    low, high = LIMITS["lora_weight"]
+    with write_session(small_studio.database_url) as session:  # an edit and three cells at the editor's price
+        admin = get_user(session=session, username="admin")
+        add_credits(
+            session=session,
+            account=Account(user_id=admin.id),
+            amount=40,
+            kind=CreditKind.grant,
+            now=utcnow(),
+            reason="t",
+        )
+        session.commit()
+    at = edit_page()
+    fill(at, style)
+    assert at.multiselect(key="edit.loras").options == offered
+    at.multiselect(key="edit.loras").set_value(offered[:1]).run()
+    at.slider(key=f"edit.lora_weight.{offered[0]}").set_value(high).run()
+    at.button(key="edit_button").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, texts(at.error)
+    [job] = finish_jobs(small_studio)
+    assert job.status is JobStatus.complete, job.error
+    assert [(item["name"], item["weight"]) for item in job.recipe["loras"]] == [(offered[0], high)]
+
+    at.selectbox(key="edit.axis").set_value("lora_weight").run()
+    at.text_input(key="edit.axis_values").input(f"{low}, 0, {high}").run()
+    assert not at.exception, at.exception
+    assert at.button(key="edit_sweep_button").label == "Run sweep · 3 cells"
+    at.button(key="edit_sweep_button").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, texts(at.error)
+    cells = finish_jobs(small_studio)[1:]
+    assert [(c.status, c.recipe["loras"][0]["weight"], c.recipe["sweep"]["mode"]) for c in cells] == [
+        (JobStatus.complete, weight, "separate") for weight in (low, 0, high)
+    ]
+    at.run()
+    assert not at.exception, at.exception
+    assert any(f"LoRA {offered[0]} weight" in text for text in texts(at.markdown))

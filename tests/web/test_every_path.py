@@ -37,6 +37,7 @@ from studio.catalogue.styles import Style, load_catalogue
 from studio.config import PROJECT_ROOT, get_settings
 from studio.db.engine import write_session
 from studio.db.tables import Job, JobStatus, Plan, Preset
+from studio.web.recipes import LORA_PAGES
 from studio.web.styles import OWN_SETTINGS, offered_styles
 from tests.support import APP, TIMEOUT, finish_jobs, png_bytes, sign_in_as, texts
 
@@ -115,6 +116,15 @@ def family_of(style: Style | None) -> str:
 def uses_other_family(style: Style | None, guide: Guide) -> bool:
     """Whether the catalogue has no ControlNet for `guide` made for the family of the style's model."""
     return family_of(style) not in CATALOGUE.controlnets.get(guide, {})
+
+
+def lora_for(page: str, style: Style | None, upscaling: bool) -> str | None:
+    """The first catalogue LoRA for the style's family, where the page's form offers LoRAs (not the Batch page's, nor
+    for an upscaler); None otherwise."""
+    if page not in LORA_PAGES or upscaling:
+        return None
+    offered = CATALOGUE.loras_for(family_of(style))
+    return offered[0].name if offered else None
 
 
 def source_side(style: Style | None) -> int:
@@ -203,6 +213,21 @@ def test_every_style_runs_from_every_page_that_offers_it(small_studio, page, sty
         assert at.number_input(key=f"{page}.seed").value == 7
         assert not at.exception, at.exception
 
+    # LoRAs, where the form offers them and the catalogue has one for the model's family: the first, at a limit
+    # (on the Sweep page, a LoRA-weight axis over both limits when the sweep has no inpainting mask).
+    lora = lora_for(page, style, upscaling)
+    weights = (LIMITS["lora_weight"][page_styles(page).index(style_id) % 2],)
+    if lora is not None:
+        at.multiselect(key=f"{page}.loras").set_value([lora]).run()
+        at.slider(key=f"{page}.lora_weight.{lora}").set_value(weights[0]).run()
+        assert not at.exception, at.exception
+        if page == "sweep" and mode == "plain":
+            weights = LIMITS["lora_weight"]
+            at.selectbox(key="sweep.axis").set_value("lora_weight").run()
+            at.selectbox(key="sweep.axis_lora").set_value(lora).run()
+            at.text_input(key="sweep.axis_values").input(", ".join(str(weight) for weight in weights)).run()
+            assert any("denoising pass of its own" in caption for caption in texts(at.caption))
+
     if page == "sweep":
         at.segmented_control(key="sweep.mode").set_value("List").run()
         at.text_input(key="sweep.strength_list").input("0.5, 1.0").run()
@@ -215,6 +240,9 @@ def test_every_style_runs_from_every_page_that_offers_it(small_studio, page, sty
     jobs = finish_jobs(small_studio)
     assert jobs and all(job.status is JobStatus.complete for job in jobs), [(j.status, j.error) for j in jobs]
     assert {job.style for job in jobs} == {style_id or None}
+    if lora is not None:
+        recorded = {(item["name"], item["weight"]) for job in jobs for item in job.recipe["loras"]}
+        assert recorded == {(lora, weight) for weight in weights}
     at.run()
     assert not at.exception, at.exception
 

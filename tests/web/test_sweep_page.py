@@ -64,3 +64,42 @@ def test_a_sweep_from_the_page_to_the_grid_and_a_comparison(studio, studio_setti
     assert not at.exception, at.exception
     assert any("Mean difference" in c for c in texts(at.caption))
     assert at.dataframe  # the recipe settings that differ (strength)
+
+
+def test_the_lora_weight_axis_appears_with_a_lora_and_runs_one_pass_per_weight(studio, studio_settings):
+    at = log_in("admin", ADMIN_PASSWORD)
+    at.switch_page("pages/sweep.py").run()
+    at.file_uploader(key="sweep.source_upload").set_value(("shoe.png", png_bytes(256, 320), "image/png")).run()
+    at.text_area(key="sweep.prompt").input("a watercolor sneaker")
+    at.slider(key="sweep.steps").set_value(4)
+    at.segmented_control(key="sweep.mode").set_value("List")
+    at.run()
+    at.text_input(key="sweep.strength_list").input("0.5, 1.0").run()
+    assert "lora_weight" not in at.selectbox(key="sweep.axis").options  # no LoRA on the run yet
+    at.multiselect(key="sweep.loras").set_value(["lcm-sd15"]).run()
+    at.selectbox(key="sweep.axis").set_value("lora_weight").run()
+    at.text_input(key="sweep.axis_values").input("0, 1.5").run()
+    assert not at.exception, at.exception
+    assert any("denoising pass of its own" in c for c in texts(at.caption))
+    assert any("4 cells · costs **4** credits" in c for c in texts(at.caption))  # one run's price per cell
+
+    # Taking the LoRA off the run takes its axis away (nothing left pointing at it).
+    at.multiselect(key="sweep.loras").set_value([]).run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="sweep.axis").value == "none"
+    at.multiselect(key="sweep.loras").set_value(["lcm-sd15"]).run()
+    at.selectbox(key="sweep.axis").set_value("lora_weight").run()
+    at.text_input(key="sweep.axis_values").input("0, 1.5").run()
+
+    at.button(key="sweep_button").click().run()
+    assert not at.error, texts(at.error)
+    Worker(studio_settings, name="test-worker").run_once()
+    at.run()
+    assert not at.exception, at.exception
+    with session_for(studio_settings.database_url) as session:
+        jobs = session.exec(select(Job).order_by(Job.id)).all()
+    assert [(job.status, job.recipe["loras"][0]["weight"]) for job in jobs] == [
+        (JobStatus.complete, weight) for weight in (0.0, 0.0, 1.5, 1.5)
+    ]
+    assert any("ran one denoising pass per LoRA weight (2" in c for c in texts(at.caption))
+    assert "**LoRA lcm-sd15 weight 1.5**" in [m.value for m in at.markdown]

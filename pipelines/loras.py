@@ -202,8 +202,8 @@ def ensure_preview_lora(models_dir: Path, family: str) -> Path:
 
 
 def build_preview_folder(folder: Path, marker: str, builder: str, *args: object, **kwargs: object) -> Path:
-    """`folder`, built by pipelines.tiny's function `builder` (called with the folder, `args` and `kwargs`) unless its file
-    `marker` is there: in a temporary folder renamed into place (as pipelines.registry.ensure_preview_model)."""
+    """`folder`, built by pipelines.tiny's function `builder` (called with the folder, `args` and `kwargs`) unless its
+    file `marker` is there: in a temporary folder renamed into place (as pipelines.registry.ensure_preview_model)."""
     if (folder / marker).is_file():
         return folder
 

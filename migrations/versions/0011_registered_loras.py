@@ -3,8 +3,8 @@ and the audit log's actions for registering and removing one (PostgreSQL's `audi
 SQLite stores enums as text). The downgrade keeps the audit entries (the log is append-only) and PostgreSQL the enum
 values (a type's values cannot be dropped).
 
-Revision ID: 0010_registered_loras
-Revises: 0009_hidden_models
+Revision ID: 0011_registered_loras
+Revises: 0010_worker_batch
 Create Date: 2026-12-03 19:00:00.000000
 
 """

@@ -12,7 +12,8 @@ RECIPE_CHUNK = "img2img-studio:recipe"
 # 3: the catalogue model that ran (None: the configured model), which a re-run is priced by
 # 4: the model's family and the conditioning it ran with (Family.recipe: SDXL's sizes), its CPU offload
 # 5: outpainting's format, placement, fill and seam (`outpaint`, written only for those runs)
-# 6: the LoRAs a run applied (`loras`: [{name, sha256, weight}], written only for runs with LoRAs)
+# 6: the LoRAs a run applied (`loras`: [{name, sha256, weight}], written only for runs with LoRAs); `kit`: the
+#    team brand kit ({id, name}) a run came from, written only for those (a re-run needs neither kit nor team)
 RECIPE_VERSION = 6
 
 

@@ -28,7 +28,7 @@ from pipelines.params import (
 )
 from studio.billing.pricing import QUALITY_TIERS, Quality, configured_model_credits
 from studio.catalogue.loras import lora_ref, recipe_loras
-from studio.catalogue.styles import STUDIO_TASKS, Catalogue, CatalogueError, ModelEntry, ModelKind
+from studio.catalogue.styles import STUDIO_TASKS, Catalogue, CatalogueError, ModelEntry, ModelKind, Style
 from studio.config import Settings
 from studio.errors import Refused
 
@@ -54,6 +54,11 @@ class JobRequest:
     references: tuple[str, ...] = ()
     # LoRAs applied on the model at their weights, with the hash of the file they run from (studio.catalogue.loras).
     loras: tuple[LoraRef, ...] = ()
+    # The team's brand kit the request was made from (studio.kits), by id and name, and when the kit was last saved
+    # (a submit refuses a kit changed since); None: no kit.
+    kit_id: int | None = None
+    kit_name: str = ""
+    kit_saved_at: str = ""
 
     @property
     def task(self) -> Task:
@@ -137,6 +142,10 @@ class JobRequest:
         except PipelineInputError as exc:
             raise Refused(f"{exc} Nothing was charged.") from exc
 
+    def kit_params(self) -> dict[str, Any]:
+        """The brand kit as `Job.params` and the recipe keep it: id, name and when it was saved."""
+        return {"id": self.kit_id, "name": self.kit_name, "saved_at": self.kit_saved_at}
+
     def job_params(self) -> dict[str, Any]:
         """What `Job.params` stores: the run spec plus the user's own words and what the worker loads it as."""
         return (
@@ -150,6 +159,7 @@ class JobRequest:
             }
             | ({"references": list(self.references)} if self.references else {})
             | ({"loras": [lora_job_params(lora) for lora in self.loras]} if self.loras else {})
+            | ({"kit": self.kit_params()} if self.kit_id is not None else {})
         )
 
 
@@ -254,6 +264,37 @@ def style_request(
         style = catalogue.style(style_id)
     except CatalogueError as exc:
         raise Refused(str(exc)) from exc
+    return styled_request(
+        settings=settings,
+        catalogue=catalogue,
+        style=style,
+        params=params,
+        quality=quality,
+        inpaint=inpaint,
+        control=control,
+        noise_level=noise_level,
+        outpaint=outpaint,
+        references=references,
+        loras=loras,
+    )
+
+
+def styled_request(
+    *,
+    settings: Settings,
+    catalogue: Catalogue,
+    style: Style,
+    params: Img2ImgParams,
+    quality: Quality = Quality.standard,
+    inpaint: InpaintParams | None = None,
+    control: ControlParams | None = None,
+    noise_level: int = 20,
+    outpaint: OutpaintParams | None = None,
+    references: tuple[str, ...] = (),
+    loras: Sequence[tuple[str, float]] = (),
+) -> JobRequest:
+    """style_request for a `style` that need not be in the catalogue's [styles] (a team's brand kit: studio.kits), on
+    a catalogue model."""
     task = style.task
     if inpaint is not None:
         if task != Task.img2img:

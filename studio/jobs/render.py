@@ -206,6 +206,7 @@ def _rendered(job: Job, spec: RunSpec, image: Image.Image, ran: dict) -> Rendere
         "user_negative_prompt": job.params.get("user_negative_prompt", spec.params.negative_prompt),
         **ran,
         **({"loras": loras} if loras else {}),  # by catalogue name and file hash: re-runs check both
+        **({"kit": job.params["kit"]} if "kit" in job.params else {}),  # the team's brand kit, by id and name
         "versions": library_versions(),
     }
     png = png_with_recipe(image, recipe)

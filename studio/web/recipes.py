@@ -18,12 +18,12 @@ from studio.media.validation import ValidatedImage, validate_image_bytes
 from studio.web import app, refusals
 from studio.web.outpaint import load_format
 from studio.web.sources import Source
-from studio.web.styles import OWN_SETTINGS, _load_refused_key, offered_styles
+from studio.web.styles import OWN_SETTINGS, _load_refused_key, offered_kits, offered_styles
 from studio.web.submit import submit
 from studio.web.text import plain
 
 # The pages whose form offers LoRAs (studio.web.form.lora_settings): settings with LoRAs load only there.
-LORA_PAGES = ("transform", "inpaint")
+LORA_PAGES = ("transform", "inpaint", "batch")
 
 
 def recipe_offer(
@@ -117,9 +117,9 @@ def load_into_form(prefix: str, settings: FormSettings, catalogue: Catalogue) ->
     form) none when the page cannot show them. Safe as a widget callback and before switching pages."""
     state = st.session_state
     try:
-        settings.check(catalogue, offered_styles(catalogue, prefix))
+        settings.check(catalogue, [*offered_kits(prefix, catalogue), *offered_styles(catalogue, prefix)])
         if settings.loras and prefix not in LORA_PAGES:
-            raise Refused("These settings use LoRAs, which only the Transform and Inpaint pages offer for now.")
+            raise Refused("These settings use LoRAs, which only the Transform, Inpaint and Batch pages offer for now.")
     except Refused as exc:
         state[_load_refused_key(prefix)] = str(exc)
         return False

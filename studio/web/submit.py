@@ -21,6 +21,7 @@ from studio.catalogue.styles import Catalogue, Style
 from studio.config import Settings
 from studio.db.tables import User, utcnow
 from studio.jobs.submit import quote, submit_job
+from studio.kits.requests import KitStyle, kit_request
 from studio.media.storage import sha256_hex
 from studio.media.validation import ValidatedImage
 from studio.web import app, jobs, refusals
@@ -43,6 +44,19 @@ def make_request(
 ) -> JobRequest | None:
     """The request of a form (`outpaint` with `inpaint`: expanding to a format; `references`: an edit's reference
     images; `loras`: catalogue LoRAs by name, with their weights), or None with the refusal shown."""
+    if isinstance(style, KitStyle):  # the team's brand kit brings its LoRAs (the form offers none beside them)
+        return refusals.attempt(
+            lambda: kit_request(
+                settings=config,
+                catalogue=catalogue,
+                kit=style.brand_kit,
+                params=params,
+                quality=quality,
+                inpaint=inpaint,
+                control=control,
+                outpaint=outpaint,
+            )
+        )
     if style is None:
         return refusals.attempt(
             lambda: custom_request(

@@ -51,6 +51,8 @@ class PresetSettings:
     # Each LoRA the settings ran (a kit's too) as {name, weight, sha256}: pinned, like the model.
     loras: tuple[dict[str, Any], ...] = ()
     kit: int | None = None  # the team's brand kit (studio.kits) the settings came from; `style` is then None
+    # The catalogue entry behind `model` (None: the configured model, or a preset saved before it was pinned).
+    catalogue_model: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {
@@ -98,6 +100,7 @@ class PresetSettings:
             noise_level=request.spec.noise_level,
             loras=tuple({"name": lora.name, "weight": lora.weight, "sha256": lora.sha256} for lora in request.loras),
             kit=request.kit_id,
+            catalogue_model=request.catalogue_model,
         )
 
 
@@ -146,9 +149,12 @@ def preset_request(
             noise_level=preset.noise_level,
             loras=preset.lora_choices(),
         )
-    if request.model != preset.model:
+    saved, now_runs = preset.model, request.model
+    if preset.catalogue_model is not None and request.catalogue_model != preset.catalogue_model:
+        saved, now_runs = preset.catalogue_model, request.catalogue_model  # two entries may share a location
+    if saved != now_runs:
         raise Refused(
-            f"This preset was saved with the model {preset.model!r}, and its settings now run {request.model!r}; "
+            f"This preset was saved with the model {saved!r}, and its settings now run {now_runs!r}; "
             "results would not match earlier ones. Save the preset again to accept the new model."
         )
     now = [{"name": lora.name, "weight": lora.weight, "sha256": lora.sha256} for lora in request.loras]

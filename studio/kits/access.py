@@ -12,9 +12,12 @@ from studio.errors import Refused
 
 def team_kits(*, session: Session, user: User) -> list[BrandKit]:
     """The kits of the user's team, by name (none for a user in no team)."""
-    if user.team_id is None:
-        return []
-    query = select(BrandKit).where(BrandKit.team_id == user.team_id).order_by(col(BrandKit.name), col(BrandKit.id))
+    return [] if user.team_id is None else kits_of_team(session=session, team_id=user.team_id)
+
+
+def kits_of_team(*, session: Session, team_id: int) -> list[BrandKit]:
+    """A team's kits, by name (what its members see; admins manage them on the Brand kits page)."""
+    query = select(BrandKit).where(BrandKit.team_id == team_id).order_by(col(BrandKit.name), col(BrandKit.id))
     return list(session.exec(query).all())
 
 

@@ -60,6 +60,57 @@ def pin_kit(
     return replace(unpinned, loras=pinned)
 
 
+def save_kit(
+    *,
+    session: Session,
+    actor: User,
+    config: Settings,
+    catalogue: Catalogue,
+    store: AssetStore,
+    team_id: int,
+    kit_id: int | None,
+    name: str,
+    model: str,
+    prompt_template: str,
+    negative_prompt: str,
+    strength: float,
+    guidance: float,
+    quality: Quality,
+    steps: int,
+    loras: Sequence[tuple[str, float]],
+    reference_image: ValidatedImage | None = None,
+    reference_scale: float = 0.5,
+    keep_reference: bool = True,
+) -> BrandKit:
+    """The admin page's form: create a kit (`kit_id` None) or change one, with its LoRAs pinned now. A new reference
+    image replaces the kit's; without one the kit keeps its own (at `reference_scale`) unless `keep_reference` is
+    off."""
+    reference = None
+    if reference_image is not None:
+        reference = KitReference(sha256_hex(reference_image.png_bytes), reference_scale)
+    elif kit_id is not None and keep_reference:
+        existing = session.get(BrandKit, kit_id)
+        kept = KitSettings.from_dict(existing.settings).reference if existing is not None else None
+        reference = replace(kept, scale=reference_scale) if kept is not None else None
+    kit = pin_kit(
+        config=config,
+        catalogue=catalogue,
+        model=model,
+        prompt_template=prompt_template,
+        negative_prompt=negative_prompt,
+        strength=strength,
+        guidance=guidance,
+        quality=quality,
+        steps=steps,
+        loras=loras,
+        reference=reference,
+    )
+    common = {"session": session, "actor": actor, "catalogue": catalogue, "name": name, "kit": kit, "store": store}
+    if kit_id is None:
+        return create_kit(**common, team_id=team_id, reference_image=reference_image)
+    return change_kit(**common, kit_id=kit_id, reference_image=reference_image)
+
+
 def create_kit(
     *,
     session: Session,
@@ -105,14 +156,16 @@ def change_kit(
     return row
 
 
-def delete_kit(*, session: Session, actor: User, kit_id: int, now: datetime | None = None) -> None:
-    """Delete a kit: presets that pinned it and forms that chose it are refused from now on."""
+def delete_kit(*, session: Session, actor: User, kit_id: int, now: datetime | None = None) -> str:
+    """Delete a kit (its name returned): presets that pinned it and forms that chose it are refused from now on."""
     now = now or utcnow()
     with _audited(session, actor, AuditAction.kit_delete, now) as entry:
         row = _kit(session, kit_id)
+        name = row.name
         entry.target = _target(session, row)
-        entry.details = {"kit_id": row.id, "team_id": row.team_id, "before": {"name": row.name, **row.settings}}
+        entry.details = {"kit_id": row.id, "team_id": row.team_id, "before": {"name": name, **row.settings}}
         session.delete(row)
+    return name
 
 
 def _write(

@@ -238,45 +238,14 @@ def custom_request(
     )
 
 
-def style_request(
-    *,
-    settings: Settings,
-    catalogue: Catalogue,
-    style_id: str,
-    params: Img2ImgParams,
-    quality: Quality = Quality.standard,
-    inpaint: InpaintParams | None = None,
-    control: ControlParams | None = None,
-    noise_level: int = 20,
-    outpaint: OutpaintParams | None = None,
-    references: tuple[str, ...] = (),
-    loras: Sequence[tuple[str, float]] = (),
-) -> JobRequest:
-    """A catalogue style: `params` hold the user's own prompt and negative prompt (the style's template and
-    negative prompt are applied here) and the strength, steps, guidance and seed the user settled on.
-
-    An img2img style with `inpaint` options runs as inpainting (with `outpaint`, expanding to a format).
-    Refuses a model that is not available on this machine (saying how to get it), a quality tier the style does
-    not offer, and a ControlNet made for another model family. An edit style's `references` name its reference
-    images by sha256; `loras` are (name, weight) pairs of the catalogue's [loras].
-    """
+def style_request(*, settings: Settings, catalogue: Catalogue, style_id: str, **options: Any) -> JobRequest:
+    """The catalogue style `style_id` with `options` as styled_request takes them (params, quality, inpaint, control,
+    noise_level, outpaint, references, loras)."""
     try:
         style = catalogue.style(style_id)
     except CatalogueError as exc:
         raise Refused(str(exc)) from exc
-    return styled_request(
-        settings=settings,
-        catalogue=catalogue,
-        style=style,
-        params=params,
-        quality=quality,
-        inpaint=inpaint,
-        control=control,
-        noise_level=noise_level,
-        outpaint=outpaint,
-        references=references,
-        loras=loras,
-    )
+    return styled_request(settings=settings, catalogue=catalogue, style=style, **options)
 
 
 def styled_request(
@@ -293,8 +262,15 @@ def styled_request(
     references: tuple[str, ...] = (),
     loras: Sequence[tuple[str, float]] = (),
 ) -> JobRequest:
-    """style_request for a `style` that need not be in the catalogue's [styles] (a team's brand kit: studio.kits), on
-    a catalogue model."""
+    """A style (a catalogue style, or a team's brand kit as one: studio.kits) on its catalogue model: `params` hold
+    the user's own prompt and negative prompt (the style's template and negative prompt are applied here) and the
+    strength, steps, guidance and seed the user settled on.
+
+    An img2img style with `inpaint` options runs as inpainting (with `outpaint`, expanding to a format).
+    Refuses a model that is not available on this machine (saying how to get it), a quality tier the style does
+    not offer, and a ControlNet made for another model family. An edit style's `references` name its reference
+    images by sha256; `loras` are (name, weight) pairs of the catalogue's [loras].
+    """
     task = style.task
     if inpaint is not None:
         if task != Task.img2img:

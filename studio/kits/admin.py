@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 from sqlmodel import Session, select
 
 # The admin services' audited transaction and team lookup: kits are admin actions like the rest of that module.
 from studio.accounts.admin import _audited, _team
-from studio.billing.pricing import Quality
 from studio.catalogue.loras import lora_sha256
 from studio.catalogue.styles import Catalogue
 from studio.config import Settings
@@ -31,27 +31,14 @@ def pin_kit(
     *,
     config: Settings,
     catalogue: Catalogue,
-    model: str,
-    prompt_template: str,
-    negative_prompt: str,
-    strength: float,
-    guidance: float,
-    quality: Quality,
-    steps: int,
     loras: Sequence[tuple[str, float]],
     reference: KitReference | None = None,
+    **fields: Any,
 ) -> KitSettings:
-    """A kit's settings with each LoRA pinned at its file's hash now; Refused, saying why, when they cannot run."""
+    """A kit's settings (`fields`: the rest of KitSettings' fields) with each LoRA, given as (name, weight), pinned at
+    its file's hash now; Refused, saying why, when they cannot run."""
     unpinned = KitSettings(
-        model=model,
-        prompt_template=prompt_template,
-        negative_prompt=negative_prompt,
-        strength=strength,
-        guidance=guidance,
-        quality=quality,
-        steps=steps,
-        loras=tuple(KitLora(name, float(weight), "") for name, weight in loras),
-        reference=reference,
+        **fields, loras=tuple(KitLora(name, float(weight), "") for name, weight in loras), reference=reference
     )
     unpinned.check(catalogue)  # names, families and limits before any file is hashed
     pinned = tuple(
@@ -70,21 +57,15 @@ def save_kit(
     team_id: int,
     kit_id: int | None,
     name: str,
-    model: str,
-    prompt_template: str,
-    negative_prompt: str,
-    strength: float,
-    guidance: float,
-    quality: Quality,
-    steps: int,
     loras: Sequence[tuple[str, float]],
     reference_image: ValidatedImage | None = None,
     reference_scale: float = 0.5,
     keep_reference: bool = True,
+    **fields: Any,
 ) -> BrandKit:
-    """The admin page's form: create a kit (`kit_id` None) or change one, with its LoRAs pinned now. A new reference
-    image replaces the kit's; without one the kit keeps its own (at `reference_scale`) unless `keep_reference` is
-    off."""
+    """The admin page's form: create a kit (`kit_id` None) or change one, with its LoRAs pinned now (`fields`: the
+    rest of KitSettings' fields). A new reference image replaces the kit's; without one the kit keeps its own (at
+    `reference_scale`) unless `keep_reference` is off."""
     reference = None
     if reference_image is not None:
         reference = KitReference(sha256_hex(reference_image.png_bytes), reference_scale)
@@ -92,65 +73,45 @@ def save_kit(
         existing = session.get(BrandKit, kit_id)
         kept = KitSettings.from_dict(existing.settings).reference if existing is not None else None
         reference = replace(kept, scale=reference_scale) if kept is not None else None
-    kit = pin_kit(
-        config=config,
+    kit = pin_kit(config=config, catalogue=catalogue, loras=loras, reference=reference, **fields)
+    return write_kit(
+        session=session,
+        actor=actor,
         catalogue=catalogue,
-        model=model,
-        prompt_template=prompt_template,
-        negative_prompt=negative_prompt,
-        strength=strength,
-        guidance=guidance,
-        quality=quality,
-        steps=steps,
-        loras=loras,
-        reference=reference,
+        name=name,
+        kit=kit,
+        team_id=team_id,
+        kit_id=kit_id,
+        store=store,
+        reference_image=reference_image,
     )
-    common = {"session": session, "actor": actor, "catalogue": catalogue, "name": name, "kit": kit, "store": store}
-    if kit_id is None:
-        return create_kit(**common, team_id=team_id, reference_image=reference_image)
-    return change_kit(**common, kit_id=kit_id, reference_image=reference_image)
 
 
-def create_kit(
+def write_kit(
     *,
     session: Session,
     actor: User,
     catalogue: Catalogue,
-    team_id: int,
     name: str,
     kit: KitSettings,
+    team_id: int | None = None,
+    kit_id: int | None = None,
     store: AssetStore | None = None,
     reference_image: ValidatedImage | None = None,
     now: datetime | None = None,
 ) -> BrandKit:
-    """A new kit for the team (`reference_image`: the image `kit.reference` names, stored with the kit)."""
+    """Create a kit for the team `team_id`, or (with `kit_id`) save a kit's new name and settings, whose new pins
+    refuse the presets that pinned the old ones. `reference_image` is the image `kit.reference` names, stored with
+    the kit."""
     now = now or utcnow()
-    with _audited(session, actor, AuditAction.kit_create, now) as entry:
-        team = _team(session, team_id)
-        row = BrandKit(team_id=team.id, name=_kit_name(session, team.id, name, kit_id=None), settings={})
-        _write(session, entry, row, kit, catalogue, store, reference_image, actor, now, before=None)
-    session.refresh(row)
-    return row
-
-
-def change_kit(
-    *,
-    session: Session,
-    actor: User,
-    catalogue: Catalogue,
-    kit_id: int,
-    name: str,
-    kit: KitSettings,
-    store: AssetStore | None = None,
-    reference_image: ValidatedImage | None = None,
-    now: datetime | None = None,
-) -> BrandKit:
-    """Save a kit's new name and settings (its LoRAs pinned again: presets that pinned the old ones are refused)."""
-    now = now or utcnow()
-    with _audited(session, actor, AuditAction.kit_change, now) as entry:
-        row = _kit(session, kit_id)
-        before = {"name": row.name, **row.settings}
-        row.name = _kit_name(session, row.team_id, name, kit_id=row.id)
+    with _audited(session, actor, AuditAction.kit_create if kit_id is None else AuditAction.kit_change, now) as entry:
+        if kit_id is None:
+            team = _team(session, team_id)
+            row, before = BrandKit(team_id=team.id, name=name, settings={}), None
+        else:
+            row = _kit(session, kit_id)
+            before = {"name": row.name, **row.settings}
+        row.name = _kit_name(session, row.team_id, name, kit_id=kit_id)
         _write(session, entry, row, kit, catalogue, store, reference_image, actor, now, before=before)
     session.refresh(row)
     return row

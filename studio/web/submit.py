@@ -44,44 +44,18 @@ def make_request(
 ) -> JobRequest | None:
     """The request of a form (`outpaint` with `inpaint`: expanding to a format; `references`: an edit's reference
     images; `loras`: catalogue LoRAs by name, with their weights), or None with the refusal shown."""
+    chosen = {"settings": config, "catalogue": catalogue, "params": params, "quality": quality, "inpaint": inpaint}
+    chosen |= {"control": control, "outpaint": outpaint}
     if isinstance(style, KitStyle):  # the team's brand kit brings its LoRAs (the form offers none beside them)
-        return refusals.attempt(
-            lambda: kit_request(
-                settings=config,
-                catalogue=catalogue,
-                kit=style.brand_kit,
-                params=params,
-                quality=quality,
-                inpaint=inpaint,
-                control=control,
-                outpaint=outpaint,
-            )
-        )
+        return refusals.attempt(lambda: kit_request(**chosen, kit=style.brand_kit))
     if style is None:
-        return refusals.attempt(
-            lambda: custom_request(
-                settings=config,
-                params=params,
-                quality=quality,
-                task=Task.inpaint if inpaint is not None else Task.img2img,
-                inpaint=inpaint,
-                control=control,
-                catalogue=catalogue,
-                outpaint=outpaint,
-                loras=loras,
-            )
-        )
+        task = Task.inpaint if inpaint is not None else Task.img2img
+        return refusals.attempt(lambda: custom_request(**chosen, task=task, loras=loras))
     return refusals.attempt(
         lambda: style_request(
-            settings=config,
-            catalogue=catalogue,
+            **chosen,
             style_id=style.id,
-            params=params,
-            quality=quality,
-            inpaint=inpaint,
-            control=control,
             noise_level=noise_level,
-            outpaint=outpaint,
             references=tuple(sha256_hex(reference.png_bytes) for reference in references),
             loras=loras,
         )

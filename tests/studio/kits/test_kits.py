@@ -29,7 +29,7 @@ from studio.errors import Forbidden, Refused
 from studio.jobs.history import history_page
 from studio.jobs.submit import submit_batch, submit_job
 from studio.kits.access import team_kits, usable_kit
-from studio.kits.admin import change_kit, create_kit, delete_kit, pin_kit
+from studio.kits.admin import delete_kit, pin_kit, write_kit
 from studio.kits.requests import kit_request
 from studio.kits.settings import KitReference
 from studio.media.storage import AssetStore, sha256_hex
@@ -90,11 +90,23 @@ def pinned(env, **changes):
 
 def new_kit(env, name="Acme spring", **changes) -> BrandKit:
     with write_session(env["settings"].database_url) as session:
-        return create_kit(
+        return write_kit(
             session=session,
             actor=env["admin"],
             catalogue=env["catalogue"],
             team_id=env["team"],
+            name=name,
+            kit=pinned(env, **changes),
+        )
+
+
+def edit_kit(env, kit: BrandKit, *, name: str, **changes) -> BrandKit:
+    with write_session(env["settings"].database_url) as session:
+        return write_kit(
+            session=session,
+            actor=env["admin"],
+            catalogue=env["catalogue"],
+            kit_id=kit.id,
             name=name,
             kit=pinned(env, **changes),
         )
@@ -154,15 +166,7 @@ def test_an_admin_creates_changes_and_deletes_a_kit_each_in_the_audit_log(env):
     assert created.target == "kit Acme spring · team Acme" and created.actor_id == env["admin"].id
     assert created.details["before"] is None and created.details["after"]["prompt_template"] == KIT["prompt_template"]
 
-    with write_session(env["settings"].database_url) as session:
-        change_kit(
-            session=session,
-            actor=env["admin"],
-            catalogue=env["catalogue"],
-            kit_id=kit.id,
-            name="Acme summer",
-            kit=pinned(env, loras=((LORA, 0.5),)),
-        )
+    edit_kit(env, kit, name="Acme summer", loras=((LORA, 0.5),))
     [changed] = audit(env, AuditAction.kit_change)
     assert changed.details["before"]["name"] == "Acme spring" and changed.details["after"]["name"] == "Acme summer"
     assert [lora["weight"] for lora in changed.details["after"]["loras"]] == [0.5]
@@ -211,7 +215,7 @@ def test_names_teams_and_actors_are_checked_and_nothing_changes(env):
     with pytest.raises(Refused, match="cannot be empty"):
         new_kit(env, name="  ")
     with write_session(env["settings"].database_url) as session, pytest.raises(Forbidden):
-        create_kit(
+        write_kit(
             session=session,
             actor=env["mia"],
             catalogue=env["catalogue"],
@@ -220,7 +224,7 @@ def test_names_teams_and_actors_are_checked_and_nothing_changes(env):
             kit=pinned(env),
         )
     with write_session(env["settings"].database_url) as session, pytest.raises(Refused, match="reference image"):
-        create_kit(  # a reference the settings name, but no image and no stored asset
+        write_kit(  # a reference the settings name, but no image and no stored asset
             session=session,
             actor=env["admin"],
             catalogue=env["catalogue"],
@@ -267,15 +271,7 @@ def test_another_teams_member_never_sees_the_kit_and_cannot_submit_it(env):
 def test_a_kit_changed_or_deleted_since_the_form_was_filled_is_refused(env):
     kit = new_kit(env)
     request = make_request(env, kit)
-    with write_session(env["settings"].database_url) as session:
-        change_kit(
-            session=session,
-            actor=env["admin"],
-            catalogue=env["catalogue"],
-            kit_id=kit.id,
-            name=kit.name,
-            kit=pinned(env, prompt_template="{prompt}, Acme autumn"),
-        )
+    edit_kit(env, kit, name=kit.name, prompt_template="{prompt}, Acme autumn")
     before = state(env)
     with pytest.raises(Refused, match="has changed since these settings were made"):
         submit(env, env["mia"], request)
@@ -303,7 +299,7 @@ def test_a_kit_with_a_reference_image_is_stored_and_refused_until_ip_adapter(env
     image = validate_image_bytes(png_bytes(256, 256))
     sha256 = sha256_hex(image.png_bytes)
     with write_session(env["settings"].database_url) as session:
-        kit = create_kit(
+        kit = write_kit(
             session=session,
             actor=env["admin"],
             catalogue=env["catalogue"],
@@ -354,15 +350,7 @@ def test_a_preset_pins_a_kit_and_is_refused_once_its_model_or_lora_changed(env):
         ({"loras": ((LORA, 0.5),)}, "other LoRA files or weights"),
         ({"model": "realistic-vision"}, "results would not match earlier ones"),
     ]:
-        with write_session(env["settings"].database_url) as session:
-            change_kit(
-                session=session,
-                actor=env["admin"],
-                catalogue=env["catalogue"],
-                kit_id=kit.id,
-                name=kit.name,
-                kit=pinned(env, **changes),
-            )
+        edit_kit(env, kit, name=kit.name, **changes)
         with pytest.raises(Refused, match=message):
             apply(env["mia"])
 

@@ -1,6 +1,6 @@
-"""AppTest journey (issue 19): an admin creates a brand kit for a team on Admin · Brand kits; a member of the team
+"""AppTest journeys (issue 19): an admin creates a brand kit for a team on Admin · Brand kits; a member of the team
 picks it first thing in Batch's style picker, runs a batch, and every result's recipe names the kit's LoRA hash;
-a member of another team never sees the kit."""
+a member of another team never sees the kit. A preset of the kit applies until an admin changes the kit's LoRAs."""
 
 from __future__ import annotations
 
@@ -9,14 +9,27 @@ from sqlmodel import select
 from pipelines.loras import file_sha256
 from studio.accounts.admin import create_team
 from studio.accounts.users import create_user, get_user
+from studio.billing.pricing import Quality
+from studio.catalogue.styles import load_catalogue
 from studio.db.engine import session_for, write_session
-from studio.db.tables import AuditAction, AuditEntry, BrandKit, JobStatus, Plan
+from studio.db.tables import AuditAction, AuditEntry, BrandKit, JobStatus, Plan, Preset
 from studio.jobs.worker import Worker
+from studio.kits.admin import pin_kit, write_kit
 from studio.kits.requests import kit_style_id
+from studio.web.styles import OWN_SETTINGS
 from tests.support import ADMIN_PASSWORD, all_jobs, log_in, png_bytes, texts
 
 LORA = "lcm-sd15"
 PASSWORD = "member-password-19"
+KIT_FIELDS = {
+    "model": "sd15",
+    "prompt_template": "{prompt}, Acme spring campaign",
+    "negative_prompt": "",
+    "strength": 0.6,
+    "guidance": 5.0,
+    "quality": Quality.standard,
+    "steps": 4,
+}
 
 
 def teams_with_members(settings) -> dict[str, int]:
@@ -89,3 +102,44 @@ def test_an_admin_makes_a_kit_and_a_member_batches_with_it(studio, studio_settin
     at = log_in("otto", PASSWORD)
     at.switch_page("pages/batch.py").run()
     assert not [option for option in at.selectbox(key="batch.style").options if "Acme spring" in option]
+
+
+def test_a_kit_preset_applies_until_an_admin_changes_the_kits_loras(studio, studio_settings):
+    teams = teams_with_members(studio_settings)
+    catalogue = load_catalogue(studio_settings.catalogue_path)
+
+    def save(kit_id: int | None, weight: float) -> BrandKit:
+        kit = pin_kit(config=studio_settings, catalogue=catalogue, loras=((LORA, weight),), **KIT_FIELDS)
+        with write_session(studio_settings.database_url) as session:
+            admin = get_user(session=session, username="admin")
+            return write_kit(
+                session=session,
+                actor=admin,
+                catalogue=catalogue,
+                name="Acme spring",
+                kit=kit,
+                team_id=teams["Acme"],
+                kit_id=kit_id,
+            )
+
+    kit = save(None, 0.8)
+    at = log_in("mia", PASSWORD)
+    at.switch_page("pages/batch.py").run()
+    at.selectbox(key="batch.style").set_value(kit_style_id(kit.id)).run()
+    at.text_input(key="batch.preset_name").input("Spring look").run()
+    at.button(key="batch.preset_save").click().run()
+    assert not at.error, texts(at.error)
+    with session_for(studio_settings.database_url) as session:
+        [preset] = session.exec(select(Preset)).all()
+    assert preset.settings["kit"] == kit.id and preset.settings["loras"][0]["weight"] == 0.8
+
+    at.selectbox(key="batch.style").set_value(OWN_SETTINGS).run()
+    at.button(key="batch.preset_apply").click().run()
+    assert not at.error, texts(at.error)
+    assert at.selectbox(key="batch.style").value == kit_style_id(kit.id)
+
+    save(kit.id, 0.5)  # the admin changes the kit's LoRA weight: the preset no longer gives its look
+    at.selectbox(key="batch.style").set_value(OWN_SETTINGS).run()
+    at.button(key="batch.preset_apply").click().run()
+    assert any("other LoRA files or weights" in error for error in texts(at.error)), texts(at.error)
+    assert at.selectbox(key="batch.style").value == OWN_SETTINGS

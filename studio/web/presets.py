@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import streamlit as st
 
 from studio.catalogue.form_settings import FormSettings
@@ -68,10 +70,14 @@ def preset_bar(prefix: str, user: User, catalogue: Catalogue, current: JobReques
 
 
 def _apply(prefix: str, preset: PresetSettings, user: User, catalogue: Catalogue) -> None:
-    """Load the preset into the form, unless what it pinned (the model, a LoRA's file, the kit) changed since."""
+    """Load the preset into the form, unless what it pinned (the model, a LoRA's file, the kit) changed since.
+
+    Its ControlNet is left out of that check: a guide the style's family lacks is the form's to show, as for any
+    settings loaded into it."""
     try:
         with app.db_session() as session:
-            preset_request(preset, session=session, user=user, settings=app.settings(), catalogue=catalogue)
+            pins = replace(preset, control=None)
+            preset_request(pins, session=session, user=user, settings=app.settings(), catalogue=catalogue)
     except Refused as exc:
         st.session_state[_load_refused_key(prefix)] = str(exc)
         return

@@ -37,6 +37,7 @@ studio_pages = [
 admin_pages = [
     st.Page("pages/admin/users.py", title="Users", icon=":material/group:", url_path="admin_users"),
     st.Page("pages/admin/teams.py", title="Teams", icon=":material/groups:", url_path="admin_teams"),
+    st.Page("pages/admin/kits.py", title="Brand kits", icon=":material/palette:", url_path="admin_kits"),
     st.Page("pages/admin/credits.py", title="Credits", icon=":material/toll:", url_path="admin_credits"),
     st.Page("pages/admin/analytics.py", title="Analytics", icon=":material/bar_chart:", url_path="analytics"),
     st.Page("pages/admin/models.py", title="Models", icon=":material/memory:", url_path="admin_models"),

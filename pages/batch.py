@@ -1,5 +1,5 @@
-"""Batch: one style or preset over many images (a product catalogue in one consistent look), optionally expanded to
-a format, or inpainted under a mask per image (name.mask.png beside name.png). Pro plans."""
+"""Batch: one style, brand kit or preset (LoRAs too) over many images (a product catalogue in one consistent look),
+optionally expanded to a format, or inpainted under a mask per image (name.mask.png beside name.png). Pro plans."""
 
 import random
 
@@ -56,6 +56,7 @@ with settings_col:
     elif not upscaling and st.toggle("Expand to a format", key="batch.expand"):
         expand, inpaint = outpaint.format_settings(PREFIX)
     control = None if upscaling else form.control_settings(PREFIX, None, seed=params.seed)
+    loras = () if upscaling else form.lora_settings(PREFIX, catalogue, config, style)
     request = submit.make_request(
         config,
         catalogue,
@@ -66,6 +67,7 @@ with settings_col:
         control=control,
         inpaint=inpaint,
         outpaint=expand,
+        loras=loras,
     )
     presets.preset_bar(PREFIX, user, catalogue, request)
     seed_policy = SeedPolicy(

@@ -31,6 +31,7 @@ from studio.catalogue.references import ReferenceImage, recipe_reference_choice
 from studio.catalogue.requests import read_recipe_spec, recipe_text
 from studio.catalogue.styles import Catalogue, Style
 from studio.errors import Refused
+from studio.kits.requests import kit_style_id
 
 CANNOT_LOAD = "These settings cannot be loaded"
 
@@ -86,17 +87,19 @@ class FormSettings:
 
     @classmethod
     def from_preset(cls, preset: PresetSettings) -> FormSettings:
-        # A preset holds every setting of the form but mask options and the format (it also pins the model and a seed
-        # policy).
-        options = ("control", "inpaint", "outpaint", "loras", "reference")
+        # A preset holds every setting of the form but mask options, the format and a reference image (it also pins the
+        # model, the LoRAs' hashes and a seed policy); a kit's preset chooses the kit, which brings its LoRAs.
+        options = ("style", "control", "inpaint", "outpaint", "loras", "reference")
         same = {field.name: getattr(preset, field.name) for field in fields(cls) if field.name not in options}
-        return cls(**same, control=preset.control_params())
+        style = kit_style_id(preset.kit) if preset.kit is not None else preset.style
+        return cls(**same, style=style, control=preset.control_params(), loras=preset.lora_choices())
 
     def check(self, catalogue: Catalogue, offered: list[Style]) -> None:
         """Refuse settings the page (which offers the styles `offered`) cannot show, saying why."""
-        style = catalogue.styles.get(self.style) if self.style is not None else None
-        if self.style is not None and style not in offered:
-            name = style.name if style is not None else repr(self.style)
+        style = next((style for style in offered if style.id == self.style), None)  # a team's kit is offered too
+        if self.style is not None and style is None:
+            known = catalogue.styles.get(self.style)
+            name = known.name if known is not None else repr(self.style)
             raise Refused(f"The style {name} is not offered on this page, so these settings cannot be loaded.")
         if style is not None and self.quality not in style.qualities:
             offered_tiers = ", ".join(QUALITY_TIERS[q].label for q in style.qualities)

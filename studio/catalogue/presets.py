@@ -1,10 +1,10 @@
 """Presets: saved settings, personal or shared with the team, that pin everything that changes pixels.
 
-A preset keeps the style (or "own settings"), the user's prompt and negative prompt, strength, quality,
-steps, guidance, the seed policy and seed, the ControlNet settings, the 4× upscaler's noise level, and the
-model they resolved to.
-Applying it to a new image gives the same look; if an admin has since pointed the style at another
-model, applying it is refused, so a campaign never changes look silently.
+A preset keeps the style (or "own settings", or the team's brand kit), the user's prompt and negative prompt,
+strength, quality, steps, guidance, the seed policy and seed, the ControlNet settings, the 4× upscaler's noise level,
+the LoRAs by name, weight and file hash, and the model they resolved to.
+Applying it to a new image gives the same look; if an admin has since pointed the style at another model, changed
+the kit's model, or a LoRA's file changed, applying it is refused, so a campaign never changes look silently.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from studio.config import Settings
 from studio.db.limits import bounded_text
 from studio.db.tables import Preset, Role, User, utcnow
 from studio.errors import Refused
+from studio.kits.access import usable_kit
+from studio.kits.requests import kit_request
 
 
 class SeedPolicy(StrEnum):
@@ -46,13 +48,33 @@ class PresetSettings:
     seed_policy: SeedPolicy = SeedPolicy.fixed
     control: dict[str, Any] | None = None  # guide, conditioning_scale, low_threshold, high_threshold
     noise_level: int = DEFAULT_NOISE_LEVEL  # the 4× upscaler's (presets saved before it had none: the default)
+    # Each LoRA the settings ran (a kit's too) as {name, weight, sha256}: pinned, like the model.
+    loras: tuple[dict[str, Any], ...] = ()
+    kit: int | None = None  # the team's brand kit (studio.kits) the settings came from; `style` is then None
+    # The catalogue entry behind `model` (None: the configured model, or a preset saved before it was pinned).
+    catalogue_model: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"quality": self.quality.value, "seed_policy": self.seed_policy.value}
+        return asdict(self) | {
+            "quality": self.quality.value,
+            "seed_policy": self.seed_policy.value,
+            "loras": list(self.loras),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PresetSettings:
-        return cls(**{**data, "quality": Quality(data["quality"]), "seed_policy": SeedPolicy(data["seed_policy"])})
+        return cls(
+            **{
+                **data,
+                "quality": Quality(data["quality"]),
+                "seed_policy": SeedPolicy(data["seed_policy"]),
+                "loras": tuple(data.get("loras", ())),
+            }
+        )
+
+    def lora_choices(self) -> tuple[tuple[str, float], ...]:
+        """The LoRAs the user chose (name, weight); a kit's come with the kit."""
+        return () if self.kit is not None else tuple((lora["name"], lora["weight"]) for lora in self.loras)
 
     def control_params(self) -> ControlParams | None:
         """The ControlNet settings, with the model left empty: the catalogue names it per guide."""
@@ -62,8 +84,6 @@ class PresetSettings:
 
     @classmethod
     def from_request(cls, request: JobRequest, *, seed_policy: SeedPolicy = SeedPolicy.fixed) -> PresetSettings:
-        if request.loras:  # a preset that dropped them would run another picture
-            raise Refused("Presets do not keep LoRAs yet: remove the LoRAs to save these settings as a preset.")
         params, control = request.spec.params, request.spec.control
         return cls(
             style=request.style,
@@ -78,13 +98,23 @@ class PresetSettings:
             seed_policy=seed_policy,
             control=None if control is None else {k: v for k, v in asdict(control).items() if k != "model"},
             noise_level=request.spec.noise_level,
+            loras=tuple({"name": lora.name, "weight": lora.weight, "sha256": lora.sha256} for lora in request.loras),
+            kit=request.kit_id,
+            catalogue_model=request.catalogue_model,
         )
 
 
 def preset_request(
-    preset: PresetSettings, *, settings: Settings, catalogue: Catalogue, seed: int | None = None
+    preset: PresetSettings,
+    *,
+    session: Session,
+    user: User,
+    settings: Settings,
+    catalogue: Catalogue,
+    seed: int | None = None,
 ) -> JobRequest:
-    """The request the preset makes for one image; `seed` overrides the preset's (random seed policy)."""
+    """The request the preset makes for one image by `user` (a kit's preset: a member of the kit's team); `seed`
+    overrides the preset's (random seed policy). Refused when the model or a LoRA's file changed since it was saved."""
     params = Img2ImgParams(
         prompt=preset.prompt,
         negative_prompt=preset.negative_prompt,
@@ -94,9 +124,19 @@ def preset_request(
         seed=preset.seed if seed is None else seed,
     )
     control = preset.control_params()
-    if preset.style is None:
+    if preset.kit is not None:
+        kit = usable_kit(session=session, user=user, kit_id=preset.kit)
+        request = kit_request(
+            settings=settings, catalogue=catalogue, kit=kit, params=params, quality=preset.quality, control=control
+        )
+    elif preset.style is None:
         request = custom_request(
-            settings=settings, params=params, quality=preset.quality, control=control, catalogue=catalogue
+            settings=settings,
+            params=params,
+            quality=preset.quality,
+            control=control,
+            catalogue=catalogue,
+            loras=preset.lora_choices(),
         )
     else:
         request = style_request(
@@ -107,11 +147,23 @@ def preset_request(
             quality=preset.quality,
             control=control,
             noise_level=preset.noise_level,
+            loras=preset.lora_choices(),
         )
-    if request.model != preset.model:
+    saved, now_runs = preset.model, request.model
+    if preset.catalogue_model is not None and request.catalogue_model != preset.catalogue_model:
+        saved, now_runs = preset.catalogue_model, request.catalogue_model  # two entries may share a location
+    if saved != now_runs:
         raise Refused(
-            f"This preset was saved with the model {preset.model!r}, and its settings now run {request.model!r}; "
+            f"This preset was saved with the model {saved!r}, and its settings now run {now_runs!r}; "
             "results would not match earlier ones. Save the preset again to accept the new model."
+        )
+    now = [{"name": lora.name, "weight": lora.weight, "sha256": lora.sha256} for lora in request.loras]
+    if now != list(preset.loras):
+        differ = [lora for lora in [*now, *preset.loras] if lora not in now or lora not in preset.loras]
+        changed = ", ".join(sorted({lora["name"] for lora in differ}))
+        raise Refused(
+            f"This preset was saved with other LoRA files or weights than its settings run now ({changed}); results "
+            "would not match earlier ones. Save the preset again to accept them."
         )
     return request
 

@@ -15,7 +15,9 @@ RECIPE_CHUNK = "img2img-studio:recipe"
 # 6: the LoRAs a run applied (`loras`: [{name, sha256, weight}], written only for runs with LoRAs)
 # 7: the reference image an IP-Adapter read (`reference`: {sha256, scale, ip_adapter, ip_adapter_sha256,
 #    image_encoder_sha256}, written only for runs with one)
-RECIPE_VERSION = 7
+# 8: the team brand kit a run came from (`kit`: {id, name, saved_at}, written only for those; a re-run needs neither
+#    kit nor team)
+RECIPE_VERSION = 8
 
 
 def png_with_recipe(image: Image.Image, recipe: dict) -> bytes:

@@ -30,7 +30,7 @@ from pipelines.params import (
 from studio.billing.pricing import QUALITY_TIERS, Quality, configured_model_credits
 from studio.catalogue.loras import lora_ref, recipe_loras
 from studio.catalogue.references import ReferenceImage, ip_adapter_ref, recipe_reference, reference_job_params
-from studio.catalogue.styles import STUDIO_TASKS, Catalogue, CatalogueError, ModelEntry, ModelKind
+from studio.catalogue.styles import STUDIO_TASKS, Catalogue, CatalogueError, ModelEntry, ModelKind, Style
 from studio.config import Settings
 from studio.errors import Refused
 
@@ -60,6 +60,11 @@ class JobRequest:
     # reads it at the reference's scale (studio.catalogue.references); both or neither.
     reference: ReferenceImage | None = None
     ip_adapter: IpAdapterRef | None = None
+    # The team's brand kit the request was made from (studio.kits), by id and name, and when the kit was last saved
+    # (a submit refuses a kit changed since); None: no kit.
+    kit_id: int | None = None
+    kit_name: str = ""
+    kit_saved_at: str = ""
 
     @property
     def task(self) -> Task:
@@ -146,6 +151,10 @@ class JobRequest:
         except PipelineInputError as exc:
             raise Refused(f"{exc} Nothing was charged.") from exc
 
+    def kit_params(self) -> dict[str, Any]:
+        """The brand kit as `Job.params` and the recipe keep it: id, name and when it was saved."""
+        return {"id": self.kit_id, "name": self.kit_name, "saved_at": self.kit_saved_at}
+
     def job_params(self) -> dict[str, Any]:
         """What `Job.params` stores: the run spec plus the user's own words and what the worker loads it as."""
         return (
@@ -160,6 +169,7 @@ class JobRequest:
             | ({"references": list(self.references)} if self.references else {})
             | ({"loras": [lora_job_params(lora) for lora in self.loras]} if self.loras else {})
             | ({"reference": reference_job_params(self.reference, self.ip_adapter)} if self.reference else {})
+            | ({"kit": self.kit_params()} if self.kit_id is not None else {})
         )
 
 
@@ -252,11 +262,21 @@ def _reference(
     }
 
 
-def style_request(
+def style_request(*, settings: Settings, catalogue: Catalogue, style_id: str, **options: Any) -> JobRequest:
+    """The catalogue style `style_id` with `options` as styled_request takes them (params, quality, inpaint, control,
+    noise_level, outpaint, references, loras)."""
+    try:
+        style = catalogue.style(style_id)
+    except CatalogueError as exc:
+        raise Refused(str(exc)) from exc
+    return styled_request(settings=settings, catalogue=catalogue, style=style, **options)
+
+
+def styled_request(
     *,
     settings: Settings,
     catalogue: Catalogue,
-    style_id: str,
+    style: Style,
     params: Img2ImgParams,
     quality: Quality = Quality.standard,
     inpaint: InpaintParams | None = None,
@@ -267,8 +287,9 @@ def style_request(
     loras: Sequence[tuple[str, float]] = (),
     reference: ReferenceImage | None = None,
 ) -> JobRequest:
-    """A catalogue style: `params` hold the user's own prompt and negative prompt (the style's template and
-    negative prompt are applied here) and the strength, steps, guidance and seed the user settled on.
+    """A style (a catalogue style, or a team's brand kit as one: studio.kits) on its catalogue model: `params` hold
+    the user's own prompt and negative prompt (the style's template and negative prompt are applied here) and the
+    strength, steps, guidance and seed the user settled on.
 
     An img2img style with `inpaint` options runs as inpainting (with `outpaint`, expanding to a format).
     Refuses a model that is not available on this machine (saying how to get it), a quality tier the style does
@@ -276,10 +297,6 @@ def style_request(
     images by sha256; `loras` are (name, weight) pairs of the catalogue's [loras]; a `reference` image (img2img and
     inpaint) is read by the catalogue's IP-Adapter of the model's family, refused for a family without one.
     """
-    try:
-        style = catalogue.style(style_id)
-    except CatalogueError as exc:
-        raise Refused(str(exc)) from exc
     task = style.task
     if inpaint is not None:
         if task != Task.img2img:

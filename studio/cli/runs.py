@@ -92,6 +92,8 @@ def run_batch(
             requests = [
                 preset_request(
                     preset,
+                    session=session,
+                    user=user,
                     settings=settings,
                     catalogue=catalogue,
                     seed=rng.randint(0, MAX_SEED) if policy is SeedPolicy.random else None,

@@ -317,6 +317,21 @@ class Preset(PresetBase, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
+class BrandKit(SQLModel, table=True):
+    """A team's brand kit (studio.kits): a model, LoRAs pinned by hash, an optional reference image, a prompt
+    template, a negative prompt and defaults. Admins write it; only the team's members see and run it."""
+
+    __table_args__ = (UniqueConstraint("team_id", "name", name="uq_brandkit_team_name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    team_id: int = Field(foreign_key="team.id", index=True)
+    name: str = Field(max_length=80)
+    # studio.kits.settings.KitSettings as a dict: model, LoRAs (name, sha256, weight), reference, template, defaults.
+    settings: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
 class CreditKind(StrEnum):
     grant = "grant"  # free credits: the trial, goodwill
     allocation = "allocation"  # bought or included in a plan (starter pack, monthly Pro credits)
@@ -375,6 +390,10 @@ class AuditAction(StrEnum):
     model_production = "model_production"  # a catalogue model taken out of production, or offered again
     lora_register = "lora_register"  # a LoRA registered on the Models page (RegisteredLora)
     lora_remove = "lora_remove"  # a registered LoRA removed
+    # A team's brand kit (studio.kits) created, changed or deleted; the details hold its settings before → after.
+    kit_create = "kit_create"
+    kit_change = "kit_change"
+    kit_delete = "kit_delete"
 
 
 class AuditEntry(SQLModel, table=True):

@@ -275,6 +275,7 @@ def _rendered(job: Job, spec: RunSpec, image: Image.Image, ran: dict) -> Rendere
         **ran,
         **({"loras": loras} if loras else {}),  # by catalogue name and file hash: re-runs check both
         **({"reference": reference} if reference else {}),  # the image by hash, the IP-Adapter by name and hashes
+        **({"kit": job.params["kit"]} if "kit" in job.params else {}),  # the team's brand kit, by id and name
         "versions": library_versions(),
     }
     png = png_with_recipe(image, recipe)

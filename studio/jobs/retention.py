@@ -3,7 +3,8 @@
 Uploads, masks and results older than the retention period (STUDIO_RETENTION_DAYS, 30 by default) are
 deleted — their rows and, once no row names them, their files — while the jobs and their ledger rows
 stay for accounting and analytics (the job's asset references become None; its recipe keeps the
-hashes). Images of jobs still queued or running are kept until those jobs end. Workers run this
+hashes). Images of jobs still queued or running are kept until those jobs end, a brand kit's reference image as
+long as the kit has it. Workers run this
 every hour; `python -m studio retention` runs it on demand. A user deleting a job from their history
 uses the same path for that job's images.
 """
@@ -16,7 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 
-from studio.db.tables import Asset, Job, JobStatus, Role, User, utcnow
+from studio.db.tables import Asset, BrandKit, Job, JobStatus, Role, User, utcnow
 from studio.errors import NotFound, Refused
 from studio.media.storage import AssetStore
 
@@ -42,9 +43,15 @@ def purge_expired(*, session: Session, store: AssetStore, days: int, now: dateti
         if asset_id is not None
     }
     # An edit names its reference images by hash (job.params["references"]), as does a run with an IP-Adapter's
-    # reference image (job.params["reference"]): the worker reads them from the store.
+    # reference image (job.params["reference"]): the worker reads them from the store. A team's brand kit names its
+    # reference image the same way, and every run of the kit reads it: kept while the kit has it.
     referenced = {sha256 for job in unfinished for sha256 in (job.params or {}).get("references", [])} | {
         job.params["reference"]["sha256"] for job in unfinished if (job.params or {}).get("reference")
+    }
+    referenced |= {
+        kit.settings["reference"]["image_sha256"]
+        for kit in session.exec(select(BrandKit))
+        if kit.settings.get("reference")
     }
     assets = files = 0
     while True:

@@ -34,6 +34,7 @@ from studio.db.limits import clipped_text
 from studio.db.tables import Asset, AssetKind, Job, User, utcnow
 from studio.errors import Refused
 from studio.jobs.fair_queue import check_job_limit, next_round, queue_lane
+from studio.kits.access import refuse_foreign_kits
 from studio.media.staging import StagedImage, expired
 from studio.media.storage import AssetStore, sha256_hex
 from studio.media.validation import ValidatedImage
@@ -166,6 +167,7 @@ def _submit(
             except PipelineInputError as exc:
                 raise Refused(str(exc)) from exc
     refuse_hidden(session=session, requests=requests)
+    refuse_foreign_kits(session=session, user=user, requests=requests)
     mask_png = _checked_mask_png(requests[0], mask, upload)
     reference_files = _checked_references(requests[0], references)
     ip_reference = _checked_reference(store, requests[0], reference_image)
@@ -270,6 +272,7 @@ def submit_batch(
                 raise Refused(f"{image.name}: {exc}") from exc
         prices.append(quote(settings=settings, request=request, width=image.width, height=image.height).credits)
     refuse_hidden(session=session, requests=requests)
+    refuse_foreign_kits(session=session, user=user, requests=requests)
     cost = sum(prices)
 
     _lock_payer(session, user)

@@ -27,6 +27,8 @@ from studio.billing.pricing import QUALITY_TIERS, Quality
 from studio.catalogue.requests import configured_family, denoising_steps
 from studio.catalogue.styles import Catalogue, Style
 from studio.config import Settings
+from studio.kits.requests import KitStyle
+from studio.kits.settings import KitSettings
 from studio.media.validation import ValidatedImage
 from studio.web import widgets
 from studio.web.sources import Source
@@ -212,6 +214,11 @@ def lora_settings(
     family = style.family if style is not None else configured_family(config)
     offered = catalogue.loras_for(family)
     with st.expander("LoRAs"):
+        if isinstance(style, KitStyle):  # the kit's own, pinned by hash: they run with it, as they are
+            loras = KitSettings.from_dict(style.brand_kit.settings).loras
+            pinned = ", ".join(f"{lora.name} × {lora.weight:g}" for lora in loras) or "none"
+            st.caption(f"The brand kit runs its own LoRAs, pinned by file hash: {pinned}.")
+            return ()
         if not offered:
             st.caption(f"The catalogue has no LoRAs for {FAMILIES[family].label} models.")
             return ()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import streamlit as st
 
 from studio.catalogue.form_settings import FormSettings
@@ -9,6 +11,7 @@ from studio.catalogue.presets import (
     PresetSettings,
     SeedPolicy,
     delete_preset,
+    preset_request,
     rename_preset,
     save_preset,
     visible_presets,
@@ -16,8 +19,10 @@ from studio.catalogue.presets import (
 from studio.catalogue.requests import JobRequest
 from studio.catalogue.styles import Catalogue
 from studio.db.tables import Role, User
+from studio.errors import Refused
 from studio.web import app, refusals
 from studio.web.recipes import load_into_form
+from studio.web.styles import _load_refused_key
 
 
 def preset_bar(prefix: str, user: User, catalogue: Catalogue, current: JobRequest | None) -> None:
@@ -36,8 +41,8 @@ def preset_bar(prefix: str, user: User, catalogue: Catalogue, current: JobReques
             st.button(
                 "Apply",
                 key=f"{prefix}.preset_apply",
-                on_click=load_into_form,
-                args=(prefix, FormSettings.from_preset(PresetSettings.from_dict(chosen.settings)), catalogue),
+                on_click=_apply,
+                args=(prefix, PresetSettings.from_dict(chosen.settings), user, catalogue),
             )
             with st.popover("Rename or delete", disabled=chosen.owner_id != user.id and user.role is not Role.admin):
                 new_name = st.text_input("New name", chosen.name, key=f"{prefix}.preset_rename")
@@ -56,18 +61,30 @@ def preset_bar(prefix: str, user: User, catalogue: Catalogue, current: JobReques
                 key=f"{prefix}.preset_policy",
             )
         )
-        with_loras = current is not None and bool(current.loras)
-        if with_loras:
-            st.caption("Presets do not keep LoRAs yet: remove the LoRAs to save these settings as a preset.")
         with_reference = current is not None and current.reference is not None
         if with_reference:
             st.caption("Presets do not keep a reference image yet: remove it to save these settings as a preset.")
-        disabled = current is None or not name.strip() or with_loras or with_reference
+        disabled = current is None or not name.strip() or with_reference
         if st.button("Save preset", key=f"{prefix}.preset_save", disabled=disabled):
             preset = PresetSettings.from_request(current, seed_policy=policy)
             _preset_change(lambda s: save_preset(session=s, owner=user, name=name, preset=preset, shared=shared))
         if current is None:
             st.caption("Upload a source and fill in the form to save its settings.")
+
+
+def _apply(prefix: str, preset: PresetSettings, user: User, catalogue: Catalogue) -> None:
+    """Load the preset into the form, unless what it pinned (the model, a LoRA's file, the kit) changed since.
+
+    Its ControlNet is left out of that check: a guide the style's family lacks is the form's to show, as for any
+    settings loaded into it."""
+    try:
+        with app.db_session() as session:
+            pins = replace(preset, control=None)
+            preset_request(pins, session=session, user=user, settings=app.settings(), catalogue=catalogue)
+    except Refused as exc:
+        st.session_state[_load_refused_key(prefix)] = str(exc)
+        return
+    load_into_form(prefix, FormSettings.from_preset(preset), catalogue)
 
 
 def _preset_change(change) -> None:

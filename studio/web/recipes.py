@@ -18,13 +18,13 @@ from studio.media.validation import ValidatedImage, validate_image_bytes
 from studio.web import app, refusals
 from studio.web.outpaint import load_format
 from studio.web.sources import Source
-from studio.web.styles import OWN_SETTINGS, _load_refused_key, offered_styles
+from studio.web.styles import OWN_SETTINGS, _load_refused_key, offered_kits, offered_styles
 from studio.web.submit import submit
 from studio.web.text import plain
 
 # The pages whose form offers LoRAs (studio.web.form.lora_settings) and those offering a reference image
 # (studio.web.references): settings with either load only there.
-LORA_PAGES = ("transform", "inpaint", "sweep", "edit")
+LORA_PAGES = ("transform", "inpaint", "sweep", "edit", "batch")
 REFERENCE_PAGES = ("transform", "inpaint")
 
 
@@ -119,9 +119,9 @@ def load_into_form(prefix: str, settings: FormSettings, catalogue: Catalogue) ->
     form) none when the page cannot show them. Safe as a widget callback and before switching pages."""
     state = st.session_state
     try:
-        settings.check(catalogue, offered_styles(catalogue, prefix))
+        settings.check(catalogue, [*offered_kits(prefix, catalogue), *offered_styles(catalogue, prefix)])
         if settings.loras and prefix not in LORA_PAGES:
-            raise Refused("These settings use LoRAs, which the Transform, Inpaint, Sweep and Edit pages offer.")
+            raise Refused("These settings use LoRAs, which the Transform, Inpaint, Sweep, Edit and Batch pages offer.")
         reference = _reference_image(prefix, settings)
     except Refused as exc:
         state[_load_refused_key(prefix)] = str(exc)

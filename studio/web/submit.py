@@ -22,6 +22,7 @@ from studio.catalogue.styles import Catalogue, Style
 from studio.config import Settings
 from studio.db.tables import User, utcnow
 from studio.jobs.submit import quote, submit_job
+from studio.kits.requests import KitStyle, kit_request
 from studio.media.storage import sha256_hex
 from studio.media.validation import ValidatedImage
 from studio.web import app, jobs, refusals
@@ -46,32 +47,18 @@ def make_request(
     """The request of a form (`outpaint` with `inpaint`: expanding to a format; `references`: an edit's reference
     images; `loras`: catalogue LoRAs by name, with their weights; `reference`: an image an IP-Adapter reads), or
     None with the refusal shown."""
+    chosen = {"settings": config, "catalogue": catalogue, "params": params, "quality": quality, "inpaint": inpaint}
+    chosen |= {"control": control, "outpaint": outpaint}
+    if isinstance(style, KitStyle):  # the team's brand kit brings its LoRAs and reference image
+        return refusals.attempt(lambda: kit_request(**chosen, kit=style.brand_kit, reference=reference))
     if style is None:
-        return refusals.attempt(
-            lambda: custom_request(
-                settings=config,
-                params=params,
-                quality=quality,
-                task=Task.inpaint if inpaint is not None else Task.img2img,
-                inpaint=inpaint,
-                control=control,
-                catalogue=catalogue,
-                outpaint=outpaint,
-                loras=loras,
-                reference=reference,
-            )
-        )
+        task = Task.inpaint if inpaint is not None else Task.img2img
+        return refusals.attempt(lambda: custom_request(**chosen, task=task, loras=loras, reference=reference))
     return refusals.attempt(
         lambda: style_request(
-            settings=config,
-            catalogue=catalogue,
+            **chosen,
             style_id=style.id,
-            params=params,
-            quality=quality,
-            inpaint=inpaint,
-            control=control,
             noise_level=noise_level,
-            outpaint=outpaint,
             references=tuple(sha256_hex(reference.png_bytes) for reference in references),
             loras=loras,
             reference=reference,

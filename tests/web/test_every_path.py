@@ -438,9 +438,12 @@ def test_a_preset_at_the_limits_applies_to_the_form(small_studio, page, case):
     with write_session(small_studio.database_url) as session:
         admin = get_user(session=session, username="admin")
         control = recipe["control"]
+        # Applying checks the preset's pins: the model its style (or own settings) runs here.
+        style = CATALOGUE.styles.get(case.style)
+        model = CATALOGUE.location(style.model, small_studio) if style is not None else small_studio.model
         preset = PresetSettings(
             style=case.style,
-            model="preview",
+            model=model,
             prompt=recipe["prompt"],
             negative_prompt="",
             strength=recipe["strength"],

@@ -75,6 +75,11 @@ def artistic(env):
     return style_request(settings=env["settings"], catalogue=env["catalogue"], style_id="artistic", params=PARAMS)
 
 
+def rebuild(env, session) -> dict:
+    """What preset_request needs besides the preset: who applies it, in which studio."""
+    return {"session": session, "user": env["user"], "settings": env["settings"], "catalogue": env["catalogue"]}
+
+
 # Presets
 
 
@@ -88,16 +93,16 @@ def test_a_preset_pins_the_settings_and_rebuilds_the_same_request(env):
         stored = PresetSettings.from_dict(
             find_preset(session=session, user=env["user"], name="Spring campaign").settings
         )
-    again = preset_request(stored, settings=env["settings"], catalogue=env["catalogue"])
-    assert again.spec == request.spec and again.model == request.model and again.style == "artistic"
-    assert preset_request(stored, settings=env["settings"], catalogue=env["catalogue"], seed=77).spec.params.seed == 77
+        again = preset_request(stored, **rebuild(env, session))
+        assert again.spec == request.spec and again.model == request.model and again.style == "artistic"
+        assert preset_request(stored, **rebuild(env, session), seed=77).spec.params.seed == 77
 
 
 def test_a_preset_whose_style_now_runs_another_model_is_refused(env):
     preset = PresetSettings.from_request(artistic(env))
     moved = PresetSettings.from_dict(preset.to_dict() | {"model": "stable-diffusion-v1-5/stable-diffusion-v1-5"})
-    with pytest.raises(Refused, match="results would not match earlier ones"):
-        preset_request(moved, settings=env["settings"], catalogue=env["catalogue"])
+    with session_for(env["settings"].database_url) as session, pytest.raises(Refused, match="would not match earlier"):
+        preset_request(moved, **rebuild(env, session))
 
 
 def test_presets_are_personal_or_shared_with_the_team(env):

@@ -17,7 +17,7 @@ from pipelines.families import BASE, CONTROLNET, DEFAULT_FAMILY, FAMILIES, Famil
 from pipelines.ip_adapters import IP_ADAPTER_FAMILIES
 from pipelines.params import MAX_GUIDANCE, Guide, Task
 from pipelines.registry import OFFLOAD_MODES, PREVIEW_MODELS
-from studio.billing.pricing import Quality
+from studio.billing.pricing import QUALITY_TIERS, Quality
 from studio.config import Settings
 from studio.errors import ConfigError
 
@@ -83,6 +83,9 @@ class ModelEntry:
     credits: int = 0  # base credits per run (0 for a ControlNet, which only steers another model's run)
     offload: str = "none"  # pipelines.registry.OFFLOAD_MODES: keep weights off the accelerator between uses
     licence: str = ""  # the weights' licence, shown on the Models page and with every style that runs them
+    # A distilled model's schedule length (SD-Turbo, SDXL-Turbo, FLUX.1 [schnell]: a few steps; twenty blur or waste
+    # them): where a form starts, in every quality tier. None: the tier's.
+    steps: int | None = None
 
     @property
     def family_info(self) -> Family:
@@ -146,6 +149,7 @@ class Style:
     qualities: tuple[Quality, ...]
     credits: int  # its model's: a price follows what runs, not a style's label
     family: str = DEFAULT_FAMILY  # its model's (upscalers: the default): the form's prompt rules and step counts
+    steps: int | None = None  # its model's schedule length where the catalogue gives one (ModelEntry.steps)
 
     @property
     def family_info(self) -> Family:
@@ -358,6 +362,12 @@ def _table(data: dict, key: str, source: str, *, required: bool = True) -> dict:
     return table
 
 
+def starting_steps(style: Style | None, quality: Quality) -> int:
+    """The steps a form (or the command line) starts from: the style's model's own schedule length (a distilled
+    model, ModelEntry.steps), else the quality tier's."""
+    return style.steps if style is not None and style.steps else QUALITY_TIERS[quality].steps
+
+
 def _field(entry: dict, key: str, kind: type, where: str, default: object = None) -> object:
     value = entry.get(key, default)
     if value is None:
@@ -405,6 +415,14 @@ def _model(name: str, entry: object, source: str) -> ModelEntry:
         raise CatalogueError(
             f"{where}: model {name!r} asks for offload {offload!r}; use one of {', '.join(map(repr, OFFLOAD_MODES))}."
         )
+    steps = None
+    if "steps" in entry:
+        steps = _field(entry, "steps", int, where)
+        fewest_max = min(tier.max_steps for tier in QUALITY_TIERS.values())
+        if kind is not ModelKind.sd or not 1 <= steps <= fewest_max:
+            raise CatalogueError(
+                f"{where}: `steps` (a distilled model's schedule length) is for an sd model, 1 to {fewest_max}."
+            )
     return ModelEntry(
         name=name,
         kind=kind,
@@ -414,6 +432,7 @@ def _model(name: str, entry: object, source: str) -> ModelEntry:
         credits=credits,
         offload=offload,
         licence=_field(entry, "licence", str, where, "").strip(),
+        steps=steps,
     )
 
 
@@ -475,6 +494,7 @@ def _style(style_id: str, entry: object, models: dict[str, ModelEntry], source: 
         qualities=tiers,
         credits=models[model].credits,
         family=family.name if family is not None else DEFAULT_FAMILY,
+        steps=models[model].steps,
     )
 
 

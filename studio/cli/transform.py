@@ -9,7 +9,7 @@ from pathlib import Path
 from pipelines.params import MAX_SEED, Img2ImgParams
 from studio.billing.pricing import Quality
 from studio.catalogue.requests import JobRequest, custom_request, style_request
-from studio.catalogue.styles import load_catalogue
+from studio.catalogue.styles import load_catalogue, starting_steps
 from studio.cli.progress import run_with_progress
 from studio.cli.runs import refusals, run_transform
 from studio.config import Settings
@@ -28,7 +28,9 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--prompt", default="", help="what the result should look like")
     parser.add_argument("--negative", default="", help="negative prompt")
     parser.add_argument("--strength", type=float, default=0.6, help="0–1 (default 0.6)")
-    parser.add_argument("--steps", type=int, default=20, help="schedule length (default 20)")
+    parser.add_argument(
+        "--steps", type=int, help="schedule length (default: the quality tier's, 20/30/50, or a distilled model's own)"
+    )
     parser.add_argument("--guidance", type=float, default=7.5, help="guidance scale (default 7.5)")
     parser.add_argument("--seed", type=int, help="noise seed (default: random)")
     parser.add_argument("--quality", choices=[q.value for q in Quality], default=Quality.standard.value)
@@ -52,19 +54,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _request(settings: Settings, args: argparse.Namespace) -> JobRequest:
-    params = Img2ImgParams(
-        prompt=args.prompt,
-        negative_prompt=args.negative,
-        strength=args.strength,
-        steps=args.steps,
-        guidance=args.guidance,
-        seed=args.seed if args.seed is not None else random.randint(0, MAX_SEED),
-    )
     quality = Quality(args.quality)
     with refusals():
-        if args.style is None:
+        catalogue = load_catalogue(settings.catalogue_path) if args.style is not None else None
+        style = catalogue.styles.get(args.style) if catalogue is not None else None  # unknown: style_request says so
+        steps = args.steps if args.steps is not None else starting_steps(style, quality)
+        params = Img2ImgParams(
+            prompt=args.prompt,
+            negative_prompt=args.negative,
+            strength=args.strength,
+            steps=steps,
+            guidance=args.guidance,
+            seed=args.seed if args.seed is not None else random.randint(0, MAX_SEED),
+        )
+        if style is None:
             return custom_request(settings=settings, params=params, quality=quality)
-        catalogue = load_catalogue(settings.catalogue_path)
         return style_request(
             settings=settings, catalogue=catalogue, style_id=args.style, params=params, quality=quality
         )

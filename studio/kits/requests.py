@@ -52,6 +52,7 @@ def kit_style(kit: BrandKit, catalogue: Catalogue) -> KitStyle:
         qualities=(settings.quality, *(quality for quality in Quality if quality is not settings.quality)),
         credits=entry.credits,
         family=entry.family,
+        steps=settings.steps,
         brand_kit=kit,
     )
 

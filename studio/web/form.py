@@ -25,14 +25,14 @@ from pipelines.params import (
 )
 from studio.billing.pricing import QUALITY_TIERS, Quality
 from studio.catalogue.requests import configured_family, denoising_steps
-from studio.catalogue.styles import Catalogue, Style
+from studio.catalogue.styles import Catalogue, Style, starting_steps
 from studio.config import Settings
 from studio.kits.requests import KitStyle
 from studio.kits.settings import KitSettings
 from studio.media.validation import ValidatedImage
 from studio.web import widgets
 from studio.web.sources import Source
-from studio.web.styles import _apply_quality_defaults
+from studio.web.styles import apply_quality_defaults
 
 GUIDE_PREVIEW_SIDE = 512
 # Widget steps and defaults for what the user chooses (the ranges are the studio's limits, pipelines.params).
@@ -121,17 +121,17 @@ def run_settings(prefix: str, style: Style | None, *, with_strength: bool = True
         st.segmented_control(
             "Quality",
             [q.value for q in offered],
-            format_func=lambda q: f"{QUALITY_TIERS[Quality(q)].label} · {QUALITY_TIERS[Quality(q)].steps} steps",
+            format_func=lambda q: f"{QUALITY_TIERS[Quality(q)].label} · {starting_steps(style, Quality(q))} steps",
             key=f"{prefix}.quality",
-            on_change=_apply_quality_defaults,
-            args=(prefix,),
+            on_change=apply_quality_defaults,
+            args=(prefix, style),
         )
         or offered[0].value
     )
     tier = QUALITY_TIERS[quality]
-    state.setdefault(f"{prefix}.steps", tier.steps)
+    state.setdefault(f"{prefix}.steps", starting_steps(style, quality))
     if state[f"{prefix}.steps"] > tier.max_steps:
-        state[f"{prefix}.steps"] = tier.steps
+        state[f"{prefix}.steps"] = min(starting_steps(style, quality), tier.max_steps)
     noise_level = DEFAULT_NOISE_LEVEL
     with st.expander("Advanced"):
         steps = st.slider(

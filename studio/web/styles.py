@@ -5,9 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from pipelines.params import Task
-from studio.billing.pricing import QUALITY_TIERS, Quality
+from studio.billing.pricing import Quality
 from studio.catalogue.loras import with_registered_loras
-from studio.catalogue.styles import Catalogue, CatalogueError, Style, load_catalogue
+from studio.catalogue.styles import Catalogue, CatalogueError, Style, load_catalogue, starting_steps
 from studio.catalogue.visibility import hidden_models, production_styles
 from studio.config import Settings
 from studio.kits.access import team_kits
@@ -122,12 +122,12 @@ def _apply_style_defaults(prefix: str, offered: dict[str, Style]) -> None:
         return
     if st.session_state.get(f"{prefix}.quality") not in style.qualities:
         st.session_state[f"{prefix}.quality"] = style.qualities[0].value
-        _apply_quality_defaults(prefix)
+    apply_quality_defaults(prefix, style)  # a distilled model starts from its own few steps (ModelEntry.steps)
 
 
-def _apply_quality_defaults(prefix: str) -> None:
+def apply_quality_defaults(prefix: str, style: Style | None) -> None:
     quality = Quality(st.session_state.get(f"{prefix}.quality") or Quality.standard)
-    st.session_state[f"{prefix}.steps"] = QUALITY_TIERS[quality].steps
+    st.session_state[f"{prefix}.steps"] = starting_steps(style, quality)
 
 
 def _load_refused_key(prefix: str) -> str:

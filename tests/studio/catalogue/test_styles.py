@@ -10,8 +10,15 @@ import huggingface_hub.constants
 import pytest
 
 from pipelines.params import Guide, Task
-from studio.billing.pricing import Quality
-from studio.catalogue.styles import CatalogueError, ModelKind, load_catalogue, model_availability, parse_catalogue
+from studio.billing.pricing import QUALITY_TIERS, Quality
+from studio.catalogue.styles import (
+    CatalogueError,
+    ModelKind,
+    load_catalogue,
+    model_availability,
+    parse_catalogue,
+    starting_steps,
+)
 from studio.config import PROJECT_ROOT
 
 REPO_CATALOGUE = PROJECT_ROOT / "data" / "styles.toml"
@@ -100,6 +107,9 @@ def test_a_style_fills_its_template_and_adds_its_negative_prompt():
         (('model = "base"', 'model = "base"\nqualities = ["best"]'), "qualities must be from standard, high, ultra"),
         (('model = "base"', 'model = "base"\nstrength = 1.5'), "strength must be in (0, 1]"),
         (("[styles.paint]", "[styles.paint\n"), "is not valid TOML"),
+        (("credits = 2", "credits = 2\nsteps = 0"), "`steps` (a distilled model's schedule length) is for an sd model"),
+        (("credits = 2", "credits = 2\nsteps = 26"), "1 to 25"),
+        (('canny"\n', 'canny"\nsteps = 4\n'), "is for an sd model"),
     ],
 )
 def test_a_broken_edit_names_the_entry_and_the_problem(edit, message):
@@ -108,6 +118,19 @@ def test_a_broken_edit_names_the_entry_and_the_problem(edit, message):
     with pytest.raises(CatalogueError) as caught:
         parse_catalogue(MINIMAL.replace(old, new), source="styles.toml")
     assert message in str(caught.value)
+
+
+def test_a_distilled_models_styles_start_from_its_own_steps_in_every_tier():
+    """SD-Turbo, SDXL-Turbo and FLUX.1 [schnell] are made for a few steps: their styles start there, every other
+    style from its quality tier's."""
+    catalogue = load_catalogue(REPO_CATALOGUE)
+    distilled = {name for name, entry in catalogue.models.items() if entry.steps}
+    assert distilled == {"sd-turbo", "sdxl-turbo", "flux-schnell"}
+    for style in catalogue.styles.values():
+        for quality in Quality:
+            expected = catalogue.models[style.model].steps or QUALITY_TIERS[quality].steps
+            assert starting_steps(style, quality) == expected <= QUALITY_TIERS[quality].max_steps, style.id
+    assert starting_steps(None, Quality.high) == QUALITY_TIERS[Quality.high].steps
 
 
 def test_a_catalogue_without_styles_is_refused():

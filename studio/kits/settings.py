@@ -10,14 +10,14 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pipelines.errors import PipelineInputError
-from pipelines.params import MAX_LORAS, MAX_PROMPT_CHARS, check_limit
+from pipelines.params import LIMITS, MAX_LORAS, MAX_PROMPT_CHARS, check_limit
 from studio.billing.pricing import QUALITY_TIERS, Quality
 from studio.catalogue.styles import Catalogue, ModelKind
 from studio.errors import Refused
 
 PLACEHOLDER = "{prompt}"
-# An IP-Adapter's image scale: 0 ignores the reference, 1 follows it as strongly as the adapter was trained to.
-REFERENCE_SCALE = (0.0, 1.0)
+# The reference image's scale: the studio's one limit for an IP-Adapter's scale, as members' own references have.
+REFERENCE_SCALE = LIMITS["ip_adapter_scale"]
 
 
 @dataclass(frozen=True)

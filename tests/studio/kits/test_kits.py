@@ -201,7 +201,7 @@ def test_an_admin_creates_changes_and_deletes_a_kit_each_in_the_audit_log(env):
         ({"guidance": -1.0}, "Guidance must be between"),
         ({"steps": 0}, "takes 1 to"),
         ({"steps": 500}, "takes 1 to"),
-        ({"reference": KitReference("0" * 64, 1.5)}, "scale is 0 to 1"),
+        ({"reference": KitReference("0" * 64, LIMITS["ip_adapter_scale"][1] + 0.5)}, "scale is 0 to 1.5"),
     ],
 )
 def test_bad_kit_input_is_refused_with_a_message_and_nothing_changes(env, changes, message):
